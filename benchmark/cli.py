@@ -1,0 +1,162 @@
+"""The command line: plan -> launch -> collect -> report.
+
+    python run_benchmark.py --suite quickstart
+    python run_benchmark.py --suite quickstart --dry-run          # census: done / failed / incomplete / to run
+    python run_benchmark.py --suite quickstart --report           # tables from stored runs, no training
+    python run_benchmark.py --suite quickstart --methods cds --pairs Ph-Sk --seeds 2024 --set cds.epochs=3
+
+Bad input (unknown suite, method, pair, setting; malformed --set; missing data) stops with a message naming what was
+wrong and what was expected, exit status 2, before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from datasets.base import DataError
+from datasets.registry import DATASETS, get_dataset
+from methods import get_method_class, method_names
+
+from . import store
+from .collect import table_specs, tidy_frame
+from .errors import UserError
+from .launchers import LAUNCHERS
+from .reports import aggregate, save_tidy, to_markdown, write_report
+from .suites import SUITES, get_suite, plan
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_benchmark.py",
+        description="Unsupervised cross-domain image retrieval benchmark (UEM, NeurIPS 2024, and its baselines).")
+    parser.add_argument("--suite", default="quickstart", help="suite to run (default: quickstart); see --list")
+    parser.add_argument("--methods", nargs="+", metavar="NAME", help="restrict to these methods (registry names)")
+    parser.add_argument("--pairs", nargs="+", metavar="Q-R", help="restrict to these ordered pairs, e.g. Ph-Sk")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds (default: the suite's)")
+    parser.add_argument("--settings", nargs="+", metavar="SETTING", help="closed, partial and/or open")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="hyper-parameter override, key=value (every method that has it) or method.key=value; "
+                             "repeatable")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "results",
+                        help="results folder (default: results/ in the checkout)")
+    parser.add_argument("--data-root", type=Path, help="folder holding the real datasets")
+    parser.add_argument("--cache-dir", type=Path, help="generated data, decoded images and pretrained backbones "
+                                                       "(default: <output>/cache)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--launcher", default="local", choices=sorted(LAUNCHERS), help="how to run the plan")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan's census and exit")
+    parser.add_argument("--report", action="store_true", help="regenerate the tables from stored runs, no training")
+    parser.add_argument("--retry-failed", action="store_true", help="run FAILED runs again (from their checkpoint)")
+    parser.add_argument("--list", action="store_true", help="list suites, methods and datasets")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal too")
+    return parser
+
+
+def list_everything() -> str:
+    lines = ["Suites:"]
+    lines += [f"  {s.name:<22} {s.dataset}: {s.description}" for s in SUITES.values()]
+    lines.append("Methods (table order):")
+    lines += [f"  {name:<22} {(get_method_class(name).__doc__ or '').strip().splitlines()[0]}"
+              for name in method_names()]
+    lines.append("Datasets:")
+    lines += [f"  {d.name:<22} domains {', '.join(f'{x} ({d.short_names[x]})' for x in d.domains)}; "
+              f"{len(d.class_map)} classes. {d.description}" for d in DATASETS.values()]
+    return "\n".join(lines)
+
+
+def census(specs, output_root: Path) -> dict[str, list]:
+    groups = {status: [] for status in store.STATUSES}
+    for spec in specs:
+        groups[store.run_status(spec.run_dir(output_root))].append(spec)
+    return groups
+
+
+def census_text(groups: dict[str, list], retry_failed: bool) -> str:
+    to_run = len(groups["missing"]) + len(groups["incomplete"]) + (len(groups["failed"]) if retry_failed else 0)
+    total = sum(len(v) for v in groups.values())
+    return (f"{total} runs planned: {len(groups['done'])} done, {len(groups['failed'])} failed, "
+            f"{len(groups['incomplete'])} incomplete, {len(groups['missing'])} not started -> {to_run} to run")
+
+
+def configure_terminal_logging(verbose: bool) -> None:
+    """Runs log INFO to their own log.txt; the terminal shows warnings (everything with -v)."""
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setLevel(logging.INFO if verbose else logging.WARNING)
+    terminal.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(terminal)
+    root.setLevel(logging.INFO)
+    logging.getLogger("faiss").setLevel(logging.WARNING)   # its loader announces every import at INFO
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_terminal_logging(args.verbose)
+    try:
+        return _main(args)
+    except (UserError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
+    if args.list:
+        print(list_everything())
+        return 0
+    suite = get_suite(args.suite)
+    specs = plan(suite, methods=args.methods, pairs=args.pairs, seeds=args.seeds, settings=args.settings,
+                 assignments=args.assignments)
+    output_root = args.output.resolve()
+    groups = census(specs, output_root)
+    print(census_text(groups, args.retry_failed))
+    if args.dry_run:
+        for status in ("failed", "incomplete", "missing"):
+            for spec in groups[status]:
+                print(f"  {status:<10} {spec.method:<12} {spec.setting:<8} {spec.query_domain}->"
+                      f"{spec.retrieval_domain} seed {spec.seed}  {spec.run_dir(output_root)}")
+                if status == "failed":
+                    print(f"             reason: {store.failure_reason(spec.run_dir(output_root))}")
+        return 0
+    if not args.report:
+        _check_data(suite.dataset, args.data_root)
+        to_run = groups["missing"] + groups["incomplete"] + (groups["failed"] if args.retry_failed else [])
+        if to_run:
+            launch = {"data_root": str(args.data_root.resolve()) if args.data_root else None,
+                      "cache_dir": str((args.cache_dir or output_root / "cache").resolve()), "device": args.device}
+            spec_paths = []
+            for spec in to_run:
+                run_dir = store.prepare_run_dir(spec, output_root, launch)
+                store.clear_failure(run_dir)
+                spec_paths.append(run_dir / "spec.json")
+            started = time.time()
+            outcome = LAUNCHERS[args.launcher](spec_paths)
+            print(f"trained {outcome['done']} run(s) in {time.time() - started:.0f} s; "
+                  f"{len(outcome['failed'])} failed")
+    return _report(suite.name, specs, output_root)
+
+
+def _check_data(dataset: str, data_root: Path | None) -> None:
+    info = get_dataset(dataset)
+    if dataset != "synthetic" and data_root is None:
+        raise UserError(f"suite needs the {info.name} dataset: pass --data-root DIR (DIR/{info.name}/<domain>/...)")
+    if data_root is not None and not data_root.is_dir():
+        raise UserError(f"--data-root {data_root}: no such folder")
+
+
+def _report(suite_name: str, specs, output_root: Path) -> int:
+    frame = tidy_frame(specs, output_root)
+    tables_dir = output_root / "tables"
+    save_tidy(frame, tables_dir / f"{suite_name}_runs.csv")
+    models = [aggregate(frame, table) for table in table_specs(suite_name, specs)]
+    paths = write_report(suite_name, models, tables_dir)
+    for model in models:
+        print()
+        print(to_markdown(model))
+    print(f"\ntables: {paths['md']}, {paths['tex']}, {paths['csv']}; runs: {tables_dir / f'{suite_name}_runs.csv'}")
+    failed = (frame.drop_duplicates("run_id")["status"] == "failed").sum()
+    return 1 if failed else 0

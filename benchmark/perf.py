@@ -1,0 +1,204 @@
+"""Speed checks that print ratios measured in one run (DESIGN.md section 4: no timing in tests).
+
+    python -m benchmark.perf eval [--queries 10000] [--gallery 10000] [--dim 128] [--classes 65]
+                                  [--device cpu|cuda] [--reference-queries N] [--threads N]
+
+``eval`` times ``benchmark.evaluation.retrieval_metrics`` on random L2-normalised features with random labels
+against a straightforward per-query numpy implementation (full argsort + cumsum, a Python loop over queries),
+prints the speed-up, and checks that both agree. The reference can be timed on a subset of the queries and
+extrapolated linearly; the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+
+from benchmark.evaluation import per_query_metrics, retrieval_metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# eval: the per-query numpy reference
+# ----------------------------------------------------------------------------------------------------------------
+
+def reference_per_query(query_feats, query_labels, gallery_feats, gallery_labels, ks):
+    """Per-query AP, VOC-interpolated AP and P@k, one query at a time (the way evaluation code is usually written)."""
+    n_query, n_gallery = len(query_labels), len(gallery_labels)
+    ranks = np.arange(1, n_gallery + 1)
+    ap = np.full(n_query, np.nan)
+    ap_interp = np.full(n_query, np.nan)
+    precision_at = {k: np.full(n_query, np.nan) for k in ks}
+    for i in range(n_query):
+        scores = gallery_feats @ query_feats[i]
+        order = np.argsort(-scores, kind="stable")  # ties: lower gallery index first
+        relevant = gallery_labels[order] == query_labels[i]
+        n_relevant = relevant.sum()
+        if n_relevant == 0:
+            continue
+        hits = np.cumsum(relevant)
+        precision = hits / ranks
+        envelope = np.maximum.accumulate(precision[::-1])[::-1]
+        ap[i] = precision[relevant].sum() / n_relevant
+        ap_interp[i] = envelope[relevant].sum() / n_relevant
+        for k in ks:
+            precision_at[k][i] = hits[min(k, n_gallery) - 1] / k
+    return ap, ap_interp, precision_at
+
+
+def reference_summary(query_labels, ap, ap_interp, precision_at):
+    valid = ~np.isnan(ap)
+    by_class: dict[int, list[float]] = {}
+    for label, value in zip(query_labels[valid], ap_interp[valid]):
+        by_class.setdefault(int(label), []).append(value)
+    out = {
+        "map_all": float(ap[valid].mean()),
+        "map_all_coda": float(np.mean([np.mean(v) for v in by_class.values()])),
+    }
+    out.update({f"p_at_{k}": float(v[valid].mean()) for k, v in precision_at.items()})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# eval: the command
+# ----------------------------------------------------------------------------------------------------------------
+
+def _random_problem(args):
+    rng = np.random.default_rng(args.seed)
+
+    def unit_rows(n):
+        x = rng.standard_normal((n, args.dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return (
+        unit_rows(args.queries),
+        rng.integers(0, args.classes, size=args.queries),
+        unit_rows(args.gallery),
+        rng.integers(0, args.classes, size=args.gallery),
+    )
+
+
+def _max_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Both nan (a query without relevant items) counts as equal; nan on one side only gives nan."""
+    both_nan = np.isnan(a) & np.isnan(b)
+    return float(np.max(np.where(both_nan, 0.0, np.abs(a - b)), initial=0.0))
+
+
+def _timed(fn, device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, time.perf_counter() - start
+
+
+def run_eval(args) -> int:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda was asked for but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    ks = tuple(args.ks)
+    query_feats, query_labels, gallery_feats, gallery_labels = _random_problem(args)
+    n_ref = min(args.reference_queries, args.queries)
+
+    print(f"retrieval_metrics benchmark: {args.queries} queries x {args.gallery} gallery, dim {args.dim}, "
+          f"{args.classes} classes, ks {list(ks)}, chunk_size {args.chunk_size}")
+    print(f"torch {torch.__version__}, device {device}, torch threads {torch.get_num_threads()}, numpy {np.__version__}")
+
+    # Features on the device before timing: we time the metric, not the host-to-device copy.
+    q_dev = torch.from_numpy(query_feats).to(device)
+    g_dev = torch.from_numpy(gallery_feats).to(device)
+    ql_dev = torch.from_numpy(query_labels).to(device)
+    gl_dev = torch.from_numpy(gallery_labels).to(device)
+
+    def ours(n=args.queries):
+        return retrieval_metrics(q_dev[:n], ql_dev[:n], g_dev, gl_dev, ks, chunk_size=args.chunk_size)
+
+    ours(n=min(64, args.queries))  # warm-up: first-call allocations and kernel loading are not timed
+    ours_metrics, ours_s = _timed(ours, device)
+
+    (ref_ap, ref_ap_interp, ref_precision_at), ref_s_subset = _timed(
+        lambda: reference_per_query(query_feats[:n_ref], query_labels[:n_ref], gallery_feats, gallery_labels, ks),
+        torch.device("cpu"),
+    )
+    ref_s = ref_s_subset * args.queries / n_ref
+
+    print()
+    print(f"retrieval_metrics (torch, chunked):       {ours_s:10.3f} s for {args.queries} queries")
+    if n_ref == args.queries:
+        print(f"per-query numpy reference:                {ref_s:10.3f} s for {args.queries} queries (measured)")
+    else:
+        print(f"per-query numpy reference:                {ref_s:10.3f} s for {args.queries} queries "
+              f"(EXTRAPOLATED linearly from {ref_s_subset:.3f} s measured on the first {n_ref} queries)")
+    print(f"speed-up:                                 {ref_s / ours_s:10.1f} x")
+
+    # Agreement on the subset the reference saw: per-query values and the averaged metrics.
+    ours_subset = per_query_metrics(q_dev[:n_ref], ql_dev[:n_ref], g_dev, gl_dev, ks, chunk_size=args.chunk_size)
+    pairs = [
+        (ours_subset.average_precision, ref_ap),
+        (ours_subset.interpolated_average_precision, ref_ap_interp),
+    ] + [(ours_subset.precision_at[k], ref_precision_at[k]) for k in ks]
+    per_query_diff = max(_max_abs_difference(o.cpu().numpy(), r) for o, r in pairs)
+    ref_summary = reference_summary(query_labels[:n_ref], ref_ap, ref_ap_interp, ref_precision_at)
+    ours_summary = ours(n=n_ref)
+    summary_diff = max(abs(ours_summary[key] - value) for key, value in ref_summary.items())
+    print()
+    print(f"agreement on the first {n_ref} queries: max |difference| per query {per_query_diff:.3g}, "
+          f"of the averaged metrics {summary_diff:.3g}")
+    print("  (both score in float32; numpy's and torch's matmuls round differently in the last bit, which can swap "
+          "near-equal gallery items, so per-query differences of ~1e-6 are expected)")
+    print("metrics on all queries: " + ", ".join(
+        f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in ours_metrics.items()
+    ))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.perf", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ev = commands.add_parser("eval", help="retrieval_metrics against a per-query numpy reference")
+    ev.add_argument("--queries", type=_positive_int, default=10000)
+    ev.add_argument("--gallery", type=_positive_int, default=10000)
+    ev.add_argument("--dim", type=_positive_int, default=128)
+    ev.add_argument("--classes", type=_positive_int, default=65)
+    ev.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ev.add_argument("--ks", type=_positive_int, nargs="+", default=[1, 5, 15])
+    ev.add_argument("--chunk-size", type=_positive_int, default=1024)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--threads", type=_positive_int, default=None,
+                    help="torch CPU threads (default: torch's choice; 1 helps on a machine busy with other work)")
+    ev.add_argument(
+        "--reference-queries", type=_positive_int, default=1000,
+        help="time the slow reference on the first N queries and extrapolate linearly (default 1000; "
+        "pass the number of queries to measure it on all of them)",
+    )
+    ev.set_defaults(handler=run_eval)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

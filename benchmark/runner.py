@@ -1,0 +1,278 @@
+"""One run, end to end: `run_one(spec_path)` — the single entry point of every launcher (DESIGN §3.6).
+
+Data (labels stay here) -> initial backbone -> method hooks -> a checkpoint after every epoch -> evaluation ->
+metrics.json -> DONE. A run whose folder holds `ckpt/last.pt` resumes from it; a finished run returns its metrics.
+
+Determinism: the run seed fixes the initial state; every epoch starts by reseeding torch from (seed, epoch), so the
+batches and augmentations of epoch k+1 do not depend on whether the process restarted after epoch k. Together with
+the checkpointed model, optimiser, scheduler and method state, a resumed run ends with the metrics of an uninterrupted
+one (tests/test_runner.py checks it on the CPU).
+
+Losses are summed on the device and checked once per epoch (no host synchronisation per step); a NaN or infinite loss
+fails the run with its reason (FAILED) and the suite goes on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from datasets.base import LabelledDomain, UnlabeledDomain
+from datasets.registry import get_dataset, load_domain
+from methods import get_method_class
+from methods.base import Batch, Method, build_hparams
+
+from . import store
+from .evaluation import open_set_metrics, retrieval_metrics
+from .initialisation import build_initial_backbone
+from .spec import RunSpec, load_spec
+
+log = logging.getLogger("benchmark.run")
+
+EMBED_BATCH_SIZE = 256
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def derive_seed(*parts) -> int:
+    """A stable 31-bit seed from any parts (never Python's salted hash())."""
+    return int(hashlib.sha1(repr(parts).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+@dataclass
+class RunContext:
+    """The FitContext a method receives: unlabeled domains and the fit's shape; no labels."""
+    domains: tuple[UnlabeledDomain, UnlabeledDomain]
+    device: torch.device
+    epochs: int
+    steps_per_epoch: int
+    num_classes_hint: tuple[int, int]
+    seed: int
+    method: Method
+
+    @torch.no_grad()
+    def embed_domain(self, domain_id: int, embed=None) -> torch.Tensor:
+        embed = embed or self.method.embed
+        domain = self.domains[domain_id]
+        was_training = self.method.training
+        self.method.eval()
+        try:
+            chunks = [embed(domain.images(torch.arange(i, min(i + EMBED_BATCH_SIZE, len(domain))), self.device))
+                      for i in range(0, len(domain), EMBED_BATCH_SIZE)]
+        finally:
+            self.method.train(was_training)
+        return torch.cat(chunks)
+
+
+def epoch_indices(size: int, steps: int, batch_size: int) -> torch.Tensor:
+    """[steps, batch_size] instance indices: shuffled passes over the domain, repeated as needed (the smaller domain
+    is cycled), drop_last."""
+    needed = steps * batch_size
+    passes = [torch.randperm(size) for _ in range(math.ceil(needed / size))]
+    return torch.cat(passes)[:needed].view(steps, batch_size)
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def split_optimizers(configured) -> tuple[list, list]:
+    """configure_optimizers() may return an optimiser, a list, or (optimisers, schedulers)."""
+    if isinstance(configured, tuple) and len(configured) == 2 and isinstance(configured[0], (list, tuple)):
+        return _as_list(configured[0]), _as_list(configured[1])
+    return _as_list(configured), []
+
+
+@contextmanager
+def run_logging(run_dir: Path):
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
+
+
+def environment_record(device: torch.device) -> dict:
+    def git_sha() -> str:
+        try:
+            return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                  cwd=Path(__file__).resolve().parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    import numpy
+    record = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
+              "platform": platform.platform(), "host": platform.node(), "device": str(device),
+              "git_sha": git_sha(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "torch_threads": torch.get_num_threads(),
+              "slurm": {k: v for k, v in os.environ.items() if k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
+                                                                   "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")}}
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
+
+
+def load_split_domains(spec: RunSpec, data_root, cache_dir) -> tuple[LabelledDomain, LabelledDomain]:
+    info = get_dataset(spec.dataset)
+    query = load_domain(info, spec.query_domain, data_root, cache_dir)
+    retrieval = load_domain(info, spec.retrieval_domain, data_root, cache_dir)
+    return (query.restricted_to(info.class_map.ids(spec.query_classes)),
+            retrieval.restricted_to(info.class_map.ids(spec.retrieval_classes)))
+
+
+def run_one(spec_path, *, stop_after_epochs: int | None = None) -> dict:
+    """Train and evaluate the run whose spec.json is given; returns its metrics (from the store if already done).
+
+    `stop_after_epochs` stops after that many epochs in this call, leaving the run incomplete with its checkpoint
+    (tests use it to simulate a killed run)."""
+    spec_path = Path(spec_path)
+    run_dir = spec_path.parent
+    if store.run_status(run_dir) == "done":
+        return store.read_metrics(run_dir)
+    spec = load_spec(spec_path)
+    launch = json.loads((run_dir / "launch.json").read_text()) if (run_dir / "launch.json").is_file() else {}
+    with run_logging(run_dir):
+        try:
+            return _train_and_evaluate(spec, run_dir, launch, stop_after_epochs)
+        except NonFiniteLoss as error:
+            log.error("run failed: %s", error)
+            store.mark_failed(run_dir, str(error))
+            raise
+        except Exception as error:
+            log.error("run failed:\n%s", traceback.format_exc())
+            store.mark_failed(run_dir, f"{type(error).__name__}: {error}")
+            raise
+
+
+def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_epochs: int | None) -> dict:
+    started = time.time()
+    data_root = Path(launch["data_root"]) if launch.get("data_root") else None
+    cache_dir = Path(launch.get("cache_dir") or run_dir / "cache")
+    device = resolve_device(launch.get("device", "auto"))
+    store.atomic_write_json(run_dir / "env.json", environment_record(device))
+    log.info("run %s: %s %s %s->%s seed %d on %s", spec.run_id, spec.method, spec.setting, spec.query_domain,
+             spec.retrieval_domain, spec.seed, device)
+
+    query, retrieval = load_split_domains(spec, data_root, cache_dir)
+    seed_everything(spec.seed)
+    backbone = build_initial_backbone(spec.backbone, cache_dir, data_root, device)
+    method_cls = get_method_class(spec.method)
+    hparams = build_hparams(method_cls, spec.hparams)
+    seed_everything(spec.seed)
+    method = method_cls(hparams, backbone).to(device)
+    domains = (query.unlabeled(0), retrieval.unlabeled(1))
+    steps = method.steps_per_epoch(len(domains[0]), len(domains[1]))
+    ctx = RunContext(domains, device, hparams.epochs, steps, spec.num_classes_hint, spec.seed, method)
+
+    seed_everything(derive_seed(spec.seed, "fit_start"))
+    method.on_fit_start(ctx)
+    method.to(device)
+    optimizers, schedulers = split_optimizers(method.configure_optimizers())
+    checkpoint_path = run_dir / "ckpt" / "last.pt"
+    first_epoch, history = 0, []
+    if checkpoint_path.is_file():
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        method.load_state_dict(checkpoint["method"])
+        for optimizer, state in zip(optimizers, checkpoint["optimizers"]):
+            optimizer.load_state_dict(state)
+        for scheduler, state in zip(schedulers, checkpoint["schedulers"]):
+            scheduler.load_state_dict(state)
+        first_epoch, history = checkpoint["epoch"], checkpoint["history"]
+        log.info("resumed from %s after epoch %d", checkpoint_path, first_epoch)
+
+    for epoch in range(first_epoch, hparams.epochs):
+        if stop_after_epochs is not None and epoch - first_epoch >= stop_after_epochs:
+            log.info("stopping after %d epoch(s) as asked; the run stays incomplete", stop_after_epochs)
+            return {}
+        epoch_started = time.time()
+        history.append(_train_epoch(method, ctx, optimizers, epoch))
+        for scheduler in schedulers:
+            scheduler.step()
+        history[-1]["seconds"] = round(time.time() - epoch_started, 3)
+        store.atomic_torch_save(checkpoint_path, {
+            "epoch": epoch + 1, "history": history, "method": method.state_dict(),
+            "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers]})
+        log.info("epoch %d/%d %s", epoch + 1, hparams.epochs,
+                 " ".join(f"{k}={v:.4f}" for k, v in history[-1].items() if k != "epoch"))
+
+    metrics = evaluate(method, ctx, query, retrieval, spec)
+    log.info("metrics: %s", json.dumps(metrics))
+    store.atomic_write_json(run_dir / "metrics.json", {
+        "metrics": metrics, "history": history, "seconds": round(time.time() - started, 3)})
+    store.mark_done(run_dir)
+    return metrics
+
+
+def _train_epoch(method: Method, ctx: RunContext, optimizers: list, epoch: int) -> dict:
+    seed_everything(derive_seed(ctx.seed, "epoch", epoch))
+    method.train()
+    method.on_epoch_start(epoch, ctx)
+    batch_size = method.hparams.batch_size
+    order = [epoch_indices(len(domain), ctx.steps_per_epoch, batch_size) for domain in ctx.domains]
+    totals: dict[str, torch.Tensor] = {}
+    for step in range(ctx.steps_per_epoch):
+        batches = [Batch(domain.images(order[d][step], ctx.device), order[d][step].to(ctx.device), d)
+                   for d, domain in enumerate(ctx.domains)]
+        losses = method.training_step(batches[0], batches[1], epoch * ctx.steps_per_epoch + step)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        for optimizer in optimizers:
+            optimizer.step()
+        method.on_train_batch_end(epoch * ctx.steps_per_epoch + step)
+        for name, value in losses.items():
+            value = value.detach().float()
+            totals[name] = totals[name] + value if name in totals else value
+    summary = {name: (total / ctx.steps_per_epoch).item() for name, total in totals.items()}
+    bad = [name for name, value in summary.items() if not math.isfinite(value)]
+    if bad:
+        raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}: " + ", ".join(f"{n}={summary[n]}" for n in bad))
+    return {"epoch": epoch + 1, **summary}
+
+
+def evaluate(method: Method, ctx: RunContext, query: LabelledDomain, retrieval: LabelledDomain,
+             spec: RunSpec) -> dict:
+    """Retrieval features of both domains (the last epoch's model: no selection on labels), then the metrics."""
+    method.eval()
+    query_features = ctx.embed_domain(0)
+    retrieval_features = ctx.embed_domain(1)
+    metrics = retrieval_metrics(query_features, query.labels, retrieval_features, retrieval.labels, ks=spec.ks)
+    if spec.setting == "open":
+        private = method.detect_private(query_features, retrieval_features, num_clusters=spec.num_classes_hint[0],
+                                        seed=derive_seed(spec.seed, "detector"))
+        metrics.update(open_set_metrics(query_features, query.labels, retrieval_features, retrieval.labels,
+                                        private.cpu(), ks=spec.ks))
+    return metrics

@@ -1,0 +1,68 @@
+"""Run identity (DESIGN §3.4): a run spec, its canonical serialisation, and its hash.
+
+The hash covers what defines the experiment — protocol version, dataset, setting, ordered domain pair, the class lists
+of the split, method, *resolved* hyper-parameters (so a changed default in code is a new run, never a stale reuse),
+seed, backbone and its init, the evaluation's k values. It excludes where and how the run happens: data and output
+paths, host, device, launcher (those go to `launch.json` and `env.json` beside the spec).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Bump when a change to splits, metrics or the training loop changes what a stored number means.
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    setting: str
+    query_domain: str
+    retrieval_domain: str
+    query_classes: tuple[str, ...]
+    retrieval_classes: tuple[str, ...]
+    method: str
+    hparams: dict
+    seed: int
+    split_seed: int
+    backbone: dict
+    ks: tuple[int, ...] = (1, 5, 15)
+    protocol_version: int = PROTOCOL_VERSION
+    extra: dict = field(default_factory=dict)   # reserved for later protocol fields; part of the hash
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunSpec":
+        data = dict(data)
+        for key in ("query_classes", "retrieval_classes", "ks"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+    def canonical_json(self) -> str:
+        return canonical_json(self.to_dict())
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha1(self.canonical_json().encode("utf-8")).hexdigest()[:12]
+
+    def run_dir(self, output_root: Path) -> Path:
+        return (Path(output_root) / "runs" / self.dataset / self.setting / f"{self.query_domain}-{self.retrieval_domain}"
+                / self.method / f"seed{self.seed}-{self.run_id}")
+
+    @property
+    def num_classes_hint(self) -> tuple[int, int]:
+        return len(self.query_classes), len(self.retrieval_classes)
+
+
+def canonical_json(data) -> str:
+    """Sorted keys, no whitespace, tuples as lists, floats by repr (shortest round-trip): one text per value."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def load_spec(path: Path) -> RunSpec:
+    return RunSpec.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,161 @@
+"""Suites: named grids of runs (dataset x settings x ordered pairs x methods x seeds), expanded into run specs.
+
+A suite names what to run; the plan resolves every run's hyper-parameters (method defaults, then the method's
+per-dataset overrides, then the suite's, then `--set`) and split class lists, so each spec — and its hash — says
+exactly what ran.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from datasets.registry import get_dataset
+from datasets.splits import SETTINGS, build_split
+from methods import get_method_class, method_names
+from methods.base import HparamError, resolve_hparams
+
+from .errors import UserError
+from .initialisation import QUICKSTART_BACKBONE
+from .spec import RunSpec
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    dataset: str
+    settings: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]           # ordered (query domain, retrieval domain)
+    seeds: tuple[int, ...]
+    backbone: dict
+    methods: tuple[str, ...] | None = None       # None: every registered method, in table order
+    ks: tuple[int, ...] = (1, 5, 15)
+    description: str = ""
+    method_overrides: dict = field(default_factory=dict)   # method -> {hparam: value}
+
+    def method_list(self) -> list[str]:
+        return list(self.methods) if self.methods is not None else method_names()
+
+
+SUITES: dict[str, Suite] = {}
+
+
+def add_suite(suite: Suite) -> Suite:
+    if suite.name in SUITES:
+        raise ValueError(f"suite {suite.name!r} is defined twice")
+    SUITES[suite.name] = suite
+    return suite
+
+
+add_suite(Suite(
+    name="quickstart",
+    dataset="synthetic",
+    settings=("partial",),
+    pairs=(("photo", "sketch"), ("clipart", "painting"), ("sketch", "clipart")),
+    seeds=(2024, 2025, 2026),
+    backbone=QUICKSTART_BACKBONE,
+    description="embedded synthetic shapes, partial setting (the query domain keeps half of the classes), "
+                "every registered method from a shared SimCLR-pretrained small CNN; CPU, minutes, no download",
+))
+
+
+def get_suite(name: str) -> Suite:
+    try:
+        return SUITES[name]
+    except KeyError:
+        raise UserError(f"unknown suite {name!r}; available suites: {', '.join(SUITES)}") from None
+
+
+def parse_overrides(assignments: list[str], methods: list[str]) -> dict[str, dict]:
+    """`--set key=value` applies to every selected method that has `key`; `--set method.key=value` to one method.
+    Returns method -> {key: value (string)}; unknown keys and methods are errors."""
+    per_method: dict[str, dict] = {m: {} for m in methods}
+    for text in assignments:
+        if "=" not in text or text.startswith("="):
+            raise UserError(f"malformed --set {text!r}: expected key=value or method.key=value (e.g. --set lr=0.01 "
+                            f"or --set cds.temperature=0.05)")
+        key, value = text.split("=", 1)
+        key = key.strip()
+        if "." in key:
+            method, key = key.split(".", 1)
+            if method not in per_method:
+                raise UserError(f"--set {text!r}: method {method!r} is not in this plan ({', '.join(methods)})")
+            targets = [method]
+        else:
+            targets = [m for m in methods if key in _hparam_names(m)]
+            if not targets:
+                raise UserError(f"--set {text!r}: no selected method has a hyper-parameter {key!r}")
+        for method in targets:
+            if key not in _hparam_names(method):
+                raise UserError(f"--set {text!r}: method {method!r} has no hyper-parameter {key!r}; its "
+                                f"hyper-parameters are: {', '.join(sorted(_hparam_names(method)))}")
+            per_method[method][key] = value
+    return per_method
+
+
+def _hparam_names(method: str) -> set[str]:
+    import dataclasses
+    return {f.name for f in dataclasses.fields(get_method_class(method).Hparams)}
+
+
+def select_methods(suite: Suite, requested: list[str] | None) -> list[str]:
+    names = requested or suite.method_list()
+    unknown = [n for n in names if n not in method_names()]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}; registered methods: {', '.join(method_names())}")
+    return names
+
+
+def select_pairs(suite: Suite, requested: list[str] | None) -> list[tuple[str, str]]:
+    """`--pairs Ph-Sk photo-clipart ...`: full or short domain names joined by '-', '>' or '->' (or '→')."""
+    if not requested:
+        return list(suite.pairs)
+    info = get_dataset(suite.dataset)
+    pairs = []
+    for text in requested:
+        normalised = text.replace("→", "-").replace("->", "-").replace(">", "-")
+        if "-" not in normalised:                      # TLlib-style task names: Ar2Cl
+            normalised = normalised.replace("2", "-")
+        parts = normalised.split("-")
+        if len(parts) != 2 or not all(parts):
+            raise UserError(f"malformed pair {text!r}: expected QUERY-RETRIEVAL, e.g. "
+                            f"{info.short_names[info.domains[0]]}-{info.short_names[info.domains[1]]}")
+        try:
+            pair = (info.domain_name(parts[0]), info.domain_name(parts[1]))
+        except KeyError as error:
+            raise UserError(f"pair {text!r}: {error.args[0]}") from None
+        if pair[0] == pair[1]:
+            raise UserError(f"pair {text!r}: query and retrieval domains must differ")
+        pairs.append(pair)
+    return pairs
+
+
+def plan(suite: Suite, methods: list[str] | None = None, pairs: list[str] | None = None,
+         seeds: list[int] | None = None, settings: list[str] | None = None,
+         assignments: list[str] | None = None) -> list[RunSpec]:
+    info = get_dataset(suite.dataset)
+    method_list = select_methods(suite, methods)
+    pair_list = select_pairs(suite, pairs)
+    seed_list = list(seeds) if seeds else list(suite.seeds)
+    setting_list = list(settings) if settings else list(suite.settings)
+    for setting in setting_list:
+        if setting not in SETTINGS:
+            raise UserError(f"unknown setting {setting!r}; expected one of {', '.join(SETTINGS)}")
+    cli_overrides = parse_overrides(assignments or [], method_list)
+    resolved = {}
+    for method in method_list:
+        try:
+            resolved[method] = resolve_hparams(get_method_class(method), suite.dataset,
+                                               {**suite.method_overrides.get(method, {}), **cli_overrides[method]})
+        except HparamError as error:
+            raise UserError(str(error)) from None
+    specs = []
+    for setting in setting_list:
+        for query, retrieval in pair_list:
+            for method in method_list:
+                for seed in seed_list:
+                    split = build_split(setting, info.class_map.names, split_seed=seed)
+                    specs.append(RunSpec(
+                        dataset=suite.dataset, setting=setting, query_domain=query, retrieval_domain=retrieval,
+                        query_classes=split.query_classes, retrieval_classes=split.retrieval_classes,
+                        method=method, hparams=resolved[method], seed=seed, split_seed=seed,
+                        backbone=suite.backbone, ks=tuple(suite.ks)))
+    return specs

@@ -1,0 +1,145 @@
+"""Reading one domain of a dataset from disk, and the two views of it: labelled (harness) and unlabeled (methods).
+
+Two on-disk forms are accepted for every dataset:
+- the folder layout `<root>/<domain>/<class>/<image>`;
+- an image-list file, one `relative/path label` per line (the label is the last whitespace-separated token, so paths
+  may contain spaces; paths are relative to the dataset root), the format transfer-learning libraries ship.
+
+Labels are always ids of the dataset's global `ClassMap`. Images are decoded once, resized to a square
+`image_size`, and kept as one uint8 tensor per domain (the decoded-image cache): training then never touches the disk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .classmap import ClassMap
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class DataError(Exception):
+    """The data on disk is missing or not in the expected form; the message says where and what was expected."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: Path
+    label: int
+
+
+def read_folder_layout(domain_dir: Path, class_map: ClassMap) -> list[ImageRecord]:
+    """`<domain_dir>/<class>/<image>`; class folders not in the class map are an error (a stray folder must not
+    silently become a class), missing class folders are allowed (partial datasets), and an empty result is an error."""
+    domain_dir = Path(domain_dir)
+    if not domain_dir.is_dir():
+        raise DataError(f"domain folder not found: {domain_dir} (expected <root>/<domain>/<class>/<image>)")
+    records: list[ImageRecord] = []
+    unknown = []
+    for class_dir in sorted(p for p in domain_dir.iterdir() if p.is_dir()):
+        if class_dir.name not in class_map:
+            unknown.append(class_dir.name)
+            continue
+        label = class_map.id(class_dir.name)
+        for image_path in sorted(class_dir.iterdir()):
+            if image_path.suffix.lower() in IMAGE_EXTENSIONS:
+                records.append(ImageRecord(image_path, label))
+    if unknown:
+        raise DataError(f"{domain_dir}: folder(s) {', '.join(unknown)} are not classes of this dataset "
+                        f"(expected class folders named like: {', '.join(class_map.names[:5])}, ...)")
+    if not records:
+        raise DataError(f"{domain_dir}: no images found (expected <class>/<image> with extensions "
+                        f"{', '.join(IMAGE_EXTENSIONS)})")
+    return records
+
+
+def read_image_list(list_file: Path, root: Path, class_map: ClassMap) -> list[ImageRecord]:
+    """One `relative/path label` per line; blank lines and lines starting with '#' are skipped."""
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise DataError(f"image list not found: {list_file}")
+    records = []
+    for line_number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = text.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{list_file}:{line_number}: expected 'relative/path label', got {line!r}")
+        label = int(parts[1])
+        if not 0 <= label < len(class_map):
+            raise DataError(f"{list_file}:{line_number}: label {label} outside 0..{len(class_map) - 1}")
+        records.append(ImageRecord(Path(root) / parts[0], label))
+    if not records:
+        raise DataError(f"{list_file}: the image list is empty")
+    return records
+
+
+def decode_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
+    """Decode and resize to image_size x image_size RGB; returns uint8 [N, 3, S, S]. An unreadable file is reported
+    by its path."""
+    out = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                if image.size != (image_size, image_size):
+                    image = image.resize((image_size, image_size), Image.BILINEAR)
+                out[i] = np.asarray(image)
+        except (OSError, ValueError) as error:
+            raise DataError(f"unreadable image: {path} ({error})") from error
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+@dataclass
+class LabelledDomain:
+    """What the harness holds for one domain: images, global class ids, and where they came from. Never handed to a
+    method: `unlabeled()` is."""
+    dataset: str
+    name: str
+    images: torch.Tensor          # uint8 [N, 3, S, S]
+    labels: torch.Tensor          # int64 [N], ids of the dataset's ClassMap
+    paths: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def restricted_to(self, class_ids: Sequence[int]) -> "LabelledDomain":
+        keep = torch.isin(self.labels, torch.as_tensor(list(class_ids), dtype=torch.long))
+        index = keep.nonzero().flatten()
+        return LabelledDomain(self.dataset, self.name, self.images[index], self.labels[index],
+                              tuple(self.paths[i] for i in index.tolist()))
+
+    def unlabeled(self, domain_id: int) -> "UnlabeledDomain":
+        return UnlabeledDomain(self.name, domain_id, self.images)
+
+
+class UnlabeledDomain:
+    """The only view of a domain a method receives (DESIGN §3.1): images, instance indices and the domain id.
+
+    It holds no labels and no class names by construction; `tests/test_no_labels.py` checks that no label can reach a
+    method through it.
+    """
+    __slots__ = ("name", "domain_id", "_images")
+
+    def __init__(self, name: str, domain_id: int, images: torch.Tensor):
+        self.name = name
+        self.domain_id = domain_id
+        self._images = images
+
+    def __len__(self) -> int:
+        return self._images.shape[0]
+
+    @property
+    def image_size(self) -> int:
+        return self._images.shape[-1]
+
+    def images(self, index: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        """float [B, 3, S, S] in [0, 1] on `device`, for the given instance indices."""
+        batch = self._images[index.cpu()].to(device, non_blocking=True)
+        return batch.float().div_(255.0)

@@ -1,0 +1,96 @@
+"""Datasets the harness knows, by name: their domains, short names, global class map, and how to load a domain.
+
+Real datasets (Office-31, Office-Home, DomainNet-7) register here in the same form; the embedded synthetic one needs no
+`--data-root`: it is generated into the cache folder on first use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import synthetic
+from .base import DataError, LabelledDomain, decode_images, read_folder_layout
+from .classmap import ClassMap
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    domains: tuple[str, ...]
+    short_names: dict[str, str]
+    class_map: ClassMap
+    image_size: int
+    # (data_root, cache_dir) -> folder that holds one sub-folder per domain
+    locate: Callable[[Path | None, Path], Path] = field(compare=False)
+    description: str = ""
+
+    def domain_name(self, name_or_short: str) -> str:
+        """Accept a full domain name or its short name (case-insensitive)."""
+        lowered = name_or_short.lower()
+        for domain in self.domains:
+            if lowered in (domain.lower(), self.short_names[domain].lower()):
+                return domain
+        names = ", ".join(f"{d} ({self.short_names[d]})" for d in self.domains)
+        raise KeyError(f"dataset {self.name!r} has no domain {name_or_short!r}; its domains are: {names}")
+
+    def pair_label(self, query: str, retrieval: str) -> str:
+        return f"{self.short_names[query]}→{self.short_names[retrieval]}"
+
+
+def _locate_synthetic(data_root: Path | None, cache_dir: Path) -> Path:
+    return synthetic.ensure_synthetic(cache_dir, seed=0, image_size=32)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "synthetic": DatasetInfo(
+        name="synthetic",
+        domains=synthetic.DOMAINS,
+        short_names=synthetic.SHORT_NAMES,
+        class_map=ClassMap.from_names(synthetic.CLASSES),
+        image_size=32,
+        locate=_locate_synthetic,
+        description="embedded: 12 shapes x 4 styles, 32 px, generated on first use (no download)",
+    ),
+}
+
+
+def get_dataset(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
+
+
+def load_domain(info: DatasetInfo, domain: str, data_root: Path | None, cache_dir: Path) -> LabelledDomain:
+    """Read and decode one domain (folder layout), with a decoded-image cache file next to nothing on the data side:
+    the cache lives under `cache_dir`, keyed by dataset, domain, image size and the list of files."""
+    root = info.locate(data_root, Path(cache_dir))
+    records = read_folder_layout(root / domain, info.class_map)
+    paths = tuple(str(r.path) for r in records)
+    labels = torch.tensor([r.label for r in records], dtype=torch.long)
+    images = _cached_decode(info, domain, paths, Path(cache_dir))
+    return LabelledDomain(info.name, domain, images, labels, paths)
+
+
+def _cached_decode(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache_dir: Path) -> torch.Tensor:
+    import hashlib
+    import os
+    key = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:12]
+    cache_file = cache_dir / "decoded" / f"{info.name}-{domain}-{info.image_size}px-{key}.pt"
+    if cache_file.is_file():
+        try:
+            return torch.load(cache_file)
+        except Exception:  # a corrupt cache file is rebuilt, never trusted
+            pass
+    images = decode_images([Path(p) for p in paths], info.image_size)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cache_file.with_suffix(f".tmp{os.getpid()}")
+    torch.save(images, temporary)
+    os.replace(temporary, cache_file)
+    return images
+
+
+__all__ = ["DATASETS", "DatasetInfo", "DataError", "get_dataset", "load_domain"]

@@ -1,0 +1,160 @@
+"""The Method interface (DESIGN §3.2): the harness owns the loop, a method supplies hooks.
+
+Lifecycle, driven by `benchmark.runner`:
+
+    method = MethodClass(hparams, backbone)
+    method.on_fit_start(ctx)                 # e.g. fill memory banks (also called when resuming, before the
+                                             # checkpoint is loaded over it, so data-sized buffers exist)
+    optimizers = method.configure_optimizers()
+    for epoch in range(hparams.epochs):
+        method.on_epoch_start(epoch, ctx)    # e.g. k-means, stage switches
+        for step in ...:
+            losses = method.training_step(batch_a, batch_b, step)   # harness back-propagates losses["loss"]
+            method.on_train_batch_end(step)                           # after the optimiser step
+    features = method.embed(images)          # L2-normalised retrieval features
+    private = method.detect_private(query_features, retrieval_features, ...)   # open-set "null"
+
+A method sees only `Batch` objects and the `FitContext`: images, instance indices, domain ids — never labels
+(DESIGN §3.1). `state_dict()` / `load_state_dict()` are nn.Module's: register banks and prototypes as buffers, and
+return any non-tensor state (a stage flag, a cluster count) from `get_extra_state`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from .backbones import EmbeddingNet
+from .open_set import cluster_radius_detector
+
+
+@dataclass
+class Batch:
+    """One domain's mini-batch as a method receives it."""
+    images: torch.Tensor      # float [B, 3, S, S] in [0, 1], on the run's device; methods augment it themselves
+    index: torch.Tensor       # int64 [B], instance indices into the domain (for memory banks)
+    domain_id: int            # 0 = query domain (A), 1 = retrieval domain (B)
+
+
+class FitContext(Protocol):
+    """What the harness tells a method about the fit. No labels; `num_classes_hint` is the protocol's declared
+    exception (DESIGN §3.1) for methods that need a cluster count."""
+    domains: tuple            # (UnlabeledDomain A, UnlabeledDomain B)
+    device: torch.device
+    epochs: int
+    steps_per_epoch: int
+    num_classes_hint: tuple[int, int]
+    seed: int
+
+    def embed_domain(self, domain_id: int, embed=None) -> torch.Tensor:
+        """Features of every image of a domain (eval mode, no augmentation, no grad), by `embed` (default: the
+        method's `embed`)."""
+
+
+@dataclass
+class BaseHparams:
+    """Every method has a budget: epochs and the batch size per domain. Method Hparams extend this."""
+    epochs: int = 1
+    batch_size: int = 64
+
+
+class Method(nn.Module):
+    name: ClassVar[str] = "?"                 # set by @register
+    Hparams: ClassVar[type] = BaseHparams
+    # Per-dataset budget/hyper-parameter overrides on top of the dataclass defaults (e.g. the quickstart's scaled
+    # budget under "synthetic"); the suite and `--set` come after these.
+    dataset_overrides: ClassVar[dict[str, dict]] = {}
+    # The method's own distance for the baseline open-set detector (UEM App. B.2): "cosine" or "euclidean".
+    open_set_distance: ClassVar[str] = "cosine"
+
+    def __init__(self, hparams, backbone: EmbeddingNet):
+        super().__init__()
+        self.hparams = hparams
+        self.backbone = backbone
+
+    # --- hooks -------------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        """An optimizer, a list of them, or (optimizers, per-epoch LR schedulers). Empty for untrained methods."""
+        return []
+
+    def on_fit_start(self, ctx: FitContext) -> None:
+        pass
+
+    def on_epoch_start(self, epoch: int, ctx: FitContext) -> None:
+        pass
+
+    def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} trains but defines no training_step")
+
+    def on_train_batch_end(self, step: int) -> None:
+        """After the optimiser step (e.g. memory-bank updates with the features of this step)."""
+
+    def steps_per_epoch(self, size_a: int, size_b: int) -> int:
+        """Default epoch: one pass over the larger domain (the smaller one is cycled), drop_last, at least 1 step."""
+        return max(1, max(size_a, size_b) // self.hparams.batch_size)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised retrieval features of images in [0, 1]."""
+        return self.backbone(images)
+
+    def detect_private(self, query_features: torch.Tensor, retrieval_features: torch.Tensor, *,
+                       num_clusters: int, seed: int) -> torch.Tensor:
+        """Bool [Q]: True where the method returns null (query of a class absent from the retrieval domain).
+        Default: the paper's baseline detector (App. B.2) with the method's own distance."""
+        return cluster_radius_detector(query_features, retrieval_features, num_clusters=num_clusters, seed=seed,
+                                       distance=self.open_set_distance)
+
+
+# --- hyper-parameter resolution ----------------------------------------------------------------------------------
+
+class HparamError(ValueError):
+    pass
+
+
+def hparam_fields(method_cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(method_cls.Hparams)}
+
+
+def _coerce(value, annotation, key: str):
+    """Convert a `--set` string (or a JSON value) to the field's declared type."""
+    kind = annotation if isinstance(annotation, type) else None
+    if isinstance(annotation, str):
+        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(annotation)
+    if kind is None or not isinstance(value, str):
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    try:
+        if kind is bool:
+            lowered = value.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return kind(value)
+    except ValueError:
+        raise HparamError(f"hyper-parameter {key}={value!r}: expected a value of type {kind.__name__}") from None
+
+
+def resolve_hparams(method_cls, dataset: str, overrides: dict | None = None) -> dict:
+    """Dataclass defaults, then the method's overrides for this dataset, then `overrides` (suite, --set)."""
+    fields = hparam_fields(method_cls)
+    hints = typing.get_type_hints(method_cls.Hparams)
+    values = {name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+              for name, f in fields.items()}
+    for source in (method_cls.dataset_overrides.get(dataset, {}), overrides or {}):
+        for key, value in source.items():
+            if key not in fields:
+                raise HparamError(f"method {method_cls.name!r} has no hyper-parameter {key!r}; "
+                                  f"its hyper-parameters are: {', '.join(sorted(fields))}")
+            values[key] = _coerce(value, hints.get(key, fields[key].type), key)
+    return values
+
+
+def build_hparams(method_cls, resolved: dict):
+    return method_cls.Hparams(**resolved)

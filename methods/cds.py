@@ -1,0 +1,103 @@
+"""CDS: Cross-Domain Self-supervised pre-training (Kim, Saito, Oh, Plummer, Sclaroff, Saenko; ICCV 2021).
+
+The self-supervised stage of CDS (its few-shot fine-tuning stage needs labels and is not part of retrieval), from the
+official code `VisionLearningGroup/CDS` as described in shared/reference/baselines.md §4:
+
+- one memory bank per domain, N_d x d, filled before training with the initial model's features and updated after
+  each step by m_i <- normalize(0.5 m_i + 0.5 f_i);
+- in-domain instance discrimination, negatives from the *same* domain only (mixing domains would make the features
+  domain-discriminative, the paper's key point):
+      L_ID^d = -mean_i log exp(m^d_i . f^d_i / t) / sum_{j=1..N_d} exp(m^d_j . f^d_i / t),   L_ID = (L_ID^A + L_ID^B)/2
+- cross-domain matching: entropy of each feature's similarity distribution over the *other* domain's bank,
+      z_j = f^A_i . m^B_j / t  (top-`n_neighbors` z kept),  p = softmax(z),  H_i = -sum p log p,
+      L_CDM = lambda (mean_i H^{A->B}_i + mean_i H^{B->A}_i)
+- L = L_ID + L_CDM; SGD (lr 0.003, momentum 0.9, weight decay 5e-4, constant lr), 7 epochs, batch 32 per domain,
+  weak augmentation (random crop 224/256 + horizontal flip).
+
+Choices where this harness departs from the official code, each deliberate:
+- the bank is filled with un-augmented features (the code runs the training transform for that pass: a quirk);
+- both domains use the same batch size and an epoch is one pass over the larger domain (the code scales the larger
+  domain's batch so both loaders have as many iterations; incidental per baselines.md);
+- no mixed precision on the CPU (the harness decides precision by device);
+- head: by default the init's projection head is kept (UEM re-initialised every baseline from the same self-supervised
+  model); `head=linear` gives CDS's own fresh `fc -> head_dim` (512) layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .augment import crop_flip_view
+from .base import BaseHparams, Batch, Method
+from .losses import bank_instance_nce, softmax_entropy
+from .memory_bank import MemoryBank
+from .registry import register
+
+
+@dataclass
+class CDSHparams(BaseHparams):
+    epochs: int = 7                  # CDS code default
+    batch_size: int = 32             # 16 x bs(=2) per domain
+    lr: float = 0.003
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    temperature: float = 0.1         # `nce-t`
+    bank_momentum: float = 0.5
+    n_neighbors: int = 700           # top-k of the cross-domain similarity kept in the entropy
+    entropy_temperature: float = 1.0  # T2, applied to the already-tempered logits
+    cdm_weight: float = 1.0          # lambda
+    head: str = "init"               # "init" (keep) or "linear" (CDS's fc -> head_dim)
+    head_dim: int = 512
+
+
+def cross_domain_entropy(features: torch.Tensor, other_bank: torch.Tensor, temperature: float, n_neighbors: int,
+                         entropy_temperature: float = 1.0) -> torch.Tensor:
+    """Mean entropy of softmax over the top-`n_neighbors` similarities to the other domain's bank (L_CDM, one side)."""
+    logits = features @ other_bank.t() / temperature
+    top = logits.topk(min(n_neighbors, logits.shape[1]), dim=1).values
+    return softmax_entropy(entropy_temperature * top)
+
+
+@register("cds")
+class CDS(Method):
+    Hparams = CDSHparams
+    # Quickstart budget: 10 epochs of 15 steps on the synthetic domains (the definition is unchanged).
+    dataset_overrides = {"synthetic": {"epochs": 10}}
+
+    def __init__(self, hparams: CDSHparams, backbone):
+        super().__init__(hparams, backbone)
+        if hparams.head == "linear":
+            backbone.replace_head("linear", hparams.head_dim)
+        elif hparams.head != "init":
+            raise ValueError(f"cds: head must be 'init' or 'linear', got {hparams.head!r}")
+
+    def on_fit_start(self, ctx) -> None:
+        dim = self.backbone.embed_dim
+        self.banks = torch.nn.ModuleList([MemoryBank(len(domain), dim).to(ctx.device) for domain in ctx.domains])
+        for domain_id, bank in enumerate(self.banks):
+            bank.fill(ctx.embed_domain(domain_id))
+
+    def configure_optimizers(self):
+        h = self.hparams
+        return torch.optim.SGD(self.backbone.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
+
+    def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        batches = (batch_a, batch_b)
+        features = [self.backbone(crop_flip_view(b.images)) for b in batches]
+        instance = [bank_instance_nce(f, bank.features, b.index, h.temperature)
+                    for f, bank, b in zip(features, self.banks, batches)]
+        loss_id = (instance[0] + instance[1]) / 2
+        entropy_ab = cross_domain_entropy(features[0], self.banks[1].features, h.temperature, h.n_neighbors,
+                                          h.entropy_temperature)
+        entropy_ba = cross_domain_entropy(features[1], self.banks[0].features, h.temperature, h.n_neighbors,
+                                          h.entropy_temperature)
+        loss_cdm = h.cdm_weight * (entropy_ab + entropy_ba)
+        self._pending_bank_updates = [(b.index, f.detach()) for b, f in zip(batches, features)]
+        return {"loss": loss_id + loss_cdm, "instance": loss_id.detach(), "cross_domain_entropy": loss_cdm.detach()}
+
+    def on_train_batch_end(self, step: int) -> None:
+        # After the optimiser step, as in the official code: the banks take this step's (pre-update) features.
+        for bank, (index, features) in zip(self.banks, self._pending_bank_updates):
+            bank.momentum_update(index, features, self.hparams.bank_momentum)

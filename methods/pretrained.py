@@ -1,0 +1,18 @@
+"""`pretrained`: no training. The initial backbone's features (the shared self-supervised init) — the floor of every
+table: a method that does not beat it has not adapted anything."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import BaseHparams, Method
+from .registry import register
+
+
+@dataclass
+class PretrainedHparams(BaseHparams):
+    epochs: int = 0
+
+
+@register("pretrained")
+class Pretrained(Method):
+    Hparams = PretrainedHparams

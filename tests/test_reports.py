@@ -1,0 +1,455 @@
+"""Tests of benchmark/reports.py: aggregation over seeds, marks, footnotes, escaping, rendering, golden files.
+
+Golden files: tests/golden/report_small.md and tests/golden/report_small.tex hold the rendered report of the small fixed
+tidy frame built in `small_suite_models`. After an intended change of the rendering, regenerate them with
+
+    UPDATE_GOLDEN=1 python -m pytest tests/test_reports.py -q
+
+then read the diff of the golden files before committing them.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark import reports
+from benchmark.reports import (
+    TableSpec, aggregate, latex_document, latex_escape, load_tidy, save_tidy, to_csv_frame, to_latex, to_markdown,
+    write_report,
+)
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+SEEDS = [2024, 2025, 2026]
+DOMAIN_OF = {"Ph": "photo", "Sk": "sketch", "A": "art", "C": "clipart", "P": "product"}
+
+
+def tidy_frame(runs, dataset="synthetic", setting="closed", metrics=("map_all_coda",)) -> pd.DataFrame:
+    """runs: (method, pair, seed, status, values) with values a number per metric, or None for a run not done."""
+    rows = []
+    for method, pair, seed, status, values in runs:
+        query, retrieval = pair.split("→")
+        if values is not None and not isinstance(values, dict):
+            values = {metrics[0]: values}
+        for metric in metrics:
+            value = values.get(metric, math.nan) if (status == "done" and values) else math.nan
+            rows.append({
+                "dataset": dataset, "setting": setting, "query_domain": DOMAIN_OF[query],
+                "retrieval_domain": DOMAIN_OF[retrieval], "pair": pair, "method": method, "seed": seed,
+                "status": status, "metric": metric, "value": value,
+                "run_id": f"{method}-{query}{retrieval}-{seed}",
+            })
+    return pd.DataFrame(rows, columns=list(reports.TIDY_COLUMNS))
+
+
+def closed_spec(methods=("x", "y"), pairs=("A→C", "C→A"), **overrides) -> TableSpec:
+    arguments = dict(
+        title="Closed-set test", dataset="synthetic", setting="closed", methods=list(methods),
+        method_labels={"x": "X", "y": "Y"}, pairs=list(pairs), cell_metrics=["map_all_coda"],
+        metric_description="mAP@All", expected_seeds=SEEDS,
+    )
+    arguments.update(overrides)
+    return TableSpec(**arguments)
+
+
+# Method x: A→C 0.10 0.20 0.30; C→A 0.40 0.20 0.30 (all done).
+# Method y: A→C 0.50 0.60 0.70; C→A 0.20 0.30 and seed 2026 failed.
+HAND_RUNS = [
+    ("x", "A→C", 2024, "done", 0.10), ("x", "A→C", 2025, "done", 0.20), ("x", "A→C", 2026, "done", 0.30),
+    ("x", "C→A", 2024, "done", 0.40), ("x", "C→A", 2025, "done", 0.20), ("x", "C→A", 2026, "done", 0.30),
+    ("y", "A→C", 2024, "done", 0.50), ("y", "A→C", 2025, "done", 0.60), ("y", "A→C", 2026, "done", 0.70),
+    ("y", "C→A", 2024, "done", 0.20), ("y", "C→A", 2025, "done", 0.30), ("y", "C→A", 2026, "failed", None),
+]
+
+
+@pytest.fixture
+def hand_model():
+    return aggregate(tidy_frame(HAND_RUNS), closed_spec())
+
+
+def summary(model, method, column, metric_index=0):
+    return model.cell(method, column).summaries[metric_index]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Aggregation on hand-computed numbers
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_pair_cell_mean_and_sample_std(hand_model):
+    # x, A→C: 10, 20, 30 (×100) -> mean 20; std ddof=1 = sqrt((100 + 0 + 100) / 2) = 10 (ddof=0 would give 8.16).
+    s = summary(hand_model, "x", "A→C")
+    assert s.n == 3
+    assert s.mean == pytest.approx(20.0)
+    assert s.std == pytest.approx(10.0)
+    # x, C→A: 40, 20, 30 -> mean 30, std sqrt((100 + 100 + 0) / 2) = 10.
+    s = summary(hand_model, "x", "C→A")
+    assert (s.mean, s.std, s.n) == (pytest.approx(30.0), pytest.approx(10.0), 3)
+
+
+def test_avg_is_per_seed_first(hand_model):
+    # x per seed: 2024 (10+40)/2 = 25, 2025 (20+20)/2 = 20, 2026 (30+30)/2 = 30 -> mean 25,
+    # std sqrt((0 + 25 + 25) / 2) = 5.0.
+    # Pairs first would give other stds: mean of the pair stds (10 + 10)/2 = 10; std of all six values 8.94.
+    s = summary(hand_model, "x", "Avg")
+    assert s.n == 3
+    assert s.mean == pytest.approx(25.0)
+    assert s.std == pytest.approx(5.0)
+
+
+def test_seed_with_a_pair_missing_is_left_out_of_avg(hand_model):
+    # y, C→A: 20, 30 (seed 2026 failed) -> mean 25, std sqrt((25 + 25) / 1) = 7.07, n = 2.
+    s = summary(hand_model, "y", "C→A")
+    assert (s.mean, s.std, s.n) == (pytest.approx(25.0), pytest.approx(math.sqrt(50)), 2)
+    # y, Avg: only seeds 2024 (50+20)/2 = 35 and 2025 (60+30)/2 = 45 -> mean 40, std sqrt((25 + 25) / 1) = 7.07, n = 2.
+    # (Had seed 2026 entered with A→C alone, the mean would be (35 + 45 + 70) / 3 = 50.)
+    s = summary(hand_model, "y", "Avg")
+    assert (s.mean, s.std, s.n) == (pytest.approx(40.0), pytest.approx(math.sqrt(50)), 2)
+
+
+def test_single_seed_has_nan_std_and_shows_the_mean_alone():
+    runs = [("x", "A→C", 2024, "done", 0.25), ("x", "A→C", 2025, "missing", None)]
+    model = aggregate(tidy_frame(runs), closed_spec(methods=["x"], pairs=["A→C"], expected_seeds=[2024, 2025]))
+    s = summary(model, "x", "A→C")
+    assert s.n == 1 and s.mean == pytest.approx(25.0) and math.isnan(s.std)
+    row = next(line for line in to_markdown(model).splitlines() if line.startswith("| X"))
+    assert "25.0<sup>a</sup>" in row and "±" not in row
+
+
+def test_scale_and_digits_are_applied():
+    model = aggregate(tidy_frame(HAND_RUNS), closed_spec(scale=1.0, digits=3))
+    s = summary(model, "x", "A→C")
+    assert s.mean == pytest.approx(0.2) and s.std == pytest.approx(0.1)
+    assert "0.200 ± 0.100" in to_markdown(model)
+    assert "Values as fractions" in model.caption
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Failures, missing runs, footnotes
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_fewer_seeds_get_a_footnote_counting_the_failure(hand_model):
+    assert hand_model.cell("y", "C→A").footnote_marker == "a"
+    assert hand_model.cell("y", "Avg").footnote_marker == "b"
+    assert hand_model.cell("x", "A→C").footnote_marker is None
+    texts = dict(hand_model.footnotes)
+    assert texts["a"] == "n=2 of 3 seeds (1 failed)."
+    assert texts["b"].startswith("Avg over n=2 of 3 seeds")
+    markdown = to_markdown(hand_model)
+    assert "<u>25.0 ± 7.1</u><sup>a</sup>" in markdown  # second best of C→A (x has 30.0)
+    assert "<sup>a</sup> n=2 of 3 seeds (1 failed)." in markdown
+
+
+def test_cell_without_done_run_is_a_dash_with_counts():
+    runs = [
+        ("x", "A→C", 2024, "failed", None), ("x", "A→C", 2025, "incomplete", None),  # 2026 absent from the frame
+        ("x", "C→A", 2024, "done", 0.5), ("x", "C→A", 2025, "done", 0.5), ("x", "C→A", 2026, "done", 0.5),
+        ("y", "A→C", 2024, "done", 0.1), ("y", "C→A", 2024, "done", 0.1),
+    ]
+    model = aggregate(tidy_frame(runs), closed_spec())
+    cell = model.cell("x", "A→C")
+    assert cell.is_missing
+    assert cell.status_counts == {"failed": 1, "incomplete": 1, "missing": 1}
+    assert dict(model.footnotes)[cell.footnote_marker] == "n=0 of 3 seeds (1 failed, 1 incomplete, 1 missing)."
+    assert model.cell("x", "Avg").is_missing  # no seed has both pairs
+    row = next(line for line in to_markdown(model).splitlines() if line.startswith("| X"))
+    assert f"–<sup>{cell.footnote_marker}</sup>" in row
+    assert rf"--\textsuperscript{{{cell.footnote_marker}}}" in to_latex(model)
+
+
+def test_done_run_without_the_metric_is_counted():
+    runs = [("x", "A→C", 2024, "done", 0.2), ("x", "A→C", 2025, "done", 0.4)]
+    frame = tidy_frame(runs)
+    frame.loc[1, "value"] = math.nan  # done, but the metric was not written
+    model = aggregate(frame, closed_spec(methods=["x"], pairs=["A→C"], expected_seeds=[2024, 2025]))
+    assert summary(model, "x", "A→C").n == 1
+    assert dict(model.footnotes)["a"] == "n=1 of 2 seeds (1 done without mAP@All)."
+
+
+def test_method_without_any_run_keeps_its_row():
+    model = aggregate(tidy_frame(HAND_RUNS), closed_spec(methods=["x", "y", "z"], method_labels={"x": "X", "y": "Y", "z": "Zed"}))
+    assert all(model.cell("z", column).is_missing for column in model.columns)
+    rows = [line for line in to_markdown(model).splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows] == ["Method", "X", "Y", "Zed"]
+    assert "n=0 of 3 seeds (3 missing)." in dict(model.footnotes).values()
+
+
+def test_seeds_outside_the_spec_are_not_counted():
+    runs = HAND_RUNS + [("x", "A→C", 7, "done", 0.99)]
+    assert summary(aggregate(tidy_frame(runs), closed_spec()), "x", "A→C").mean == pytest.approx(20.0)
+
+
+def test_two_runs_for_one_seed_is_an_error():
+    frame = tidy_frame(HAND_RUNS)
+    extra = frame.iloc[[0]].assign(run_id="another-hash")
+    with pytest.raises(ValueError, match="2 runs for method 'x', pair 'A→C', seed 2024"):
+        aggregate(pd.concat([frame, extra]), closed_spec())
+
+
+def test_missing_columns_are_named():
+    with pytest.raises(ValueError, match="run_id"):
+        aggregate(tidy_frame(HAND_RUNS).drop(columns=["run_id"]), closed_spec())
+
+
+def test_bad_spec_is_refused():
+    with pytest.raises(ValueError, match="pairs lists"):
+        closed_spec(pairs=["A→C", "A→C"])
+    with pytest.raises(ValueError, match="expected_seeds is empty"):
+        closed_spec(expected_seeds=[])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Best and second best
+# ---------------------------------------------------------------------------------------------------------------------
+
+def three_method_model():
+    # A→C: x 20, y 60, z 40 -> y best, z second. C→A: x 30, y 25, z 30 -> x and z tie best, y second.
+    runs = HAND_RUNS + [
+        ("z", "A→C", s, "done", 0.40) for s in SEEDS
+    ] + [("z", "C→A", s, "done", v) for s, v in zip(SEEDS, (0.30, 0.30, 0.30))]
+    return aggregate(tidy_frame(runs), closed_spec(methods=["x", "y", "z"], method_labels={"x": "X", "y": "Y", "z": "Z"}))
+
+
+def test_best_bold_second_underlined_markdown_and_latex():
+    model = three_method_model()
+    assert model.cell("y", "A→C").marks == ["best"] and model.cell("z", "A→C").marks == ["second"]
+    assert model.cell("x", "A→C").marks == [None]
+    assert model.cell("x", "C→A").marks == ["best"] and model.cell("z", "C→A").marks == ["best"]
+    assert model.cell("y", "C→A").marks == ["second"]
+
+    markdown = to_markdown(model)
+    assert "**60.0 ± 10.0**" in markdown  # y, A→C: 50 60 70
+    assert "<u>40.0 ± 0.0</u>" in markdown  # z, A→C
+    assert "**30.0 ± 0.0**" in markdown and "**30.0 ± 10.0**" in markdown  # the tie in C→A
+
+    latex = to_latex(model)
+    assert r"\textbf{60.0 $\pm$ 10.0}" in latex
+    assert r"\underline{40.0 $\pm$ 0.0}" in latex
+
+
+def test_a_column_with_one_number_marks_nothing():
+    runs = [("x", "A→C", s, "done", 0.5) for s in SEEDS]
+    model = aggregate(tidy_frame(runs), closed_spec(pairs=["A→C"]))
+    assert model.cell("x", "A→C").marks == [None]
+    assert "**" not in to_markdown(model).split("\n\n")[1]  # the table itself
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Open-set cells
+# ---------------------------------------------------------------------------------------------------------------------
+
+OPEN_METRICS = ("shared_map_all", "open_set_acc")
+
+
+def open_model():
+    # x: mAP 30 on both seeds, Acc 60, 70 (mean 65, std 7.07); y: mAP 40, 50 (45 ± 7.1), Acc 50 on both.
+    runs = [
+        ("x", "A→C", 2024, "done", {"shared_map_all": 0.30, "open_set_acc": 0.60}),
+        ("x", "A→C", 2025, "done", {"shared_map_all": 0.30, "open_set_acc": 0.70}),
+        ("y", "A→C", 2024, "done", {"shared_map_all": 0.40, "open_set_acc": 0.50}),
+        ("y", "A→C", 2025, "done", {"shared_map_all": 0.50, "open_set_acc": 0.50}),
+    ]
+    spec = TableSpec(
+        title="Open-set test", dataset="synthetic", setting="open", methods=["x", "y"],
+        method_labels={"x": "X", "y": "Y"}, pairs=["A→C"], cell_metrics=list(OPEN_METRICS),
+        metric_description="Shared-set mAP@All / Open-set Acc", expected_seeds=[2024, 2025],
+    )
+    return aggregate(tidy_frame(runs, setting="open", metrics=OPEN_METRICS), spec)
+
+
+def test_open_set_cells_show_two_numbers_each_ranked_on_its_own():
+    model = open_model()
+    x, y = model.cell("x", "A→C"), model.cell("y", "A→C")
+    assert x.marks == ["second", "best"] and y.marks == ["best", "second"]
+    markdown = to_markdown(model)
+    assert "<u>30.0 ± 0.0</u> / **65.0 ± 7.1**" in markdown
+    assert "**45.0 ± 7.1** / <u>50.0 ± 0.0</u>" in markdown
+    assert "Each cell reads mAP / Acc." in markdown
+    latex = to_latex(model)
+    assert r"\underline{30.0 $\pm$ 0.0} / \textbf{65.0 $\pm$ 7.1}" in latex
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Escaping, caption, CSV
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_latex_escape_of_every_special_character():
+    assert latex_escape("my_method & co") == r"my\_method \& co"
+    assert latex_escape(r"a%b$c#d{e}f~g^h\i") == (
+        r"a\%b\$c\#d\{e\}f\textasciitilde{}g\textasciicircum{}h\textbackslash{}i"
+    )
+    assert latex_escape("Ph→Sk ± 1") == r"Ph$\rightarrow$Sk $\pm$ 1"
+
+
+def test_names_are_escaped_in_latex_and_markdown():
+    spec = closed_spec(method_labels={"x": "my_method & co", "y": "Y"})
+    model = aggregate(tidy_frame(HAND_RUNS), spec)
+    latex = to_latex(model)
+    assert r"my\_method \& co & " in latex
+    assert "my_method & co" not in latex
+    assert r"A$\rightarrow$C & C$\rightarrow$A & Avg \\" in latex
+    assert r"my\_method & co" in to_markdown(model)
+
+
+def test_caption_states_metric_statistic_seeds_and_scale(hand_model):
+    caption = hand_model.caption
+    assert caption.startswith("Closed-set test. mAP@All.")
+    assert "mean ± std (sample std, ddof=1) over n=3 seeds (2024, 2025, 2026)" in caption
+    assert "×100" in caption
+    latex = to_latex(hand_model)
+    assert r"mean $\pm$ std (sample std, ddof=1) over n=3 seeds" in latex
+    assert r"\label{tab:synthetic-closed-map_all_coda}" in latex
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{table}", r"\end{table}"):
+        assert command in latex
+
+
+def test_csv_frame_holds_the_aggregated_numbers(hand_model):
+    frame = to_csv_frame(hand_model)
+    assert len(frame) == 2 * 3  # 2 methods x (2 pairs + Avg) x 1 metric
+    row = frame[(frame["method"] == "y") & (frame["pair"] == "Avg")].iloc[0]
+    assert (row["mean"], row["std"], row["n"], row["n_expected"]) == (
+        pytest.approx(40.0), pytest.approx(math.sqrt(50)), 2, 3)
+    assert row["metric"] == "map_all_coda"
+
+
+def test_load_tidy_names_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.csv"):
+        load_tidy(tmp_path / "nothere.csv")
+
+
+def test_tidy_csv_round_trip(tmp_path):
+    frame = tidy_frame(HAND_RUNS)
+    frame.loc[0, "run_id"] = "1e05"  # a hash that looks like a number stays a string
+    path = save_tidy(frame, tmp_path / "sub" / "tidy.csv")
+    loaded = load_tidy(path)
+    assert loaded["run_id"].iloc[0] == "1e05"
+    assert loaded["seed"].tolist() == frame["seed"].tolist()
+    pd.testing.assert_series_equal(loaded["value"], frame["value"].astype(float))
+    assert [p.name for p in path.parent.iterdir()] == ["tidy.csv"]  # no temporary file left
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Golden files and the report on disk
+# ---------------------------------------------------------------------------------------------------------------------
+
+LABELS = {"pretrained": "Pretrained (init)", "cds": "CDS", "dgdir": "DGDIR", "uem": "UEM (Ours)"}
+SMALL_PAIRS = ["Ph→Sk", "Sk→Ph"]
+
+
+def small_suite_models():
+    """A closed-set table (one failed and one incomplete run, DGDIR never run) and an open-set one."""
+    closed_values = {  # (method, pair): values of seeds 2024, 2025, 2026; None where the run is not done
+        ("pretrained", "Ph→Sk"): (0.312, 0.312, 0.312), ("pretrained", "Sk→Ph"): (0.284, 0.284, 0.284),
+        ("cds", "Ph→Sk"): (0.401, 0.416, 0.392), ("cds", "Sk→Ph"): (0.354, 0.364, None),
+        ("uem", "Ph→Sk"): (0.468, 0.455, 0.471), ("uem", "Sk→Ph"): (0.402, None, 0.418),
+    }
+    closed_status = {("cds", "Sk→Ph", 2026): "failed", ("uem", "Sk→Ph", 2025): "incomplete"}
+    closed_runs = [
+        (method, pair, seed, closed_status.get((method, pair, seed), "done"), value)
+        for (method, pair), values in closed_values.items() for seed, value in zip(SEEDS, values)
+    ] + [("dgdir", pair, seed, "missing", None) for pair in SMALL_PAIRS for seed in SEEDS]
+
+    open_values = {  # (method, pair): (shared mAP, open-set Acc) of seeds 2024, 2025, 2026
+        ("cds", "Ph→Sk"): ((0.352, 0.361, 0.340), (0.581, 0.602, 0.575)),
+        ("cds", "Sk→Ph"): ((0.310, 0.322, 0.305), (0.620, 0.611, 0.633)),
+        ("uem", "Ph→Sk"): ((0.421, 0.433, 0.418), (0.812, 0.799, 0.825)),
+        ("uem", "Sk→Ph"): ((0.377, 0.360, 0.381), (0.790, 0.805, 0.781)),
+        ("pretrained", "Ph→Sk"): ((0.298, 0.298, 0.298), (0.610, 0.610, 0.610)),
+        ("pretrained", "Sk→Ph"): ((0.276, 0.276, 0.276), (0.646, 0.646, 0.646)),
+    }
+    open_runs = [
+        (method, pair, seed, "done", {"shared_map_all": m, "open_set_acc": a})
+        for (method, pair), (maps, accs) in open_values.items() for seed, m, a in zip(SEEDS, maps, accs)
+    ]
+    frame = pd.concat([
+        tidy_frame(closed_runs),
+        tidy_frame(open_runs, setting="open", metrics=OPEN_METRICS),
+    ], ignore_index=True)
+
+    common = dict(
+        dataset="synthetic", methods=["pretrained", "cds", "dgdir", "uem"], method_labels=LABELS, pairs=SMALL_PAIRS,
+        expected_seeds=SEEDS,
+    )
+    closed = TableSpec(
+        title="Close-set retrieval on the synthetic dataset", setting="closed", cell_metrics=["map_all_coda"],
+        metric_description="mAP@All (VOC-interpolated AP, class-balanced mean, following CoDA)", **common,
+    )
+    open_set = TableSpec(
+        title="Open-set retrieval on the synthetic dataset", setting="open", cell_metrics=list(OPEN_METRICS),
+        metric_description="Shared-set mAP@All and Open-set Acc (fraction of private-class queries returned as null)",
+        **{**common, "methods": ["pretrained", "cds", "uem"]},
+    )
+    return [aggregate(frame, closed), aggregate(frame, open_set)]
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN_DIR / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN_DIR.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.is_file(), f"{path} is missing; create it with UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8"), f"rendering differs from {path} (UPDATE_GOLDEN=1 to accept)"
+
+
+def test_golden_markdown():
+    check_golden("report_small.md", reports.suite_markdown("small", small_suite_models()))
+
+
+def test_golden_latex():
+    check_golden("report_small.tex", reports.suite_latex(small_suite_models()))
+
+
+def test_small_suite_numbers():
+    closed, open_set = small_suite_models()
+    # uem, Sk→Ph: 40.2 and 41.8 (2025 incomplete) -> 41.0 ± 1.13, n=2.
+    s = closed.cell("uem", "Sk→Ph").summaries[0]
+    assert (s.mean, s.std, s.n) == (pytest.approx(41.0), pytest.approx(1.6 / math.sqrt(2)), 2)
+    # uem, Avg: only 2024 (46.8 + 40.2)/2 = 43.5 and 2026 (47.1 + 41.8)/2 = 44.45 -> 43.975, n=2.
+    s = closed.cell("uem", "Avg").summaries[0]
+    assert (s.mean, s.n) == (pytest.approx(43.975), 2)
+    # cds, Avg: 2024 (40.1 + 35.4)/2 = 37.75 and 2025 (41.6 + 36.4)/2 = 39.0 -> 38.375, std 1.25/sqrt(2) = 0.88, n=2.
+    s = closed.cell("cds", "Avg").summaries[0]
+    assert (s.mean, s.std, s.n) == (pytest.approx(38.375), pytest.approx(1.25 / math.sqrt(2)), 2)
+    # open, uem Acc on Ph→Sk: 81.2 79.9 82.5 -> 81.2 ± 1.3.
+    s = open_set.cell("uem", "Ph→Sk").summaries[1]
+    assert (s.mean, s.std) == (pytest.approx(81.2), pytest.approx(1.3))
+
+
+def test_write_report_writes_md_tex_csv(tmp_path):
+    models = small_suite_models()
+    paths = write_report("small", models, tmp_path / "tables")
+    assert set(paths) == {"md", "tex", "csv"}
+    assert [p.name for p in paths.values()] == ["small.md", "small.tex", "small.csv"]
+    tex = paths["tex"].read_text(encoding="utf-8")
+    assert tex.startswith(r"\documentclass")
+    assert tex.count(r"\begin{table}") == 2
+    assert r"\begin{document}" in tex and tex.rstrip().endswith(r"\end{document}")
+    markdown = paths["md"].read_text(encoding="utf-8")
+    assert markdown.count("| Method") == 2
+    frame = pd.read_csv(paths["csv"])
+    assert set(frame["table"]) == {"synthetic-closed-map_all_coda", "synthetic-open-shared_map_all-open_set_acc"}
+    # closed: 4 methods x 3 columns x 1 metric; open: 3 methods x 3 columns x 2 metrics.
+    assert len(frame) == 4 * 3 + 3 * 3 * 2
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["small.csv", "small.md", "small.tex"]
+
+
+def test_write_report_refuses_a_path_as_suite_name(tmp_path):
+    with pytest.raises(ValueError, match="not a plain file name"):
+        write_report("../elsewhere", small_suite_models(), tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (TeX Live comes in CI)")
+def test_latex_document_compiles_with_pdflatex(tmp_path):
+    escaped = aggregate(tidy_frame(HAND_RUNS), closed_spec(method_labels={"x": r"my_method & co %#$~^\{}", "y": "Y"}))
+    document = latex_document([to_latex(model) for model in small_suite_models()] + [to_latex(escaped)])
+    (tmp_path / "report.tex").write_text(document, encoding="utf-8")
+    result = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "report.pdf").is_file()
