@@ -61,12 +61,17 @@ def list_everything() -> str:
     lines = ["Suites:"]
     lines += [f"  {s.name:<22} {s.dataset}: {s.description}" for s in SUITES.values()]
     lines.append("Methods (table order):")
-    lines += [f"  {name:<22} {(get_method_class(name).__doc__ or '').strip().splitlines()[0]}"
-              for name in method_names()]
+    lines += [f"  {name:<22} {_summary_line(get_method_class(name))}" for name in method_names()]
     lines.append("Datasets:")
     lines += [f"  {d.name:<22} domains {', '.join(f'{x} ({d.short_names[x]})' for x in d.domains)}; "
               f"{len(d.class_map)} classes. {d.description}" for d in DATASETS.values()]
     return "\n".join(lines)
+
+
+def _summary_line(method_cls) -> str:
+    """First line of the method module's docstring (the paper's title and venue)."""
+    doc = (sys.modules[method_cls.__module__].__doc__ or method_cls.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
 
 
 def census(specs, output_root: Path) -> dict[str, list]:

@@ -3,6 +3,11 @@
 Queries come from one domain, the gallery ("retrieval set") from the other. Everything here is pure torch
 (numpy is accepted at the edges) and knows nothing about methods or datasets.
 
+* ``retrieval_metrics``  -> map_all, map_all_coda, p_at_{k}, n_queries, n_valid_queries
+* ``open_set_metrics``   -> shared-class retrieval metrics and private-query ("null") detection metrics
+* ``per_query_metrics``  -> the per-query terms the two above average (for checks and analysis)
+* ``ranked_topk``        -> gallery indices of the top k per query (for figures)
+
 Ranking
 -------
 Features are L2-normalised here (whatever the caller did), so the score of gallery item ``j`` for query ``q`` is

@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 # The quickstart's backbone: small CNN + MLP head to 128-d, SimCLR on all synthetic images.
 QUICKSTART_BACKBONE = {
     "arch": "small_cnn", "head": "mlp", "embed_dim": 128,
-    "init": {"kind": "simclr", "dataset": "synthetic", "epochs": 30, "batch_size": 256, "lr": 0.05,
-             "temperature": 0.2, "weight_decay": 1e-4, "seed": 0},
+    "init": {"kind": "simclr", "dataset": "synthetic", "epochs": 40, "batch_size": 128, "lr": 0.05,
+             "temperature": 0.2, "weight_decay": 1e-4, "min_crop_scale": 0.5, "seed": 0},
 }
 
 
@@ -103,7 +103,8 @@ def pretrain_simclr(backbone_spec: dict, cache_dir: Path, data_root: Path | None
         order = torch.randperm(len(images))
         for step in range(steps_per_epoch):
             batch = images[order[step * init["batch_size"]:(step + 1) * init["batch_size"]]].to(device).float() / 255
-            loss = nt_xent(net(moco_v2_view(batch)), net(moco_v2_view(batch)), init["temperature"])
+            views = [moco_v2_view(batch, min_crop_scale=init["min_crop_scale"]) for _ in range(2)]
+            loss = nt_xent(net(views[0]), net(views[1]), init["temperature"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -110,7 +110,8 @@ def run_eval(args) -> int:
 
     print(f"retrieval_metrics benchmark: {args.queries} queries x {args.gallery} gallery, dim {args.dim}, "
           f"{args.classes} classes, ks {list(ks)}, chunk_size {args.chunk_size}")
-    print(f"torch {torch.__version__}, device {device}, torch threads {torch.get_num_threads()}, numpy {np.__version__}")
+    print(f"torch {torch.__version__}, device {device}, torch threads {torch.get_num_threads()}, "
+          f"numpy {np.__version__}")
 
     # Features on the device before timing: we time the metric, not the host-to-device copy.
     q_dev = torch.from_numpy(query_feats).to(device)

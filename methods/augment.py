@@ -114,9 +114,11 @@ def gaussian_blur(images: torch.Tensor, sigma=(0.1, 2.0), p: float = 0.5) -> tor
     return _apply_with_probability(images, flat.view(n, c, h, w), p)
 
 
-def moco_v2_view(images: torch.Tensor, out_size: int | None = None) -> torch.Tensor:
+def moco_v2_view(images: torch.Tensor, out_size: int | None = None, min_crop_scale: float = 0.2) -> torch.Tensor:
+    """`min_crop_scale` 0.2 is MoCo v2's; toy-scale images whose object fills a third of the frame keep their
+    identity only with larger crops (the quickstart uses 0.5)."""
     size = images.shape[-1]
-    view = random_resized_crop(images, out_size, scale=(0.2, 1.0))
+    view = random_resized_crop(images, out_size, scale=(min_crop_scale, 1.0))
     view = color_jitter(view, 0.4, 0.4, 0.4, 0.1, p=0.8)
     view = random_grayscale(view, p=0.2)
     # MoCo v2 blurs with sigma in [0.1, 2] px at 224 px; keep the same blur relative to the image side.

@@ -1,5 +1,7 @@
-"""`pretrained`: no training. The initial backbone's features (the shared self-supervised init) — the floor of every
-table: a method that does not beat it has not adapted anything."""
+"""`pretrained`: no training, the initial backbone's features — the floor of every table.
+
+The shared self-supervised init, evaluated as is: a method that does not beat it has not adapted anything.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,0 +1,31 @@
+"""Shared fixtures: one generated synthetic dataset per test session, and small suites that train in seconds."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from benchmark import suites
+from benchmark.initialisation import QUICKSTART_BACKBONE
+from datasets.synthetic import ensure_synthetic
+
+# The quickstart's backbone spec with a one-epoch SimCLR init: the same code path, seconds instead of minutes.
+TINY_BACKBONE = copy.deepcopy(QUICKSTART_BACKBONE)
+TINY_BACKBONE["init"]["epochs"] = 1
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    ensure_synthetic(path)
+    return path
+
+
+def tiny_suite(name: str, settings=("partial",), pairs=(("photo", "sketch"),), seeds=(2024,), methods=None,
+               backbone=None) -> suites.Suite:
+    """A suite registered for the test session (re-registering the same name returns the existing one)."""
+    if name in suites.SUITES:
+        return suites.SUITES[name]
+    return suites.add_suite(suites.Suite(name=name, dataset="synthetic", settings=tuple(settings),
+                                         pairs=tuple(pairs), seeds=tuple(seeds), backbone=backbone or TINY_BACKBONE,
+                                         methods=tuple(methods) if methods else None))

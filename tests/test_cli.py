@@ -1,0 +1,87 @@
+"""The command line as a user meets it: bad input, dry-run census, idempotence, --report, an end-to-end suite."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark import cli
+
+from .conftest import tiny_suite
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run_cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, str(REPO / "run_benchmark.py"), *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--suite", "nope"], "unknown suite 'nope'; available suites: quickstart"),
+    (["--methods", "cds", "magic"], "unknown method(s) magic; registered methods: pretrained, cds"),
+    (["--set", "lr"], "malformed --set 'lr': expected key=value"),
+    (["--set", "cds.lrr=1"], "method 'cds' has no hyper-parameter 'lrr'"),
+    (["--set", "cds.epochs=many"], "epochs='many': expected a value of type int"),
+    (["--pairs", "Ph-Xx"], "has no domain 'Xx'"),
+    (["--settings", "semi"], "unknown setting 'semi'"),
+    (["--data-root", "/nonexistent/data"], "--data-root /nonexistent/data: no such folder"),
+])
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, args, message):
+    result = _run_cli("--output", str(tmp_path / "out"), *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_list_names_suites_methods_datasets():
+    result = _run_cli("--list")
+    assert result.returncode == 0
+    for word in ("quickstart", "pretrained", "cds", "synthetic", "photo (Ph)"):
+        assert word in result.stdout
+
+
+def test_dry_run_idempotence_and_report(tmp_path, cache_dir, capsys):
+    tiny_suite("test_cli_suite", methods=["pretrained", "cds"], seeds=(2024, 2025))
+    common = ["--suite", "test_cli_suite", "--output", str(tmp_path), "--cache-dir", str(cache_dir),
+              "--set", "cds.epochs=1"]
+
+    assert cli.main(common + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs planned: 0 done, 0 failed, 0 incomplete, 4 not started -> 4 to run" in out
+    assert not (tmp_path / "runs").exists()                          # a dry run writes nothing
+
+    assert cli.main(common) == 0
+    out = capsys.readouterr().out
+    assert "-> 4 to run" in out and "trained 4 run(s)" in out
+    assert "| Pretrained (init)" in out and "| CDS" in out
+    table = (tmp_path / "tables" / "test_cli_suite.md").read_text()
+    assert "Ph→Sk" in table and "n=2 seeds" in table
+    assert (tmp_path / "tables" / "test_cli_suite.tex").read_text().startswith("\\documentclass")
+
+    assert cli.main(common) == 0                                     # idempotent: nothing is trained again
+    out = capsys.readouterr().out
+    assert "4 runs planned: 4 done, 0 failed, 0 incomplete, 0 not started -> 0 to run" in out
+    assert "run(s) in" not in out
+
+    (tmp_path / "tables" / "test_cli_suite.md").unlink()
+    assert cli.main(common + ["--report"]) == 0                      # tables again from the store alone
+    assert (tmp_path / "tables" / "test_cli_suite.md").read_text() == table
+    runs = pd.read_csv(tmp_path / "tables" / "test_cli_suite_runs.csv")
+    assert set(runs["status"]) == {"done"} and runs["run_id"].nunique() == 4
+    assert {"map_all", "map_all_coda", "p_at_1", "n_valid_queries"} <= set(runs["metric"])
+
+
+def test_changing_a_hyper_parameter_plans_new_runs(tmp_path, cache_dir, capsys):
+    tiny_suite("test_cli_hparam", methods=["cds"])
+    common = ["--suite", "test_cli_hparam", "--output", str(tmp_path), "--cache-dir", str(cache_dir)]
+    assert cli.main(common + ["--set", "epochs=1"]) == 0
+    capsys.readouterr()
+    assert cli.main(common + ["--set", "epochs=1", "--dry-run"]) == 0
+    assert "1 done" in capsys.readouterr().out
+    assert cli.main(common + ["--set", "epochs=1", "--set", "temperature=0.2", "--dry-run"]) == 0
+    assert "0 done, 0 failed, 0 incomplete, 1 not started" in capsys.readouterr().out

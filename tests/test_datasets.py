@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets.base import DataError, decode_images, read_folder_layout, read_image_list
+from datasets.classmap import ClassMap
+from datasets.registry import get_dataset, load_domain
+from datasets import synthetic
+
+CLASSES = ClassMap.from_names(["zebra", "bird", "teapot"])
+
+
+def _image(path, colour=(255, 0, 0), size=8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), colour).save(path)
+
+
+def test_class_ids_are_positions_in_sorted_names():
+    assert CLASSES.names == ("bird", "teapot", "zebra")
+    assert CLASSES.ids(["zebra", "bird"]) == [2, 0]
+    with pytest.raises(KeyError, match="unknown class 'cat'"):
+        CLASSES.id("cat")
+
+
+def test_folder_layout_uses_the_global_map_not_folder_order(tmp_path):
+    # The domain holds only two of the three classes: ids must still be the global ones (zebra = 2, not 1).
+    _image(tmp_path / "dom" / "zebra" / "1.png")
+    _image(tmp_path / "dom" / "bird" / "a.jpg")
+    records = read_folder_layout(tmp_path / "dom", CLASSES)
+    assert [(r.path.name, r.label) for r in records] == [("a.jpg", 0), ("1.png", 2)]
+
+
+def test_folder_layout_errors_name_the_problem(tmp_path):
+    with pytest.raises(DataError, match="domain folder not found"):
+        read_folder_layout(tmp_path / "nowhere", CLASSES)
+    _image(tmp_path / "dom" / "cat" / "1.png")
+    with pytest.raises(DataError, match="cat are not classes"):
+        read_folder_layout(tmp_path / "dom", CLASSES)
+    (tmp_path / "empty" / "bird").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images found"):
+        read_folder_layout(tmp_path / "empty", CLASSES)
+
+
+def test_image_list_with_spaces_in_paths(tmp_path):
+    _image(tmp_path / "Real World" / "bird" / "x 1.png")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# comment\nReal World/bird/x 1.png 0\n\n")
+    records = read_image_list(listing, tmp_path, CLASSES)
+    assert len(records) == 1 and records[0].label == 0
+    assert records[0].path == tmp_path / "Real World" / "bird" / "x 1.png"
+
+
+@pytest.mark.parametrize("line, message", [("just_a_path.png", "expected 'relative/path label'"),
+                                           ("a.png 7", "label 7 outside 0..2")])
+def test_image_list_errors_give_file_and_line(tmp_path, line, message):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"ok.png 1\n{line}\n")
+    with pytest.raises(DataError, match=message) as error:
+        read_image_list(listing, tmp_path, CLASSES)
+    assert "list.txt:2" in str(error.value)
+
+
+def test_unreadable_image_is_reported_by_path(tmp_path):
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    _image(good, size=4)
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError, match="unreadable image: .*bad.png"):
+        decode_images([good, bad], 4)
+
+
+def test_decode_resizes_to_square_uint8(tmp_path):
+    _image(tmp_path / "a.png", colour=(10, 20, 30), size=6)
+    images = decode_images([tmp_path / "a.png"], 4)
+    assert images.shape == (1, 3, 4, 4) and images.dtype == torch.uint8
+    assert images[0, :, 0, 0].tolist() == [10, 20, 30]
+
+
+def test_synthetic_rendering_is_deterministic():
+    for domain in synthetic.DOMAINS:
+        first = np.asarray(synthetic.render("star", domain, 32, np.random.default_rng(5)))
+        second = np.asarray(synthetic.render("star", domain, 32, np.random.default_rng(5)))
+        other = np.asarray(synthetic.render("star", domain, 32, np.random.default_rng(6)))
+        assert first.shape == (32, 32, 3)
+        assert np.array_equal(first, second) and not np.array_equal(first, other)
+
+
+def test_synthetic_dataset_layout_and_loading(cache_dir):
+    info = get_dataset("synthetic")
+    assert len(info.domains) >= 4 and len(info.class_map) >= 12
+    for domain in info.domains:
+        loaded = load_domain(info, domain, None, cache_dir)
+        counts = torch.bincount(loaded.labels, minlength=len(info.class_map))
+        assert counts.min() >= synthetic.IMAGES_PER_CLASS[0] and counts.max() <= synthetic.IMAGES_PER_CLASS[1]
+        assert loaded.images.shape[1:] == (3, 32, 32)
+    # The styles differ: mean colour statistics of the domains are far apart (sketch is near-white paper).
+    means = {d: load_domain(info, d, None, cache_dir).images.float().mean().item() for d in info.domains}
+    assert means["sketch"] > means["photo"] + 40
+
+
+def test_domain_short_names_resolve():
+    info = get_dataset("synthetic")
+    assert info.domain_name("Ph") == "photo" and info.domain_name("SKETCH") == "sketch"
+    with pytest.raises(KeyError, match="has no domain 'xx'"):
+        info.domain_name("xx")
