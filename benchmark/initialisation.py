@@ -32,15 +32,20 @@ log = logging.getLogger(__name__)
 
 # The quickstart's backbone: small CNN + MLP head to 128-d, SimCLR on all synthetic images.
 QUICKSTART_BACKBONE = {
-    "arch": "small_cnn", "head": "mlp", "embed_dim": 128,
+    "arch": "small_cnn", "head": "mlp", "embed_dim": 128, "options": {"width": 16, "norm": "group"},
     "init": {"kind": "simclr", "dataset": "synthetic", "epochs": 40, "batch_size": 128, "lr": 0.05,
              "temperature": 0.2, "weight_decay": 1e-4, "min_crop_scale": 0.5, "seed": 0},
 }
 
 
+def new_backbone(backbone_spec: dict) -> EmbeddingNet:
+    return build_backbone(backbone_spec["arch"], backbone_spec.get("head", "mlp"), backbone_spec.get("embed_dim", 128),
+                          **backbone_spec.get("options", {}))
+
+
 def build_initial_backbone(backbone_spec: dict, cache_dir: Path, data_root: Path | None,
                            device: torch.device) -> EmbeddingNet:
-    net = build_backbone(backbone_spec["arch"], backbone_spec.get("head", "mlp"), backbone_spec.get("embed_dim", 128))
+    net = new_backbone(backbone_spec)
     init = backbone_spec.get("init", {"kind": "random"})
     if init["kind"] == "random":
         return net.to(device)
@@ -89,8 +94,7 @@ def pretrain_simclr(backbone_spec: dict, cache_dir: Path, data_root: Path | None
     info = get_dataset(init["dataset"])
     images = torch.cat([load_domain(info, d, data_root, cache_dir).images for d in info.domains])
     torch.manual_seed(init["seed"])
-    net = build_backbone(backbone_spec["arch"], backbone_spec.get("head", "mlp"),
-                         backbone_spec.get("embed_dim", 128)).to(device)
+    net = new_backbone(backbone_spec).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=init["lr"], momentum=0.9, weight_decay=init["weight_decay"])
     steps_per_epoch = max(1, len(images) // init["batch_size"])
     total = init["epochs"] * steps_per_epoch

@@ -31,13 +31,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
+
+from .store import atomic_write_text
 
 TIDY_COLUMNS = (
     "dataset", "setting", "query_domain", "retrieval_domain", "pair", "method", "seed", "status", "metric", "value",
@@ -84,26 +85,11 @@ def load_tidy(csv_path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename it over `path`: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", newline="", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
 def save_tidy(frame: pd.DataFrame, csv_path: str | os.PathLike) -> Path:
     """Write the tidy frame as CSV, atomically. Returns the path."""
     _check_tidy_columns(frame, "save_tidy")
     path = Path(csv_path)
-    _write_text_atomically(path, frame.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
     return path
 
 
@@ -656,5 +642,5 @@ def write_report(suite_name: str, models: list[TableModel], out_dir: str | os.Pa
         "csv": suite_csv_frame(models).to_csv(index=False, lineterminator="\n"),
     }
     for kind, path in paths.items():
-        _write_text_atomically(path, texts[kind])
+        atomic_write_text(path, texts[kind])
     return paths

@@ -29,12 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-VERSION = "v1"
+VERSION = "v4"
 DOMAINS = ("photo", "sketch", "clipart", "painting")
 SHORT_NAMES = {"photo": "Ph", "sketch": "Sk", "clipart": "Cl", "painting": "Pa"}
 CLASSES = ("arrow", "circle", "crescent", "cross", "hexagon", "lightning", "ring", "square", "star", "three_bars",
            "triangle", "two_dots")
 IMAGES_PER_CLASS = (30, 46)      # per class and domain, drawn uniformly: classes are mildly imbalanced
+TYPICAL_COLOUR_PROBABILITY = 0.9
 RENDER_SCALE = 4                 # draw at 4x the output size, then downsample (anti-aliasing)
 
 
@@ -79,8 +80,8 @@ def _silhouette(class_name: str, canvas: int, rng: np.random.Generator) -> Image
     """Binary mask (mode 'L', 0/255) of one instance: random placement, scale, rotation and aspect."""
     scale = canvas * rng.uniform(0.27, 0.38)
     aspect = rng.uniform(0.85, 1.15)
-    angle = rng.uniform(-0.35, 0.35)
-    centre = canvas / 2 + rng.uniform(-0.1, 0.1, size=2) * canvas
+    angle = rng.uniform(-0.25, 0.25)
+    centre = canvas / 2 + rng.uniform(-0.07, 0.07, size=2) * canvas
     cos_a, sin_a = math.cos(angle), math.sin(angle)
 
     def place(x: float, y: float) -> tuple[float, float]:
@@ -110,12 +111,34 @@ def _smooth_noise(canvas: int, cells: int, rng: np.random.Generator) -> np.ndarr
     return np.asarray(grid.resize((canvas, canvas), Image.BICUBIC), dtype=np.float32) / 255.0
 
 
-def _random_colour(rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float]) -> np.ndarray:
-    hue = rng.random()
+def _random_colour(rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float],
+                   hue: float | None = None) -> np.ndarray:
+    hue = rng.random() if hue is None else hue % 1.0
     s, v = rng.uniform(*saturation), rng.uniform(*value)
     i, f = int(hue * 6) % 6, hue * 6 - int(hue * 6)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32)
+
+
+def _object_hue(class_name: str, rng: np.random.Generator) -> float:
+    """Objects of a class have a typical hue in the coloured domains (as bananas are yellow in photos, paintings and
+    clip art), with exceptions: TYPICAL_COLOUR_PROBABILITY of the instances take it, the rest any hue. Without
+    this the colour of an instance is pure nuisance, which real images are not: instance discrimination then learns
+    colour and erases class structure, and no method can adapt."""
+    if rng.random() < TYPICAL_COLOUR_PROBABILITY:
+        return CLASSES.index(class_name) * 5 / len(CLASSES) + rng.normal(0, 0.03)
+    return rng.random()
+
+
+def _contrasting_colour(rng: np.random.Generator, background: np.ndarray, saturation: tuple[float, float],
+                        value: tuple[float, float], min_difference: float = 0.3, hue: float | None = None) -> np.ndarray:
+    """A colour whose brightness differs from the background's by at least `min_difference` (else a shape can
+    vanish into its background, which teaches nothing about shape)."""
+    for _ in range(50):
+        colour = _random_colour(rng, saturation, value, hue)
+        if abs(colour.mean() - background.mean()) >= min_difference:
+            return colour
+    return colour
 
 
 def _edges(mask: Image.Image, width: int) -> np.ndarray:
@@ -126,11 +149,11 @@ def _edges(mask: Image.Image, width: int) -> np.ndarray:
     return (np.asarray(grown, dtype=np.float32) - np.asarray(shrunk, dtype=np.float32)) / 255.0
 
 
-def _photo(mask: np.ndarray, canvas: int, rng: np.random.Generator) -> np.ndarray:
-    base = _random_colour(rng, (0.1, 0.4), (0.45, 0.85))
+def _photo(mask: np.ndarray, canvas: int, rng: np.random.Generator, hue: float) -> np.ndarray:
+    base = _random_colour(rng, (0.0, 0.2), (0.45, 0.85))
     background = base * (0.8 + 0.35 * _smooth_noise(canvas, 4, rng))[..., None]
-    background += 0.06 * (rng.random((canvas, canvas, 1)) - 0.5)
-    colour = _random_colour(rng, (0.5, 0.95), (0.35, 0.95))
+    background += 0.04 * (rng.random((canvas, canvas, 1)) - 0.5)
+    colour = _contrasting_colour(rng, base, (0.5, 0.95), (0.2, 1.0), hue=hue)
     direction = rng.uniform(0, 2 * math.pi)
     ys, xs = np.mgrid[0:canvas, 0:canvas] / canvas - 0.5
     shading = 0.8 + 0.5 * (xs * math.cos(direction) + ys * math.sin(direction))
@@ -153,20 +176,22 @@ def _sketch(mask_image: Image.Image, canvas: int, rng: np.random.Generator) -> n
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def _clipart(mask_image: Image.Image, mask: np.ndarray, canvas: int, rng: np.random.Generator) -> np.ndarray:
-    background = _random_colour(rng, (0.2, 0.6), (0.85, 1.0))
-    colour = _random_colour(rng, (0.8, 1.0), (0.7, 1.0))
+def _clipart(mask_image: Image.Image, mask: np.ndarray, canvas: int, rng: np.random.Generator,
+             hue: float) -> np.ndarray:
+    # Clip art mostly sits on white, sometimes on a light flat colour.
+    background = np.ones(3, dtype=np.float32) if rng.random() < 0.6 else _random_colour(rng, (0.1, 0.4), (0.85, 1.0))
+    colour = _contrasting_colour(rng, background, (0.8, 1.0), (0.4, 1.0), min_difference=0.2, hue=hue)
     image = np.where(mask[..., None] > 0.5, colour, background)
     outline = _edges(mask_image, width=int(rng.integers(7, 11)))[..., None]
     return image * (1 - outline)
 
 
-def _painting(mask: np.ndarray, canvas: int, rng: np.random.Generator) -> np.ndarray:
+def _painting(mask: np.ndarray, canvas: int, rng: np.random.Generator, hue: float) -> np.ndarray:
     background = _random_colour(rng, (0.1, 0.3), (0.75, 0.95))
-    colour = _random_colour(rng, (0.35, 0.6), (0.55, 0.9))
+    colour = _contrasting_colour(rng, background, (0.35, 0.6), (0.3, 0.9), min_difference=0.25, hue=hue)
     brush = (_smooth_noise(canvas, 8, rng) - 0.5)[..., None]
-    image = np.where(mask[..., None] > 0.5, colour, background) + 0.18 * brush
-    blurred = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(3))
+    image = np.where(mask[..., None] > 0.5, colour, background) + 0.12 * brush
+    blurred = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2))
     return np.asarray(blurred, dtype=np.float32) / 255.0
 
 
@@ -174,14 +199,15 @@ def render(class_name: str, domain: str, image_size: int, rng: np.random.Generat
     canvas = image_size * RENDER_SCALE
     mask_image = _silhouette(class_name, canvas, rng)
     mask = np.asarray(mask_image, dtype=np.float32) / 255.0
+    hue = _object_hue(class_name, rng)
     if domain == "photo":
-        pixels = _photo(mask, canvas, rng)
+        pixels = _photo(mask, canvas, rng, hue)
     elif domain == "sketch":
         pixels = _sketch(mask_image, canvas, rng)
     elif domain == "clipart":
-        pixels = _clipart(mask_image, mask, canvas, rng)
+        pixels = _clipart(mask_image, mask, canvas, rng, hue)
     elif domain == "painting":
-        pixels = _painting(mask, canvas, rng)
+        pixels = _painting(mask, canvas, rng, hue)
     else:
         raise ValueError(f"unknown synthetic domain {domain!r}; expected one of {', '.join(DOMAINS)}")
     image = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))

@@ -18,9 +18,15 @@ Choices where this harness departs from the official code, each deliberate:
 - the bank is filled with un-augmented features (the code runs the training transform for that pass: a quirk);
 - both domains use the same batch size and an epoch is one pass over the larger domain (the code scales the larger
   domain's batch so both loaders have as many iterations; incidental per baselines.md);
+- both domains go through the network in one forward pass (the code makes two): BatchNorm then trains on the
+  statistics of the two domains together, which its running averages — used at evaluation — estimate (single-domain
+  batches made the running statistics disagree with the training-time ones; with the quickstart's GroupNorm
+  backbone the two are identical);
 - no mixed precision on the CPU (the harness decides precision by device);
 - head: by default the init's projection head is kept (UEM re-initialised every baseline from the same self-supervised
   model); `head=linear` gives CDS's own fresh `fc -> head_dim` (512) layer.
+- `augmentation=moco_v2` is an ablation switch, off by default (see the README's quickstart notes: on the synthetic
+  data, CDS's weak augmentation lets instance discrimination undo the colour invariance of the SimCLR init).
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .augment import crop_flip_view
+from .augment import crop_flip_view, moco_v2_view
 from .base import BaseHparams, Batch, Method
 from .losses import bank_instance_nce, softmax_entropy
 from .memory_bank import MemoryBank
@@ -49,6 +55,9 @@ class CDSHparams(BaseHparams):
     cdm_weight: float = 1.0          # lambda
     head: str = "init"               # "init" (keep) or "linear" (CDS's fc -> head_dim)
     head_dim: int = 512
+    # "crop_flip" (CDS's own) or "moco_v2" (ablation: the init's strong augmentation, crops >= min_crop_scale)
+    augmentation: str = "crop_flip"
+    min_crop_scale: float = 0.5
 
 
 def cross_domain_entropy(features: torch.Tensor, other_bank: torch.Tensor, temperature: float, n_neighbors: int,
@@ -71,6 +80,13 @@ class CDS(Method):
             backbone.replace_head("linear", hparams.head_dim)
         elif hparams.head != "init":
             raise ValueError(f"cds: head must be 'init' or 'linear', got {hparams.head!r}")
+        if hparams.augmentation not in ("crop_flip", "moco_v2"):
+            raise ValueError(f"cds: augmentation must be 'crop_flip' or 'moco_v2', got {hparams.augmentation!r}")
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.augmentation == "moco_v2":
+            return moco_v2_view(images, min_crop_scale=self.hparams.min_crop_scale)
+        return crop_flip_view(images)
 
     def on_fit_start(self, ctx) -> None:
         dim = self.backbone.embed_dim
@@ -85,7 +101,10 @@ class CDS(Method):
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         h = self.hparams
         batches = (batch_a, batch_b)
-        features = [self.backbone(crop_flip_view(b.images)) for b in batches]
+        # One forward pass over both domains: BatchNorm then normalises with statistics of the two domains together,
+        # the statistics its running averages (used at evaluation) estimate.
+        features = self.backbone(torch.cat([self.augment(b.images) for b in batches])).split(
+            [len(b.images) for b in batches])
         instance = [bank_instance_nce(f, bank.features, b.index, h.temperature)
                     for f, bank, b in zip(features, self.banks, batches)]
         loss_id = (instance[0] + instance[1]) / 2
