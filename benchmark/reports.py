@@ -462,22 +462,20 @@ def markdown_escape(text: str) -> str:
     return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
 
 
+def _rendered_rows(model: TableModel, escape, bold, underline, superscript) -> list[list[str]]:
+    """One list of rendered cells per method (its label first), in one output format."""
+    return [[escape(model.spec.method_label(method))]
+            + [_render_cell(model.cell(method, column), model.spec.digits, escape, bold=bold, underline=underline,
+                            superscript=superscript) for column in model.columns]
+            for method in model.methods]
+
+
 def to_markdown(model: TableModel) -> str:
     """Caption above, a pipe table (GitHub renders it), footnotes below; bold best, <u>underlined</u> second."""
     spec = model.spec
     headers = [METHOD_HEADER] + [markdown_escape(c) for c in model.columns]
-    body = []
-    for method in model.methods:
-        row = [markdown_escape(spec.method_label(method))]
-        for column in model.columns:
-            row.append(
-                _render_cell(
-                    model.cell(method, column), spec.digits, markdown_escape,
-                    bold=lambda t: f"**{t}**", underline=lambda t: f"<u>{t}</u>",
-                    superscript=lambda m: f"<sup>{m}</sup>",
-                )
-            )
-        body.append(row)
+    body = _rendered_rows(model, markdown_escape, bold=lambda t: f"**{t}**", underline=lambda t: f"<u>{t}</u>",
+                          superscript=lambda m: f"<sup>{m}</sup>")
     table = tabulate(
         body, headers=headers, tablefmt="pipe", disable_numparse=True,
         colalign=["left"] + ["center"] * len(model.columns),
@@ -529,18 +527,9 @@ def to_latex(model: TableModel) -> str:
     Cells are never truncated; names and the caption are escaped."""
     spec = model.spec
     header = " & ".join([METHOD_HEADER] + [latex_escape(c) for c in model.columns]) + r" \\"
-    body = []
-    for method in model.methods:
-        cells = [latex_escape(spec.method_label(method))]
-        for column in model.columns:
-            cells.append(
-                _render_cell(
-                    model.cell(method, column), spec.digits, latex_escape,
-                    bold=lambda t: rf"\textbf{{{t}}}", underline=lambda t: rf"\underline{{{t}}}",
-                    superscript=lambda m: rf"\textsuperscript{{{m}}}",
-                )
-            )
-        body.append(" & ".join(cells) + r" \\")
+    rows = _rendered_rows(model, latex_escape, bold=lambda t: rf"\textbf{{{t}}}",
+                          underline=lambda t: rf"\underline{{{t}}}", superscript=lambda m: rf"\textsuperscript{{{m}}}")
+    body = [" & ".join(cells) + r" \\" for cells in rows]
     tabular = [
         rf"\begin{{tabular}}{{l{'c' * len(model.columns)}}}",
         r"\toprule",

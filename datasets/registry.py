@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from . import synthetic
-from .base import DataError, LabelledDomain, decode_images, read_folder_layout
+from .base import DataError, LabelledDomain, decode_images, read_folder_layout, read_image_list
 from .classmap import ClassMap
 
 
@@ -64,11 +64,16 @@ def get_dataset(name: str) -> DatasetInfo:
         raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
 
 
-def load_domain(info: DatasetInfo, domain: str, data_root: Path | None, cache_dir: Path) -> LabelledDomain:
-    """Read and decode one domain (folder layout), with a decoded-image cache file next to nothing on the data side:
-    the cache lives under `cache_dir`, keyed by dataset, domain, image size and the list of files."""
+def load_domain(info: DatasetInfo, domain: str, data_root: Path | None, cache_dir: Path,
+                image_list: Path | None = None) -> LabelledDomain:
+    """Read and decode one domain: from its folder (`<root>/<domain>/<class>/<image>`) or, when `image_list` is given,
+    from that `relative/path label` file (paths relative to the dataset root). Decoded images are cached under
+    `cache_dir` (never beside the data), keyed by dataset, domain, image size and the list of files."""
     root = info.locate(data_root, Path(cache_dir))
-    records = read_folder_layout(root / domain, info.class_map)
+    if image_list is not None:
+        records = read_image_list(image_list, root, info.class_map)
+    else:
+        records = read_folder_layout(root / domain, info.class_map)
     paths = tuple(str(r.path) for r in records)
     labels = torch.tensor([r.label for r in records], dtype=torch.long)
     images = _cached_decode(info, domain, paths, Path(cache_dir))

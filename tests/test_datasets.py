@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,14 @@ def test_domain_short_names_resolve():
     assert info.domain_name("Ph") == "photo" and info.domain_name("SKETCH") == "sketch"
     with pytest.raises(KeyError, match="has no domain 'xx'"):
         info.domain_name("xx")
+
+
+def test_a_domain_loads_the_same_from_an_image_list(cache_dir, tmp_path):
+    info = get_dataset("synthetic")
+    from_folder = load_domain(info, "sketch", None, cache_dir)
+    root = info.locate(None, cache_dir)
+    listing = tmp_path / "sketch.txt"
+    listing.write_text("".join(f"{Path(p).relative_to(root)} {int(label)}\n"
+                               for p, label in zip(from_folder.paths, from_folder.labels)))
+    from_list = load_domain(info, "sketch", None, cache_dir, image_list=listing)
+    assert torch.equal(from_list.labels, from_folder.labels) and torch.equal(from_list.images, from_folder.images)
