@@ -85,3 +85,10 @@ def test_changing_a_hyper_parameter_plans_new_runs(tmp_path, cache_dir, capsys):
     assert "1 done" in capsys.readouterr().out
     assert cli.main(common + ["--set", "epochs=1", "--set", "temperature=0.2", "--dry-run"]) == 0
     assert "0 done, 0 failed, 0 incomplete, 1 not started" in capsys.readouterr().out
+
+
+def test_the_quickstart_plans_every_method_on_three_pairs_and_seeds(tmp_path):
+    result = _run_cli("--suite", "quickstart", "--dry-run", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "18 runs planned: 0 done" in result.stdout        # 2 methods x 3 pairs x 3 seeds, partial setting
+    assert not (tmp_path / "runs").exists()
