@@ -5,6 +5,8 @@ Real datasets (Office-31, Office-Home, DomainNet-7) register here in the same fo
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -68,7 +70,7 @@ def load_domain(info: DatasetInfo, domain: str, data_root: Path | None, cache_di
                 image_list: Path | None = None) -> LabelledDomain:
     """Read and decode one domain: from its folder (`<root>/<domain>/<class>/<image>`) or, when `image_list` is given,
     from that `relative/path label` file (paths relative to the dataset root). Decoded images are cached under
-    `cache_dir` (never beside the data), keyed by dataset, domain, image size and the list of files."""
+    `cache_dir` (never beside the data), keyed by dataset, domain, image size and the files."""
     root = info.locate(data_root, Path(cache_dir))
     if image_list is not None:
         records = read_image_list(image_list, root, info.class_map)
@@ -81,9 +83,15 @@ def load_domain(info: DatasetInfo, domain: str, data_root: Path | None, cache_di
 
 
 def _cached_decode(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache_dir: Path) -> torch.Tensor:
-    import hashlib
-    import os
-    key = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:12]
+    # Keyed by every file's path, size and modification time: a replaced image is decoded again.
+    listing = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            raise DataError(f"unreadable image: {path} ({error})") from error
+        listing.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    key = hashlib.sha1("\n".join(listing).encode()).hexdigest()[:12]
     cache_file = cache_dir / "decoded" / f"{info.name}-{domain}-{info.image_size}px-{key}.pt"
     if cache_file.is_file():
         try:
