@@ -69,8 +69,8 @@ def list_everything() -> str:
 
 
 def _summary_line(method_cls) -> str:
-    """First line of the method module's docstring (the paper's title and venue)."""
-    doc = (sys.modules[method_cls.__module__].__doc__ or method_cls.__doc__ or "").strip()
+    """First line of the class's own docstring (variants) or of its module's (the paper's title and venue)."""
+    doc = (method_cls.__dict__.get("__doc__") or sys.modules[method_cls.__module__].__doc__ or "").strip()
     return doc.splitlines()[0] if doc else ""
 
 

@@ -13,7 +13,10 @@ from .reports import TIDY_COLUMNS, TableSpec
 from .spec import RunSpec
 
 METHOD_LABELS = {"pretrained": "Pretrained (init)", "cds": "CDS", "pcs": "PCS", "darl": "DARL", "dn2a": "DN2A",
-                 "ucdir": "UCDIR", "coda": "CoDA", "dgdir": "DGDIR", "uem": "UEM (Ours)"}
+                 "ucdir": "UCDIR", "coda": "CoDA", "dgdir": "DGDIR", "uem": "UEM (Ours)",
+                 # UEM's ablations, named as the rows of the paper's Table 4
+                 "uem_no_pm": "w/o PM", "uem_no_sel": "w/o SEL", "uem_no_spda": "w/o SPDA",
+                 "uem_no_sn2m": "w/o SN²M"}
 SETTING_TITLES = {"closed": "Close-set", "partial": "Partial", "open": "Open-set"}
 
 

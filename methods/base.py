@@ -70,6 +70,14 @@ class Method(nn.Module):
     dataset_overrides: ClassVar[dict[str, dict]] = {}
     # The method's own distance for the baseline open-set detector (UEM App. B.2): "cosine" or "euclidean".
     open_set_distance: ClassVar[str] = "cosine"
+    # A registered ablation of another method (e.g. "uem"): left out of suites that list no methods, kept for
+    # ablation suites and `--methods`.
+    variant_of: ClassVar[str | None] = None
+
+    @classmethod
+    def derive_hparams(cls, values: dict) -> dict:
+        """Hyper-parameters computed from others (e.g. total epochs = stage 1 + stage 2), after every override."""
+        return values
 
     def __init__(self, hparams, backbone: EmbeddingNet):
         super().__init__()
@@ -153,7 +161,7 @@ def resolve_hparams(method_cls, dataset: str, overrides: dict | None = None) -> 
                 raise HparamError(f"method {method_cls.name!r} has no hyper-parameter {key!r}; "
                                   f"its hyper-parameters are: {', '.join(sorted(fields))}")
             values[key] = _coerce(value, hints.get(key, fields[key].type), key)
-    return values
+    return method_cls.derive_hparams(values)
 
 
 def build_hparams(method_cls, resolved: dict):

@@ -28,7 +28,11 @@ def get_method_class(name: str) -> type:
         raise KeyError(f"unknown method {name!r}; registered methods: {', '.join(method_names())}") from None
 
 
-def method_names() -> list[str]:
-    """Registered names in table order."""
+def method_names(include_variants: bool = True) -> list[str]:
+    """Registered names in table order: the paper's methods, then the others (user methods, variants such as
+    ablations) in registration order; `include_variants=False` leaves the variants out."""
     known = [n for n in PAPER_ORDER if n in REGISTRY]
-    return known + [n for n in REGISTRY if n not in PAPER_ORDER]
+    names = known + [n for n in REGISTRY if n not in PAPER_ORDER]
+    if include_variants:
+        return names
+    return [n for n in names if getattr(REGISTRY[n], "variant_of", None) is None]

@@ -88,7 +88,10 @@ def test_changing_a_hyper_parameter_plans_new_runs(tmp_path, cache_dir, capsys):
 
 
 def test_the_quickstart_plans_every_method_on_three_pairs_and_seeds(tmp_path):
+    from methods import method_names
     result = _run_cli("--suite", "quickstart", "--dry-run", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "18 runs planned: 0 done" in result.stdout        # 2 methods x 3 pairs x 3 seeds, partial setting
+    methods = method_names(include_variants=False)           # ablation variants are not in the quickstart
+    assert "uem" in methods and "uem_no_sel" not in methods
+    assert f"{len(methods) * 3 * 3} runs planned: 0 done" in result.stdout   # x 3 pairs x 3 seeds, partial
     assert not (tmp_path / "runs").exists()

@@ -1,0 +1,163 @@
+"""UEM's pieces on tiny tensors, with the expected values computed by hand in the comments."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmark import store
+from benchmark.runner import run_one
+from benchmark.suites import plan
+from methods.clustering import elbow_k
+from methods.uem import (merge_prototypes, merged_pair_bounds, private_by_merged_bounds, product_distance,
+                         progressive_weight, semantic_enhanced_loss, semantic_preserving_regulariser,
+                         switchable_nn_match, translate)
+
+from .conftest import tiny_suite
+from .test_runner import one_thread  # noqa: F401  (fixture)
+
+
+@pytest.mark.parametrize("epoch, expected", [
+    (50, 0.5),                               # 1 / (1 + e^0)
+    (48, 1 / (1 + math.e ** 2)),             # 0.1192
+    (55, 1 / (1 + math.e ** -5)),            # 0.99331
+    (0, 1 / (1 + math.e ** 50)),             # 1.9e-22: stage 1 starts as pure instance discrimination
+])
+def test_progressive_weight_eq10(epoch, expected):
+    assert progressive_weight(epoch, 100) == pytest.approx(expected, rel=1e-9)
+
+
+def test_translation_eq8_is_a_mean_shift():
+    # p + (mean_to - mean_from) = (1, 0) + ((1, 1) - (0, 0)) = (2, 1)
+    moved = translate(torch.tensor([[1.0, 0.0]]), torch.tensor([0.0, 0.0]), torch.tensor([1.0, 1.0]))
+    assert moved.tolist() == [[2.0, 1.0]]
+
+
+def test_hungarian_pairing_and_merge_rule_eq9():
+    # A: a0 = (0, 0), a1 = (10, 0); B: b0 = (0.5, 5), b1 = (30, 5); bank means (5, 0) and (5, 5).
+    # B -> A subtracts (0, 5): b0' = (0.5, 0), b1' = (30, 0). Costs: a0-b0' 0.5, a0-b1' 30, a1-b0' 9.5, a1-b1' 20,
+    # so Hungarian pairs (a0, b0') and (a1, b1') (20.5 < 39.5). Threshold = min(|a0 - a1| = 10, |b0 - b1| = 29.5) = 10:
+    # the first pair (0.5) merges, the second (20) must not.
+    prototypes_a = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    prototypes_b = torch.tensor([[0.5, 5.0], [30.0, 5.0]])
+    unified = merge_prototypes(prototypes_a, prototypes_b, torch.tensor([5.0, 0.0]), torch.tensor([5.0, 5.0]))
+    assert unified.merged_pairs == [(0, 0)]
+    assert unified.merged_a.tolist() == [True, False]
+    # P^{A'} = [a1; b1'; (a0 + b0') / 2] = [(10, 0); (30, 0); (0.25, 0)]
+    assert unified.set_a.tolist() == [[10.0, 0.0], [30.0, 0.0], [0.25, 0.0]]
+    assert unified.a_in_a.tolist() == [2, 0] and unified.b_in_a.tolist() == [2, 1]
+    # P^{B'} = [b1; a1''; (b0 + a0'') / 2] with A -> B adding (0, 5): [(30, 5); (10, 5); (0.25, 5)]
+    assert unified.set_b.tolist() == [[30.0, 5.0], [10.0, 5.0], [0.25, 5.0]]
+    assert unified.b_in_b.tolist() == [2, 0] and unified.a_in_b.tolist() == [2, 1]
+    # Without merging (the w/o-PM ablation) both sets keep every prototype.
+    separate = merge_prototypes(prototypes_a, prototypes_b, torch.tensor([5.0, 0.0]), torch.tensor([5.0, 5.0]),
+                                merging=False)
+    assert separate.merged_pairs == [] and len(separate.set_a) == 4
+
+
+def test_semantic_enhanced_loss_eq11():
+    # f = (1, 0); prototypes (1, 0), (0, 1); tau = 1: weights softmax(1, 0) = (0.73106, 0.26894);
+    # distances (0, sqrt 2): L_SEL = 0.26894 * 1.41421 = 0.38034.
+    f = torch.tensor([[1.0, 0.0]])
+    prototypes = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    expected = 1 / (math.e + 1) * math.sqrt(2)
+    assert semantic_enhanced_loss(f, prototypes, 1.0).item() == pytest.approx(expected, abs=1e-5)
+    assert expected == pytest.approx(0.38034, abs=1e-4)
+
+
+def test_semantic_preserving_regulariser_eq14():
+    # Current f = [(1, 0), (0, 1)], frozen f' = [(1, 0), (1, 0)]. Off-diagonal: cos 0 vs 1 -> 1; distance sqrt 2 vs 0
+    # -> 2; so each off-diagonal pair costs 3, the diagonal 0: (3 + 3) / B^2 = 6 / 4 = 1.5.
+    current = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    frozen = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    loss = semantic_preserving_regulariser(current, frozen)
+    assert loss.item() == pytest.approx(1.5, abs=1e-5)
+    loss.backward()
+    assert torch.isfinite(current.grad).all()          # no NaN from the zero distances on the diagonal
+    assert semantic_preserving_regulariser(frozen, frozen).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_product_distance():
+    # u = (1, 0), v = (0, 2): cos 0, ||u - v|| = sqrt 5 -> delta = sqrt 5; delta(u, u) = 0.
+    delta = product_distance(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0], [1.0, 0.0]]))
+    assert delta.tolist()[0] == pytest.approx([math.sqrt(5), 0.0], abs=1e-6)
+
+
+def _aligned_prototypes():
+    # A and B both have prototypes (1, 0) and (0, 1), equal bank means: every pair merges, P^{B'} = [(1, 0), (0, 1)].
+    prototypes = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    zero = torch.zeros(2)
+    return prototypes, merge_prototypes(prototypes, prototypes.clone(), zero, zero)
+
+
+def test_switchable_match_trusts_a_neighbour_of_the_same_unified_prototype():
+    prototypes, unified = _aligned_prototypes()
+    anchor = torch.tensor([[1.0, 0.0]])
+    retrieval = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # Nearest own prototype 0 -> p~ = P^{B'}[0]; the nearest retrieval item (1, 0) maps to P^{B'}[0] too: trusted.
+    # tau = 1: prototype logits (1, 0), instance logits (1, 0).
+    # loss = log(e + 1 + e + 1) - log(e + e) = log(e + 1) - 1 = 0.31326
+    loss = switchable_nn_match(anchor, prototypes, unified, retrieval, prototypes, 1.0)
+    assert loss.item() == pytest.approx(math.log(math.e + 1) - 1, abs=1e-5)
+
+
+def test_switchable_match_drops_a_neighbour_of_another_prototype():
+    prototypes, unified = _aligned_prototypes()
+    anchor = torch.tensor([[1.0, 0.0]])
+    retrieval = torch.tensor([[0.0, 1.0]])
+    # The only retrieval item maps to P^{B'}[1] != p~ = P^{B'}[0]: the prototype alone is the positive.
+    # loss = log(e + 1 + 1) - 1 = 0.55144
+    loss = switchable_nn_match(anchor, prototypes, unified, retrieval, prototypes, 1.0)
+    assert loss.item() == pytest.approx(math.log(math.e + 2) - 1, abs=1e-5)
+
+
+def test_uem_open_set_detector_b1():
+    # Query clusters around e0, e1 (shared) and e2 (private); retrieval clusters around e0 and e1.
+    torch.manual_seed(0)
+    eye = torch.eye(3)
+    query = torch.cat([eye[c] + 0.02 * torch.randn(5, 3) for c in (0, 1, 2)])
+    retrieval = torch.cat([eye[c] + 0.02 * torch.randn(5, 3) for c in (0, 1)])
+    query_assignment = torch.arange(3).repeat_interleave(5)
+    retrieval_assignment = torch.arange(2).repeat_interleave(5)
+    query_prototypes = torch.stack([query[query_assignment == c].mean(0) for c in range(3)])
+    retrieval_prototypes = torch.stack([retrieval[retrieval_assignment == c].mean(0) for c in range(2)])
+    # Means: query ~ (1/3, 1/3, 1/3), retrieval ~ (1/2, 1/2, 0); translated e0 ~ (5/6, -1/6, 1/3) is 0.41 from e0,
+    # e1 likewise, e2 is 1.08 from either: pairs (e0, e0) and (e1, e1), both under the threshold sqrt 2 -> merged;
+    # e2 stays unmerged, so its queries are null; shared queries are within their pair's bound.
+    unified = merge_prototypes(query_prototypes, retrieval_prototypes, query.mean(0), retrieval.mean(0))
+    assert sorted(unified.merged_pairs) == [(0, 0), (1, 1)]
+    bounds = merged_pair_bounds(query, retrieval, query_assignment, retrieval_assignment, unified.merged_pairs)
+    private = private_by_merged_bounds(query, retrieval, query_prototypes, bounds)
+    assert private.tolist() == [False] * 10 + [True] * 5
+
+
+def test_elbow_criterion():
+    # Inertia 100, 50, 20, 15, 12, 10 for K = 1..6, both axes scaled to [0, 1]: the chord from (0, 1) to (1, 0) lies
+    # farthest above the curve at K = 3 (chord 0.6 vs curve 0.111).
+    assert elbow_k({1: 100, 2: 50, 3: 20, 4: 15, 5: 12, 6: 10}) == 3
+
+
+def test_stage_switch_and_resume_in_stage_two(tmp_path, cache_dir, one_thread):  # noqa: F811
+    suite = tiny_suite("test_uem_resume", methods=["uem"], settings=("open",))
+    spec = plan(suite, assignments=["uem.stage1_epochs=2", "uem.stage2_epochs=2", "uem.k_max=6"])[0]
+    assert spec.hparams["epochs"] == 4                                # derived: stage 1 + stage 2
+
+    def prepare(name):
+        run_dir = store.prepare_run_dir(spec, tmp_path / name, {"cache_dir": str(cache_dir), "device": "cpu"})
+        return run_dir / "spec.json"
+
+    uninterrupted = run_one(prepare("a"))
+    spec_path = prepare("b")
+    run_one(spec_path, stop_after_epochs=3)                          # stops after the first stage-2 epoch
+    checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
+    assert checkpoint["epoch"] == 3
+    frozen = {k: v for k, v in checkpoint["method"].items() if k.startswith("frozen.")}
+    live = {k.replace("frozen.", "backbone.", 1): v for k, v in frozen.items()}
+    assert frozen and any(not torch.equal(v, checkpoint["method"][k]) for k, v in live.items())
+    resumed = run_one(spec_path)
+    assert resumed == uninterrupted
+    history = [h for h in __import__("json").loads((spec_path.parent / "metrics.json").read_text())["history"]]
+    assert "ince" in history[1] and "sn2m" in history[2]             # stage 1 terms, then stage 2 terms
+    assert 0 <= resumed["open_set_acc"] <= 1
+    assert 0 <= resumed["default_detector_open_set_acc"] <= 1       # the App. B.2 detector, side by side
