@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 
 from benchmark import suites
 from benchmark.initialisation import QUICKSTART_BACKBONE
@@ -29,3 +30,13 @@ def tiny_suite(name: str, settings=("partial",), pairs=(("photo", "sketch"),), s
     return suites.add_suite(suites.Suite(name=name, dataset="synthetic", settings=tuple(settings),
                                          pairs=tuple(pairs), seeds=tuple(seeds), backbone=backbone or TINY_BACKBONE,
                                          methods=tuple(methods) if methods else None))
+
+
+@pytest.fixture
+def one_thread():
+    """Bitwise reproducibility on the CPU needs one thread: several threads reduce gradients (conv, GroupNorm
+    backward) in a scheduling-dependent order, which moves the 4th digit of a metric from run to run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,16 +22,6 @@ def _prepare(spec, output, cache_dir):
     return run_dir / "spec.json"
 
 
-@pytest.fixture
-def one_thread():
-    """Bitwise reproducibility on the CPU needs one thread: several threads reduce gradients (conv, GroupNorm
-    backward) in a scheduling-dependent order, which moves the 4th digit of a metric from run to run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_resume_after_epoch_k_matches_an_uninterrupted_run(tmp_path, cache_dir, one_thread):
     suite = tiny_suite("test_resume", methods=["cds"])
     spec = plan(suite, assignments=["cds.epochs=3", "cds.batch_size=64"])[0]

@@ -1,6 +1,7 @@
 """UEM's pieces on tiny tensors, with the expected values computed by hand in the comments."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -15,7 +16,6 @@ from methods.uem import (merge_prototypes, merged_pair_bounds, private_by_merged
                          switchable_nn_match, translate)
 
 from .conftest import tiny_suite
-from .test_runner import one_thread  # noqa: F401  (fixture)
 
 
 @pytest.mark.parametrize("epoch, expected", [
@@ -138,7 +138,7 @@ def test_elbow_criterion():
     assert elbow_k({1: 100, 2: 50, 3: 20, 4: 15, 5: 12, 6: 10}) == 3
 
 
-def test_stage_switch_and_resume_in_stage_two(tmp_path, cache_dir, one_thread):  # noqa: F811
+def test_stage_switch_and_resume_in_stage_two(tmp_path, cache_dir, one_thread):
     suite = tiny_suite("test_uem_resume", methods=["uem"], settings=("open",))
     spec = plan(suite, assignments=["uem.stage1_epochs=2", "uem.stage2_epochs=2", "uem.k_max=6"])[0]
     assert spec.hparams["epochs"] == 4                                # derived: stage 1 + stage 2
@@ -157,7 +157,7 @@ def test_stage_switch_and_resume_in_stage_two(tmp_path, cache_dir, one_thread): 
     assert frozen and any(not torch.equal(v, checkpoint["method"][k]) for k, v in live.items())
     resumed = run_one(spec_path)
     assert resumed == uninterrupted
-    history = [h for h in __import__("json").loads((spec_path.parent / "metrics.json").read_text())["history"]]
+    history = json.loads((spec_path.parent / "metrics.json").read_text())["history"]
     assert "ince" in history[1] and "sn2m" in history[2]             # stage 1 terms, then stage 2 terms
     assert 0 <= resumed["open_set_acc"] <= 1
     assert 0 <= resumed["default_detector_open_set_acc"] <= 1       # the App. B.2 detector, side by side
