@@ -30,6 +30,21 @@ from .suites import SUITES, get_suite, plan
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are integers, got {text!r}") from None
+
+
+def _flatten(values: list | None) -> list | None:
+    """`--methods a b`, `--methods a,b` and `--seeds 1,2 3` all mean the same."""
+    if values is None:
+        return None
+    return [part for value in values
+            for part in (value if isinstance(value, list) else value.split(",")) if part != ""]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_benchmark.py",
@@ -37,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--suite", default="quickstart", help="suite to run (default: quickstart); see --list")
     parser.add_argument("--methods", nargs="+", metavar="NAME", help="restrict to these methods (registry names)")
     parser.add_argument("--pairs", nargs="+", metavar="Q-R", help="restrict to these ordered pairs, e.g. Ph-Sk")
-    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds (default: the suite's)")
+    parser.add_argument("--seeds", nargs="+", type=_seed_list, metavar="SEED", help="seeds (default: the suite's)")
     parser.add_argument("--settings", nargs="+", metavar="SETTING", help="closed, partial and/or open")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="hyper-parameter override, key=value (every method that has it) or method.key=value; "
@@ -114,8 +129,8 @@ def _main(args) -> int:
         print(list_everything())
         return 0
     suite = get_suite(args.suite)
-    specs = plan(suite, methods=args.methods, pairs=args.pairs, seeds=args.seeds, settings=args.settings,
-                 assignments=args.assignments)
+    specs = plan(suite, methods=_flatten(args.methods), pairs=_flatten(args.pairs), seeds=_flatten(args.seeds),
+                 settings=_flatten(args.settings), assignments=args.assignments)
     output_root = args.output.resolve()
     groups = census(specs, output_root)
     print(census_text(groups, args.retry_failed))

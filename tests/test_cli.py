@@ -95,3 +95,14 @@ def test_the_quickstart_plans_every_method_on_three_pairs_and_seeds(tmp_path):
     assert "uem" in methods and "uem_no_sel" not in methods
     assert f"{len(methods) * 3 * 3} runs planned: 0 done" in result.stdout   # x 3 pairs x 3 seeds, partial
     assert not (tmp_path / "runs").exists()
+
+
+def test_lists_may_be_comma_or_space_separated(tmp_path):
+    spaced = _run_cli("--dry-run", "--output", str(tmp_path), "--methods", "pretrained", "cds",
+                      "--seeds", "2024", "2025", "--pairs", "Ph-Sk", "Cl-Pa")
+    commas = _run_cli("--dry-run", "--output", str(tmp_path), "--methods", "pretrained,cds",
+                      "--seeds", "2024,2025", "--pairs", "Ph-Sk,Cl-Pa")
+    assert spaced.returncode == commas.returncode == 0, spaced.stderr + commas.stderr
+    assert "8 runs planned" in spaced.stdout and spaced.stdout == commas.stdout
+    bad = _run_cli("--dry-run", "--output", str(tmp_path), "--seeds", "2024,x")
+    assert bad.returncode == 2 and "seeds are integers, got '2024,x'" in bad.stderr

@@ -453,3 +453,17 @@ def test_latex_document_compiles_with_pdflatex(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "report.pdf").is_file()
+
+
+def test_open_suites_get_both_detection_tables(tmp_path):
+    from benchmark.collect import table_specs
+    from benchmark.suites import plan
+
+    from .conftest import tiny_suite
+    suite = tiny_suite("test_tables_open", settings=("partial", "open"), methods=["pretrained", "uem"])
+    tables = table_specs(suite.name, plan(suite))
+    assert [t.key for t in tables] == [None, None, "synthetic-open-detection-own", "synthetic-open-detection-b2"]
+    assert [t.cell_metrics for t in tables] == [
+        ["map_all_coda"], ["shared_map_all", "open_set_acc"], ["open_set_acc", "detection_acc"],
+        ["default_detector_open_set_acc", "default_detector_detection_acc"]]
+    assert all(t.methods == ["pretrained", "uem"] for t in tables)

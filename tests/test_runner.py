@@ -120,3 +120,11 @@ def test_methods_receive_no_labels(tmp_path, cache_dir, test_methods):
     assert not any("label" in name or "class" in name.replace("num_classes_hint", "") for name in context_fields)
     # The only class information is the declared hint: the class counts of the split (open-set: 12 and 6).
     assert ctx.num_classes_hint == (12, 6)
+
+
+def test_open_set_runs_also_store_the_baseline_detector(tmp_path, cache_dir, test_methods):
+    # A method without its own detector is scored by the App. B.2 detector once; the side-by-side columns repeat it.
+    suite = tiny_suite("test_spy", methods=["test_label_spy"], settings=("open",))
+    metrics = run_one(_prepare(plan(suite, methods=["test_label_spy"])[0], tmp_path, cache_dir))
+    for name in ("open_set_acc", "detection_acc", "shared_false_null_rate"):
+        assert metrics[f"default_detector_{name}"] == metrics[name]

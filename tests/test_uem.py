@@ -161,3 +161,37 @@ def test_stage_switch_and_resume_in_stage_two(tmp_path, cache_dir, one_thread):
     assert "ince" in history[1] and "sn2m" in history[2]             # stage 1 terms, then stage 2 terms
     assert 0 <= resumed["open_set_acc"] <= 1
     assert 0 <= resumed["default_detector_open_set_acc"] <= 1       # the App. B.2 detector, side by side
+
+
+def test_learning_rate_per_stage_a13():
+    # lr 0.1 for 2 stage-1 epochs, stage2_lr 0.01 for 2 stage-2 epochs, cosine to 0 within each stage:
+    # stage 1: 0.1 * (1 + cos 0) / 2 = 0.1, 0.1 * (1 + cos(pi/2)) / 2 = 0.05; stage 2: 0.01, 0.005.
+    from methods.backbones import build_backbone
+    from methods.base import build_hparams, resolve_hparams
+    from methods.uem import UEM
+    backbone = build_backbone("small_cnn", embed_dim=8, width=8)
+    values = resolve_hparams(UEM, "synthetic", {"stage1_epochs": 2, "stage2_epochs": 2, "lr": 0.1,
+                                                "stage2_lr": 0.01})
+    optimizers, schedulers = UEM(build_hparams(UEM, values), backbone).configure_optimizers()
+    rates = []
+    for _ in range(4):
+        rates.append(optimizers[0].param_groups[0]["lr"])
+        optimizers[0].step()                                          # no gradients: a no-op, in the usual order
+        schedulers[0].step()
+    assert rates == pytest.approx([0.1, 0.05, 0.01, 0.005])
+    # Unset, stage 2 uses `lr`, as the paper does (one lr, a cosine schedule per stage).
+    assert resolve_hparams(UEM, "office31", {})["stage2_lr"] == 2e-4
+    assert resolve_hparams(UEM, "office31", {"lr": 0.01})["stage2_lr"] == 0.01
+
+
+def test_ablation_suite_has_the_rows_of_table_4():
+    from benchmark.suites import get_suite
+    specs = plan(get_suite("quickstart_ablation"))
+    assert list(dict.fromkeys(s.method for s in specs)) == [
+        "pretrained", "uem_no_pm", "uem_no_sel", "uem_no_spda", "uem_no_sn2m", "uem"]
+    assert {s.setting for s in specs} == {"open"} and len(specs) == 6 * 3 * 3
+    switches = {s.method: (s.hparams["prototype_merging"], s.hparams["use_sel"], s.hparams["use_spr"],
+                           s.hparams["match"]) for s in specs if s.method.startswith("uem")}
+    assert switches == {"uem": (True, True, True, "sn2m"), "uem_no_pm": (False, True, True, "sn2m"),
+                        "uem_no_sel": (True, False, True, "sn2m"), "uem_no_spda": (True, True, False, "sn2m"),
+                        "uem_no_sn2m": (True, True, True, "nearest_neighbour")}
