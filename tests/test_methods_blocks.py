@@ -141,3 +141,26 @@ def test_every_registered_method_has_a_docstring_and_hparams():
         # The module docstring names the paper and lists every choice made where it is silent (STYLE.md).
         assert (sys.modules[cls.__module__].__doc__ or "").strip(), name
         assert "epochs" in resolve_hparams(cls, "synthetic")
+
+
+def test_momentum_encoder_moves_towards_the_online_net_by_hand():
+    from methods.momentum import MomentumEncoder
+    online = torch.nn.Linear(1, 1, bias=False)
+    online.weight.data.fill_(1.0)
+    key = MomentumEncoder(online)
+    assert not any(p.requires_grad for p in key.parameters())
+    online.weight.data.fill_(3.0)
+    key.update(online, momentum=0.75)               # 0.75 * 1 + 0.25 * 3 = 1.5
+    assert key.encoder.weight.item() == pytest.approx(1.5)
+    assert key(torch.tensor([[2.0]])).item() == pytest.approx(3.0)
+
+
+def test_key_queue_is_fifo_and_masks_own_instance():
+    from methods.momentum import KeyQueue
+    queue = KeyQueue(size=3, dim=2)
+    assert not queue.negatives_mask(torch.tensor([0])).any()            # empty slots are never negatives
+    queue.enqueue(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([7, 8]))
+    queue.enqueue(torch.tensor([[0.0, 3.0], [1.0, 1.0]]), torch.tensor([9, 7]))   # the 4th key overwrites slot 0
+    assert queue.index.tolist() == [7, 8, 9] and int(queue.pointer) == 1
+    assert queue.keys[0].tolist() == pytest.approx([2 ** -0.5, 2 ** -0.5])          # stored normalised
+    assert queue.negatives_mask(torch.tensor([7, 5])).tolist() == [[False, True, True], [True, True, True]]

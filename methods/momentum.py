@@ -1,0 +1,61 @@
+"""MoCo pieces shared by the momentum-encoder methods (UCDIR, DGDIR, DARL, DN2A): an EMA key encoder and a FIFO
+queue of keys that remembers which instance each key came from. Both keep their state in buffers, so a checkpoint
+restores them with the method's state_dict."""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MomentumEncoder(nn.Module):
+    """A frozen copy of an online network, moved towards it after each step: theta_k <- m theta_k + (1 - m) theta_q
+    (MoCo). Buffers (BatchNorm statistics) are copied, as in MoCo's key encoder."""
+
+    def __init__(self, online: nn.Module):
+        super().__init__()
+        self.encoder = copy.deepcopy(online).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, online: nn.Module, momentum: float) -> None:
+        for key, query in zip(self.encoder.parameters(), online.parameters()):
+            key.mul_(momentum).add_(query.detach(), alpha=1.0 - momentum)
+        for key, query in zip(self.encoder.buffers(), online.buffers()):
+            key.copy_(query)
+
+    @torch.no_grad()
+    def forward(self, *args, **kwargs):
+        return self.encoder(*args, **kwargs)
+
+
+class KeyQueue(nn.Module):
+    """A FIFO of `size` L2-normalised keys with the instance index of each (-1 while a slot is empty).
+
+    `negatives_mask(index)` says which slots may serve as negatives for queries of the given instances: filled slots
+    whose key does not come from the query's own instance (DGDIR masks the own sample's older keys)."""
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        self.register_buffer("keys", torch.zeros(size, dim))
+        self.register_buffer("index", torch.full((size,), -1, dtype=torch.long))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+
+    def __len__(self) -> int:
+        return self.keys.shape[0]
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor, index: torch.Tensor) -> None:
+        n = len(keys)
+        if n > len(self):
+            keys, index, n = keys[-len(self):], index[-len(self):], len(self)
+        slots = (self.pointer + torch.arange(n, device=self.keys.device)) % len(self)
+        self.keys[slots] = F.normalize(keys.detach().to(self.keys), dim=1)
+        self.index[slots] = index.to(self.index)
+        self.pointer.copy_((self.pointer + n) % len(self))
+
+    def negatives_mask(self, query_index: torch.Tensor) -> torch.Tensor:
+        """Bool [B, size]: True where slot j is a valid negative for query i."""
+        filled = self.index >= 0
+        return filled[None, :] & (self.index[None, :] != query_index[:, None])
