@@ -115,6 +115,8 @@ def select_methods(suite: Suite, requested: list[str] | None) -> list[str]:
     unknown = [n for n in names if n not in method_names()]
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)}; registered methods: {', '.join(method_names())}")
+    if requested:            # table rows in the registry's order (the paper's), whatever order they were typed in
+        names = [n for n in method_names() if n in set(requested)]
     return names
 
 

@@ -106,3 +106,10 @@ def test_lists_may_be_comma_or_space_separated(tmp_path):
     assert "8 runs planned" in spaced.stdout and spaced.stdout == commas.stdout
     bad = _run_cli("--dry-run", "--output", str(tmp_path), "--seeds", "2024,x")
     assert bad.returncode == 2 and "seeds are integers, got '2024,x'" in bad.stderr
+
+
+def test_requested_methods_come_in_table_order():
+    from benchmark.suites import get_suite, plan
+    specs = plan(get_suite("quickstart"), methods=["uem", "pretrained", "cds", "uem"], seeds=[2024],
+                 pairs=["Ph-Sk"])
+    assert [s.method for s in specs] == ["pretrained", "cds", "uem"]
