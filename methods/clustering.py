@@ -7,9 +7,12 @@ import torch
 
 
 def kmeans(features: torch.Tensor, k: int, *, seed: int, niter: int = 20, nredo: int = 1, spherical: bool = False,
-           max_points_per_centroid: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
+           max_points_per_centroid: int = 100_000, init_centroids: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (centroids [k, d] float32, assignments [N] int64) on the features' device. `spherical` normalises the
-    centroids after each iteration and assigns by inner product (cosine k-means)."""
+    centroids after each iteration and assigns by inner product (cosine k-means). `init_centroids` ([k, d]) starts
+    the iterations from these centroids instead of k random points (faiss `train(x, init_centroids=...)`; CoDA's
+    shared initialisation)."""
     import faiss
 
     x = np.ascontiguousarray(features.detach().float().cpu().numpy())
@@ -19,7 +22,13 @@ def kmeans(features: torch.Tensor, k: int, *, seed: int, niter: int = 20, nredo:
     clustering = faiss.Kmeans(d, k, niter=niter, nredo=nredo, seed=int(seed) % (2 ** 31), spherical=spherical,
                               min_points_per_centroid=1, max_points_per_centroid=max_points_per_centroid,
                               verbose=False)
-    clustering.train(x)
+    if init_centroids is None:
+        clustering.train(x)
+    else:
+        if tuple(init_centroids.shape) != (k, d):
+            raise ValueError(f"k-means with k={k} on {d}-d points given initial centroids of shape "
+                             f"{tuple(init_centroids.shape)}")
+        clustering.train(x, init_centroids=np.ascontiguousarray(init_centroids.detach().float().cpu().numpy()))
     _, assignment = clustering.index.search(x, 1)
     centroids = torch.from_numpy(clustering.centroids.copy())
     return centroids.to(features.device), torch.from_numpy(assignment[:, 0].astype(np.int64)).to(features.device)
