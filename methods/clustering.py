@@ -15,6 +15,9 @@ def kmeans(features: torch.Tensor, k: int, *, seed: int, niter: int = 20, nredo:
     shared initialisation)."""
     import faiss
 
+    # faiss runs its own OpenMP pool; follow torch's thread count so a process set to one thread (tests, several
+    # jobs on one machine) does not oversubscribe the cores — small k-means calls then take milliseconds, not 0.5 s.
+    faiss.omp_set_num_threads(torch.get_num_threads())
     x = np.ascontiguousarray(features.detach().float().cpu().numpy())
     n, d = x.shape
     if not 1 <= k <= n:
