@@ -79,7 +79,7 @@ listed here. Choices where the sources are silent (our reading, beyond those mar
 - No extra plain-MoCo term (the spec's form is the mixture alone).
 - The predictor is trained in every `pi_mode` (in oracle/uniform it is unused by L_DARL but its accuracy is logged).
 - No shuffle-BN: with BatchNorm nets the key batch (A and B together) goes through in one piece, as DGDIR's single
-  GPU does (its DDP shuffle is a no-op); `MomentumEncoder` copies the query encoder's BatchNorm buffers. The
+  GPU does (its DDP shuffle is a no-op); the key encoder keeps its own BatchNorm running statistics. The
   quickstart's GroupNorm CNN has no batch statistics.
 - The EMA update runs after the optimiser step (MoCo updates it before the key forward of the next step: the same
   sequence of key encoders, except the first, no-op, update).

@@ -98,8 +98,8 @@ Our readings where the sources are silent (besides the [ours] marks above):
   mapping on 256 levels (not PIL's integer rounding); sharpness blends with PIL's 3x3 smoothing kernel, replicate
   borders.
 - BatchNorm backbones: the key batch is shuffled and forwarded in `key_bn_splits` chunks (MoCo's shuffle-BN on one
-  GPU); a GroupNorm backbone (the quickstart) forwards it in one piece. The shared MomentumEncoder copies the query
-  encoder's BatchNorm running statistics at every update (MoCo's key encoder keeps its own).
+  GPU, `MomentumEncoder.shuffled_keys`); a GroupNorm backbone (the quickstart) forwards it in one piece. The key
+  encoder keeps its own BatchNorm running statistics, as MoCo's does.
 - the first step of a run has empty queues: no negatives, no neighbours; its losses are 0 (every term's softmax has
   the positive alone). Empty slots are never negatives, neighbours or part of the statistics.
 
@@ -436,7 +436,6 @@ class DN2A(Method):
         if hparams.key_bn_splits < 1:
             raise ValueError(f"dn2a: key_bn_splits must be >= 1, got {hparams.key_bn_splits}")
         self.key_encoder = MomentumEncoder(backbone)
-        self._split_key_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules())
         self.queues = nn.ModuleList()
         self.epoch = 0
         self._pending_keys = []
@@ -451,14 +450,8 @@ class DN2A(Method):
         return F.normalize(self.backbone.features(images), dim=1)
 
     def _keys(self, views: torch.Tensor) -> torch.Tensor:
-        """Key-encoder embeddings; with BatchNorm, a shuffled batch in `key_bn_splits` chunks (shuffle-BN)."""
-        splits = self.hparams.key_bn_splits
-        if not self._split_key_batchnorm or splits == 1:
-            return self.key_encoder(views)
-        order = torch.randperm(len(views), device=views.device)
-        keys = torch.empty(len(views), self.backbone.embed_dim, device=views.device)
-        keys[order] = torch.cat([self.key_encoder(chunk) for chunk in views[order].chunk(splits)]).to(keys)
-        return keys
+        """Key-encoder features; with BatchNorm, a shuffled batch in `key_bn_splits` chunks (shuffle-BN)."""
+        return self.key_encoder.shuffled_keys(views, self.hparams.key_bn_splits)
 
     def _strong(self, images: torch.Tensor) -> torch.Tensor:
         h = self.hparams

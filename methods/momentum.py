@@ -12,7 +12,8 @@ from torch import nn
 
 class MomentumEncoder(nn.Module):
     """A frozen copy of an online network, moved towards it after each step: theta_k <- m theta_k + (1 - m) theta_q
-    (MoCo). Buffers (BatchNorm statistics) are copied, as in MoCo's key encoder."""
+    (MoCo). Only parameters move: buffers (BatchNorm running statistics) are the key encoder's own, estimated by its
+    own forward passes in training mode, as in MoCo and UCDIR's key encoders."""
 
     def __init__(self, online: nn.Module):
         super().__init__()
@@ -22,12 +23,30 @@ class MomentumEncoder(nn.Module):
     def update(self, online: nn.Module, momentum: float) -> None:
         for key, query in zip(self.encoder.parameters(), online.parameters()):
             key.mul_(momentum).add_(query.detach(), alpha=1.0 - momentum)
-        for key, query in zip(self.encoder.buffers(), online.buffers()):
-            key.copy_(query)
 
     @torch.no_grad()
     def forward(self, *args, **kwargs):
         return self.encoder(*args, **kwargs)
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.encoder.modules())
+
+    @torch.no_grad()
+    def shuffled_keys(self, images: torch.Tensor, splits: int) -> torch.Tensor:
+        """Keys of a batch with MoCo's shuffle-BN emulated on one device (UCDIR's split BatchNorm): the batch is
+        permuted and forwarded in `splits` chunks, each normalised with its own statistics, then put back in order,
+        so BatchNorm cannot leak which key belongs to which query. Nets without BatchNorm (the quickstart's
+        GroupNorm CNN) go through in one piece and draw no permutation."""
+        if splits < 1:
+            raise ValueError(f"shuffle-BN needs at least one split, got {splits}")
+        if splits == 1 or not self.has_batchnorm:
+            return self.encoder(images)
+        order = torch.randperm(len(images), device=images.device)
+        shuffled = torch.cat([self.encoder(chunk) for chunk in images[order].chunk(splits)])
+        keys = torch.empty_like(shuffled)
+        keys[order] = shuffled
+        return keys
 
 
 class KeyQueue(nn.Module):

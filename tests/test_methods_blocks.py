@@ -164,3 +164,12 @@ def test_key_queue_is_fifo_and_masks_own_instance():
     assert queue.index.tolist() == [7, 8, 9] and int(queue.pointer) == 1
     assert queue.keys[0].tolist() == pytest.approx([2 ** -0.5, 2 ** -0.5])          # stored normalised
     assert queue.negatives_mask(torch.tensor([7, 5])).tolist() == [[False, True, True], [True, True, True]]
+
+
+def test_momentum_encoder_keeps_its_own_batchnorm_statistics():
+    from methods.momentum import MomentumEncoder
+    online = torch.nn.BatchNorm1d(1)
+    key = MomentumEncoder(online)
+    online.running_mean.fill_(5.0)
+    key.update(online, momentum=0.5)
+    assert key.encoder.running_mean.item() == 0.0           # MoCo: statistics come from the key encoder's own passes
