@@ -21,6 +21,7 @@ return any non-tensor state (a stage flag, a cluster count) from `get_extra_stat
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -115,6 +116,23 @@ class Method(nn.Module):
         Default: the paper's baseline detector (App. B.2) with the method's own distance."""
         return cluster_radius_detector(query_features, retrieval_features, num_clusters=num_clusters, seed=seed,
                                        distance=self.open_set_distance)
+
+
+# --- optimisation shared by several methods ----------------------------------------------------------------------
+
+def cosine_factor(epoch: int, epochs: int) -> float:
+    """lr factor 0.5 (1 + cos(pi e / E)): from 1 at epoch 0 towards 0 at epoch E, stepped once per epoch (MoCo v2,
+    UCDIR, DGDIR; UEM per stage)."""
+    return 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, epochs)))
+
+
+def sgd_with_cosine(parameters, hparams):
+    """SGD (lr, momentum, weight_decay of `hparams`) with the per-epoch cosine decay over `hparams.epochs`, in the
+    (optimisers, schedulers) form `configure_optimizers` returns."""
+    optimizer = torch.optim.SGD(parameters, lr=hparams.lr, momentum=hparams.momentum,
+                                weight_decay=hparams.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: cosine_factor(epoch, hparams.epochs))
+    return [optimizer], [schedule]
 
 
 # --- hyper-parameter resolution ----------------------------------------------------------------------------------

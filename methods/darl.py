@@ -106,7 +106,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import moco_v2_view
-from .base import BaseHparams, Batch, Method
+from .base import BaseHparams, Batch, Method, sgd_with_cosine
 from .momentum import KeyQueue, MomentumEncoder
 from .registry import register
 
@@ -218,12 +218,7 @@ class DARL(Method):
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        h = self.hparams
-        parameters = list(self.backbone.parameters()) + list(self.predictor.parameters())
-        optimizer = torch.optim.SGD(parameters, lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
-        cosine = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, h.epochs))))
-        return [optimizer], [cosine]
+        return sgd_with_cosine(list(self.backbone.parameters()) + list(self.predictor.parameters()), self.hparams)
 
     def on_fit_start(self, ctx) -> None:
         h = self.hparams

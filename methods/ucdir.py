@@ -91,7 +91,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import moco_v2_view
-from .base import BaseHparams, Batch, Method
+from .base import BaseHparams, Batch, Method, sgd_with_cosine
 from .clustering import kmeans
 from .losses import softmax_entropy
 from .memory_bank import MemoryBank
@@ -222,12 +222,7 @@ class UCDIR(Method):
 
     # --- schedule ------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        h = self.hparams
-        optimizer = torch.optim.SGD(self.backbone.parameters(), lr=h.lr, momentum=h.momentum,
-                                    weight_decay=h.weight_decay)
-        cosine = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / h.epochs)))
-        return [optimizer], [cosine]
+        return sgd_with_cosine(self.backbone.parameters(), self.hparams)
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:

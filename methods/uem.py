@@ -71,7 +71,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from .augment import moco_v2_view
-from .base import BaseHparams, Batch, Method
+from .base import BaseHparams, Batch, Method, cosine_factor
 from .clustering import elbow_kmeans
 from .grl import grad_reverse
 from .memory_bank import MemoryBank
@@ -317,9 +317,8 @@ class UEM(Method):
 
         def cosine_per_stage(epoch: int) -> float:              # A13, as a factor of `lr`
             if epoch < h.stage1_epochs:
-                return 0.5 * (1 + math.cos(math.pi * epoch / h.stage1_epochs))
-            stage2_factor = h.stage2_lr / h.lr
-            return stage2_factor * 0.5 * (1 + math.cos(math.pi * (epoch - h.stage1_epochs) / max(1, h.stage2_epochs)))
+                return cosine_factor(epoch, h.stage1_epochs)
+            return h.stage2_lr / h.lr * cosine_factor(epoch - h.stage1_epochs, h.stage2_epochs)
         return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_per_stage)]
 
     def _scale(self, loss: torch.Tensor, batch_size: int) -> torch.Tensor:

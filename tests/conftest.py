@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,3 +41,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def prepared_run(spec, output, cache_dir) -> Path:
+    """A run folder for `spec` under `output` (CPU, the test session's cache); returns its spec.json."""
+    from benchmark import store
+    run_dir = store.prepare_run_dir(spec, output, {"cache_dir": str(cache_dir), "device": "cpu"})
+    return run_dir / "spec.json"

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import methods.coda as coda
-from benchmark import store
 from benchmark.runner import run_one
 from benchmark.suites import plan
 from methods.base import Batch, resolve_hparams
@@ -17,7 +16,7 @@ from methods.clustering import kmeans
 from methods.coda import CoDA, CoDAHparams, classifier_alignment, self_matching_loss, shared_cluster_heads
 from methods.memory_bank import MemoryBank
 
-from .conftest import tiny_suite
+from .conftest import prepared_run, tiny_suite
 
 
 def test_kmeans_starts_from_given_centroids():
@@ -192,12 +191,9 @@ def test_stop_after_an_epoch_and_resume_bitwise(tmp_path, cache_dir, one_thread)
     suite = tiny_suite("test_coda_resume", methods=["coda"], settings=("open",))
     spec = plan(suite, assignments=["coda.epochs=2", "coda.cluster_num=4", "coda.batch_size=32"])[0]
 
-    def prepare(name):
-        run_dir = store.prepare_run_dir(spec, tmp_path / name, {"cache_dir": str(cache_dir), "device": "cpu"})
-        return run_dir / "spec.json"
 
-    uninterrupted = run_one(prepare("a"))
-    spec_path = prepare("b")
+    uninterrupted = run_one(prepared_run(spec, tmp_path / "a", cache_dir))
+    spec_path = prepared_run(spec, tmp_path / "b", cache_dir)
     run_one(spec_path, stop_after_epochs=1)
     checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
     assert checkpoint["epoch"] == 1

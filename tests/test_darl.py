@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark import store
 from benchmark.runner import run_one
 from benchmark.suites import plan
 from methods.backbones import build_backbone
@@ -20,7 +19,7 @@ from methods.darl import (DARL, domain_log_likelihoods, mixture_log_weights, mix
 from methods.losses import info_nce
 from methods.momentum import KeyQueue
 
-from .conftest import tiny_suite
+from .conftest import prepared_run, tiny_suite
 
 
 def _queue(keys, index) -> KeyQueue:
@@ -257,12 +256,9 @@ def test_quickstart_run_stops_and_resumes_bitwise(tmp_path, cache_dir, one_threa
     suite = tiny_suite("test_darl_resume", methods=["darl"])
     spec = plan(suite, assignments=["darl.epochs=2"])[0]
 
-    def prepare(name):
-        run_dir = store.prepare_run_dir(spec, tmp_path / name, {"cache_dir": str(cache_dir), "device": "cpu"})
-        return run_dir / "spec.json"
 
-    uninterrupted = run_one(prepare("a"))
-    spec_path = prepare("b")
+    uninterrupted = run_one(prepared_run(spec, tmp_path / "a", cache_dir))
+    spec_path = prepared_run(spec, tmp_path / "b", cache_dir)
     assert run_one(spec_path, stop_after_epochs=1) == {}
     checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
     assert checkpoint["epoch"] == 1

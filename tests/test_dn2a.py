@@ -7,14 +7,13 @@ import math
 import pytest
 import torch
 
-from benchmark import store
 from benchmark.runner import run_one
 from benchmark.suites import plan
 from methods.dn2a import (RANDAUG_OPS, apply_randaug_ops, cross_domain_neighbour, in_domain_neighbour,
                           masked_mean, nearest_slot, neighbour_weight, nn_info_nce, queue_statistics, rand_augment,
                           standardise)  # importing methods.dn2a registers "dn2a"
 
-from .conftest import tiny_suite
+from .conftest import prepared_run, tiny_suite
 
 
 # --- the in-domain neighbour ----------------------------------------------------------------------------------------
@@ -204,12 +203,9 @@ def test_quickstart_run_stops_and_resumes_bitwise(tmp_path, cache_dir, one_threa
     # Two epochs, the neighbour terms from the second (warm-up 1); the run is stopped after the first.
     spec = plan(suite, assignments=["dn2a.epochs=2", "dn2a.warmup_epochs=1", "dn2a.ramp_end_epoch=2"])[0]
 
-    def prepare(name):
-        run_dir = store.prepare_run_dir(spec, tmp_path / name, {"cache_dir": str(cache_dir), "device": "cpu"})
-        return run_dir / "spec.json"
 
-    uninterrupted = run_one(prepare("a"))
-    spec_path = prepare("b")
+    uninterrupted = run_one(prepared_run(spec, tmp_path / "a", cache_dir))
+    spec_path = prepared_run(spec, tmp_path / "b", cache_dir)
     assert run_one(spec_path, stop_after_epochs=1) == {}
     checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
     assert checkpoint["epoch"] == 1

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import methods.pcs as pcs
-from benchmark import store
 from benchmark.runner import run_one
 from benchmark.suites import plan
 from methods.base import Batch, resolve_hparams
@@ -17,7 +16,7 @@ from methods.memory_bank import MemoryBank
 from methods.pcs import (PCS, Clustering, PCSHparams, cluster_concentration, cluster_counts,
                          cross_domain_prototype_entropy, lr_decay_factor, prototype_nce)
 
-from .conftest import tiny_suite
+from .conftest import prepared_run, tiny_suite
 
 
 def _entropy_of_two(gap: float) -> float:
@@ -223,12 +222,9 @@ def test_stop_after_an_epoch_and_resume_bitwise(tmp_path, cache_dir, one_thread)
     spec = plan(suite, assignments=["pcs.epochs=2", "pcs.n_kmeans=1", "pcs.batch_size=32",
                                        "pcs.steps_per_epoch_override=4"])[0]
 
-    def prepare(name):
-        run_dir = store.prepare_run_dir(spec, tmp_path / name, {"cache_dir": str(cache_dir), "device": "cpu"})
-        return run_dir / "spec.json"
 
-    uninterrupted = run_one(prepare("a"))
-    spec_path = prepare("b")
+    uninterrupted = run_one(prepared_run(spec, tmp_path / "a", cache_dir))
+    spec_path = prepared_run(spec, tmp_path / "b", cache_dir)
     run_one(spec_path, stop_after_epochs=1)
     checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
     assert checkpoint["epoch"] == 1 and "banks.0.features" in checkpoint["method"]

@@ -8,8 +8,6 @@ import math
 import pytest
 import torch
 
-import methods.ucdir  # noqa: F401  (registers "ucdir")
-from benchmark import store
 from benchmark.runner import run_one
 from benchmark.suites import plan
 from methods.augment import moco_v2_view
@@ -18,7 +16,7 @@ from methods.base import Batch, build_hparams, resolve_hparams
 from methods.ucdir import (UCDIR, cluster_contrast, cluster_weight, confidence_filter, distance_of_distance,
                            instance_contrast, prototype_self_entropy)
 
-from .conftest import tiny_suite
+from .conftest import prepared_run, tiny_suite
 
 SIGMA = math.e / (math.e + 1)            # softmax(1, 0)[0] = 0.7310586
 
@@ -235,12 +233,9 @@ def test_stop_after_an_epoch_and_resume_bitwise(tmp_path, cache_dir, one_thread)
     spec = plan(suite, assignments=["ucdir.epochs=3", "ucdir.warmup_epochs=1", "ucdir.cw_ramp_end_epoch=2",
                                     "ucdir.align_start_epoch=2"])[0]
 
-    def prepare(name):
-        run_dir = store.prepare_run_dir(spec, tmp_path / name, {"cache_dir": str(cache_dir), "device": "cpu"})
-        return run_dir / "spec.json"
 
-    uninterrupted = run_one(prepare("a"))
-    spec_path = prepare("b")
+    uninterrupted = run_one(prepared_run(spec, tmp_path / "a", cache_dir))
+    spec_path = prepared_run(spec, tmp_path / "b", cache_dir)
     assert run_one(spec_path, stop_after_epochs=1) == {}
     checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
     state = checkpoint["method"]

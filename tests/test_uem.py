@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from benchmark import store
 from benchmark.runner import run_one
 from benchmark.suites import plan
 from methods.clustering import elbow_k
@@ -15,7 +14,7 @@ from methods.uem import (merge_prototypes, merged_pair_bounds, private_by_merged
                          progressive_weight, semantic_enhanced_loss, semantic_preserving_regulariser,
                          switchable_nn_match, translate)
 
-from .conftest import tiny_suite
+from .conftest import prepared_run, tiny_suite
 
 
 @pytest.mark.parametrize("epoch, expected", [
@@ -143,12 +142,9 @@ def test_stage_switch_and_resume_in_stage_two(tmp_path, cache_dir, one_thread):
     spec = plan(suite, assignments=["uem.stage1_epochs=2", "uem.stage2_epochs=2", "uem.k_max=6"])[0]
     assert spec.hparams["epochs"] == 4                                # derived: stage 1 + stage 2
 
-    def prepare(name):
-        run_dir = store.prepare_run_dir(spec, tmp_path / name, {"cache_dir": str(cache_dir), "device": "cpu"})
-        return run_dir / "spec.json"
 
-    uninterrupted = run_one(prepare("a"))
-    spec_path = prepare("b")
+    uninterrupted = run_one(prepared_run(spec, tmp_path / "a", cache_dir))
+    spec_path = prepared_run(spec, tmp_path / "b", cache_dir)
     run_one(spec_path, stop_after_epochs=3)                          # stops after the first stage-2 epoch
     checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
     assert checkpoint["epoch"] == 3
