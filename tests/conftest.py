@@ -48,3 +48,25 @@ def prepared_run(spec, output, cache_dir) -> Path:
     from benchmark import store
     run_dir = store.prepare_run_dir(spec, output, {"cache_dir": str(cache_dir), "device": "cpu"})
     return run_dir / "spec.json"
+
+
+def run_stopped_after_one_epoch(spec, tmp_path, cache_dir):
+    """Runs `spec` uninterrupted in tmp_path/a and stopped after its first epoch in tmp_path/b (a killed job).
+    Returns (the uninterrupted metrics, the stopped run's spec.json, its checkpointed method state)."""
+    import torch
+
+    from benchmark.runner import run_one
+    uninterrupted = run_one(prepared_run(spec, tmp_path / "a", cache_dir))
+    spec_path = prepared_run(spec, tmp_path / "b", cache_dir)
+    assert run_one(spec_path, stop_after_epochs=1) == {}
+    checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
+    assert checkpoint["epoch"] == 1
+    return uninterrupted, spec_path, checkpoint["method"]
+
+
+def assert_key_encoder_trails(state: dict) -> None:
+    """A checkpointed MoCo-style method holds its key encoder, an EMA that differs from the query encoder."""
+    import torch
+    key = {k.replace("key_encoder.encoder.", "backbone.", 1): v for k, v in state.items()
+           if k.startswith("key_encoder.encoder.")}
+    assert key and any(not torch.equal(v, state[k]) for k, v in key.items())

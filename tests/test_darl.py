@@ -19,7 +19,7 @@ from methods.darl import (DARL, domain_log_likelihoods, mixture_log_weights, mix
 from methods.losses import info_nce
 from methods.momentum import KeyQueue
 
-from .conftest import prepared_run, tiny_suite
+from .conftest import assert_key_encoder_trails, run_stopped_after_one_epoch, tiny_suite
 
 
 def _queue(keys, index) -> KeyQueue:
@@ -256,17 +256,9 @@ def test_quickstart_run_stops_and_resumes_bitwise(tmp_path, cache_dir, one_threa
     suite = tiny_suite("test_darl_resume", methods=["darl"])
     spec = plan(suite, assignments=["darl.epochs=2"])[0]
 
-
-    uninterrupted = run_one(prepared_run(spec, tmp_path / "a", cache_dir))
-    spec_path = prepared_run(spec, tmp_path / "b", cache_dir)
-    assert run_one(spec_path, stop_after_epochs=1) == {}
-    checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
-    assert checkpoint["epoch"] == 1
-    state = checkpoint["method"]
+    uninterrupted, spec_path, state = run_stopped_after_one_epoch(spec, tmp_path, cache_dir)
     # The key encoder (an EMA, behind the query encoder), the predictor and both queues are in the checkpoint.
-    key = {k.replace("key_encoder.encoder.", "backbone.", 1): v for k, v in state.items()
-           if k.startswith("key_encoder.encoder.")}
-    assert key and any(not torch.equal(v, state[k]) for k, v in key.items())
+    assert_key_encoder_trails(state)
     assert any(k.startswith("predictor.") for k in state)
     for domain in (0, 1):
         assert (state[f"queues.{domain}.index"] >= 0).any()

@@ -13,7 +13,7 @@ from methods.dgdir import (OFFICIAL_PHASE_RMS, contrastive_terms, draw_fourier_v
                            prototype_loss, queue_info_nce, scaled_side)
 from methods.momentum import KeyQueue
 
-from .conftest import prepared_run, tiny_suite
+from .conftest import assert_key_encoder_trails, run_stopped_after_one_epoch, tiny_suite
 
 
 def _grey_2x2(rows) -> torch.Tensor:
@@ -233,16 +233,9 @@ def test_quickstart_run_stops_and_resumes_bitwise(tmp_path, cache_dir, one_threa
     # Two epochs, the prototype loss from the second; the run is stopped after the first.
     spec = plan(suite, assignments=["dgdir.epochs=2", "dgdir.warmup_epochs=1"])[0]
 
-    uninterrupted = run_one(prepared_run(spec, tmp_path / "a", cache_dir))
-    spec_path = prepared_run(spec, tmp_path / "b", cache_dir)
-    assert run_one(spec_path, stop_after_epochs=1) == {}
-    checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
-    assert checkpoint["epoch"] == 1
-    state = checkpoint["method"]
+    uninterrupted, spec_path, state = run_stopped_after_one_epoch(spec, tmp_path, cache_dir)
     # The key encoder (an EMA, behind the query encoder) and the four queues are in the checkpoint.
-    key = {k.replace("key_encoder.encoder.", "backbone.", 1): v for k, v in state.items()
-           if k.startswith("key_encoder.encoder.")}
-    assert key and any(not torch.equal(v, state[k]) for k, v in key.items())
+    assert_key_encoder_trails(state)
     for domain in (0, 1):
         for modality in ("phase", "rgb"):
             assert (state[f"queues.{domain}.{modality}.index"] >= 0).any()

@@ -13,7 +13,7 @@ from methods.dn2a import (RANDAUG_OPS, apply_randaug_ops, cross_domain_neighbour
                           masked_mean, nearest_slot, neighbour_weight, nn_info_nce, queue_statistics, rand_augment,
                           standardise)  # importing methods.dn2a registers "dn2a"
 
-from .conftest import prepared_run, tiny_suite
+from .conftest import assert_key_encoder_trails, run_stopped_after_one_epoch, tiny_suite
 
 
 # --- the in-domain neighbour ----------------------------------------------------------------------------------------
@@ -203,18 +203,10 @@ def test_quickstart_run_stops_and_resumes_bitwise(tmp_path, cache_dir, one_threa
     # Two epochs, the neighbour terms from the second (warm-up 1); the run is stopped after the first.
     spec = plan(suite, assignments=["dn2a.epochs=2", "dn2a.warmup_epochs=1", "dn2a.ramp_end_epoch=2"])[0]
 
-
-    uninterrupted = run_one(prepared_run(spec, tmp_path / "a", cache_dir))
-    spec_path = prepared_run(spec, tmp_path / "b", cache_dir)
-    assert run_one(spec_path, stop_after_epochs=1) == {}
-    checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
-    assert checkpoint["epoch"] == 1
-    state = checkpoint["method"]
+    uninterrupted, spec_path, state = run_stopped_after_one_epoch(spec, tmp_path, cache_dir)
     # The key encoder (an EMA, behind the query encoder) and both support queues are in the checkpoint; the queues
     # hold min(256, N_d - 32) slots.
-    key = {k.replace("key_encoder.encoder.", "backbone.", 1): v for k, v in state.items()
-           if k.startswith("key_encoder.encoder.")}
-    assert key and any(not torch.equal(v, state[k]) for k, v in key.items())
+    assert_key_encoder_trails(state)
     for domain in (0, 1):
         assert (state[f"queues.{domain}.index"] >= 0).any()
         assert len(state[f"queues.{domain}.keys"]) <= 256
