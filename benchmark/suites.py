@@ -71,6 +71,54 @@ add_suite(Suite(
 ))
 
 
+# --- the paper's suites (uem.md §7-8) --------------------------------------------------------------------------------
+
+# Every method of the paper's suites starts from the self-supervised MoCo v2 ResNet-50 (ImageNet, 800 epochs), read
+# from a local file (loading it is issue 6, item 4); the file name is the published one.
+MOCO_V2_WEIGHTS = "moco_v2_800ep_pretrain.pth.tar"
+PAPER_BACKBONE = {
+    "arch": "resnet50", "head": "mlp", "embed_dim": 128,
+    "init": {"kind": "moco_v2", "file": MOCO_V2_WEIGHTS,
+             "url": "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/" + MOCO_V2_WEIGHTS},
+}
+PAPER_SEEDS = (2024, 2025, 2026)
+ABLATION_METHODS = SUITES["quickstart_ablation"].methods
+
+
+def _ordered_pairs(domains) -> tuple[tuple[str, str], ...]:
+    """All ordered pairs, grouped by query domain in the dataset's domain order: A→D, A→W, D→A, D→W, W→A, W→D, as
+    the paper's columns."""
+    return tuple((q, r) for q in domains for r in domains if q != r)
+
+
+# dataset -> (pairs in the paper's column order, precision cut-offs: UCDIR's P@1/5/15 for the Office datasets and its
+# P@50/100/200 for DomainNet, the paper's table per setting). The tables report mAP@All, and shared mAP@All /
+# Open-set Acc for the open setting (benchmark/collect.py picks the metrics from the setting).
+PAPER_DATASETS = {
+    "office31": (_ordered_pairs(("amazon", "dslr", "webcam")), (1, 5, 15),
+                 {"closed": "Table 1", "partial": "Table 6", "open": "Table 7"}),
+    "office_home": (_ordered_pairs(("Art", "Clipart", "Product", "Real_World")), (1, 5, 15),
+                    {"closed": "Table 5", "partial": "Table 2", "open": "Table 8"}),
+    "domainnet": ((("quickdraw", "clipart"), ("clipart", "painting"), ("painting", "infograph"),
+                   ("infograph", "sketch"), ("sketch", "real")), (50, 100, 200),
+                  {"closed": "Table 1", "partial": "Table 6", "open": "Table 3"}),
+}
+SETTING_WORDS = {"closed": "closed-set", "partial": "partial (query keeps half of the classes)",
+                 "open": "open-set (retrieval keeps half of the classes; the rest must return null)"}
+
+for _dataset, (_pairs, _ks, _tables) in PAPER_DATASETS.items():
+    for _setting in ("closed", "partial", "open"):
+        add_suite(Suite(
+            name=f"{_dataset}_{_setting}", dataset=_dataset, settings=(_setting,), pairs=_pairs, seeds=PAPER_SEEDS,
+            backbone=PAPER_BACKBONE, ks=_ks,
+            description=f"the paper's {SETTING_WORDS[_setting]} protocol, every registered method, seeds 2024-2026, "
+                        f"from MoCo v2 ResNet-50 (the paper's {_tables[_setting]}); needs --data-root"))
+    add_suite(Suite(
+        name=f"{_dataset}_ablation", dataset=_dataset, settings=("open",), pairs=_pairs, seeds=PAPER_SEEDS,
+        backbone=PAPER_BACKBONE, ks=_ks, methods=ABLATION_METHODS,
+        description="UEM's ablations (the paper's Table 4), open-set, from MoCo v2 ResNet-50; needs --data-root"))
+
+
 def get_suite(name: str) -> Suite:
     try:
         return SUITES[name]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,9 +33,11 @@ class ImageRecord:
     label: int
 
 
-def read_folder_layout(domain_dir: Path, class_map: ClassMap) -> list[ImageRecord]:
+def read_folder_layout(domain_dir: Path, class_map: ClassMap, skip_unknown: bool = False) -> list[ImageRecord]:
     """`<domain_dir>/<class>/<image>`; class folders not in the class map are an error (a stray folder must not
-    silently become a class), missing class folders are allowed (partial datasets), and an empty result is an error."""
+    silently become a class) unless `skip_unknown` (a dataset restricted to some of its classes, e.g. DomainNet-7
+    read from the full DomainNet folders), missing class folders are allowed (partial datasets), and an empty result
+    is an error."""
     domain_dir = Path(domain_dir)
     if not domain_dir.is_dir():
         raise DataError(f"domain folder not found: {domain_dir} (expected <root>/<domain>/<class>/<image>)")
@@ -43,7 +45,8 @@ def read_folder_layout(domain_dir: Path, class_map: ClassMap) -> list[ImageRecor
     unknown = []
     for class_dir in sorted(p for p in domain_dir.iterdir() if p.is_dir()):
         if class_dir.name not in class_map:
-            unknown.append(class_dir.name)
+            if not skip_unknown:
+                unknown.append(class_dir.name)
             continue
         label = class_map.id(class_dir.name)
         for image_path in sorted(class_dir.iterdir()):
@@ -58,8 +61,14 @@ def read_folder_layout(domain_dir: Path, class_map: ClassMap) -> list[ImageRecor
     return records
 
 
-def read_image_list(list_file: Path, root: Path, class_map: ClassMap) -> list[ImageRecord]:
-    """One `relative/path label` per line; blank lines and lines starting with '#' are skipped."""
+def read_image_list(list_file: Path, root: Path, class_map: ClassMap,
+                    label_names: Mapping[int, str] | None = None) -> list[ImageRecord]:
+    """One `relative/path label` per line; blank lines and lines starting with '#' are skipped.
+
+    Without `label_names` the label is an id of `class_map`. With it, the label is the list's own numbering (e.g. the
+    library's or the dataset's official label order) and `label_names[label]` names the class; lines whose label is
+    not in `label_names`, or names a class outside `class_map`, are skipped (a list of the full DomainNet read for its
+    7-class subset)."""
     list_file = Path(list_file)
     if not list_file.is_file():
         raise DataError(f"image list not found: {list_file}")
@@ -72,6 +81,11 @@ def read_image_list(list_file: Path, root: Path, class_map: ClassMap) -> list[Im
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise DataError(f"{list_file}:{line_number}: expected 'relative/path label', got {line!r}")
         label = int(parts[1])
+        if label_names is not None:
+            name = label_names.get(label)
+            if name is not None and name in class_map:
+                records.append(ImageRecord(Path(root) / parts[0], class_map.id(name)))
+            continue
         if not 0 <= label < len(class_map):
             raise DataError(f"{list_file}:{line_number}: label {label} outside 0..{len(class_map) - 1}")
         records.append(ImageRecord(Path(root) / parts[0], label))

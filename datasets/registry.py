@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from . import synthetic
+from . import real, synthetic
 from .base import DataError, LabelledDomain, decode_images, read_folder_layout, read_image_list
 from .classmap import ClassMap
 
@@ -28,12 +28,19 @@ class DatasetInfo:
     # (data_root, cache_dir) -> folder that holds one sub-folder per domain
     locate: Callable[[Path | None, Path], Path] = field(compare=False)
     description: str = ""
+    # other accepted names of a domain (library task letters, archive folder names), matched case-insensitively
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    # (dataset folder, domain) -> image records; default: the folder layout <folder>/<domain>/<class>/<image>
+    read_domain: Callable[[Path, str], list] | None = field(default=None, compare=False)
+    # image-list label -> class name, when the lists number classes in another order than the class map
+    list_label_names: dict[int, str] | None = field(default=None, compare=False)
 
     def domain_name(self, name_or_short: str) -> str:
-        """Accept a full domain name or its short name (case-insensitive)."""
+        """Accept a full domain name, its short name or an alias (case-insensitive)."""
         lowered = name_or_short.lower()
         for domain in self.domains:
-            if lowered in (domain.lower(), self.short_names[domain].lower()):
+            accepted = (domain, self.short_names[domain], *self.aliases.get(domain, ()))
+            if lowered in (name.lower() for name in accepted):
                 return domain
         names = ", ".join(f"{d} ({self.short_names[d]})" for d in self.domains)
         raise KeyError(f"dataset {self.name!r} has no domain {name_or_short!r}; its domains are: {names}")
@@ -46,6 +53,17 @@ def _locate_synthetic(data_root: Path | None, cache_dir: Path) -> Path:
     return synthetic.ensure_synthetic(cache_dir, seed=0, image_size=32)
 
 
+def _real_info(dataset: real.RealDataset) -> DatasetInfo:
+    return DatasetInfo(
+        name=dataset.name, domains=dataset.domains, short_names=dataset.short_names, class_map=dataset.class_map,
+        image_size=224,
+        locate=lambda data_root, cache_dir: real.locate(dataset, data_root),
+        description=f"{dataset.title}: {dataset.layout}; published at {dataset.published_at}",
+        aliases=dataset.aliases,
+        read_domain=lambda root, domain: real.read_domain(dataset, root, domain),
+        list_label_names=dataset.list_label_names)
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "synthetic": DatasetInfo(
         name="synthetic",
@@ -56,6 +74,7 @@ DATASETS: dict[str, DatasetInfo] = {
         locate=_locate_synthetic,
         description="embedded: 12 shapes x 4 styles, 32 px, generated on first use (no download)",
     ),
+    **{name: _real_info(dataset) for name, dataset in real.REAL_DATASETS.items()},
 }
 
 
@@ -73,7 +92,9 @@ def load_domain(info: DatasetInfo, domain: str, data_root: Path | None, cache_di
     `cache_dir` (never beside the data), keyed by dataset, domain, image size and the files."""
     root = info.locate(data_root, Path(cache_dir))
     if image_list is not None:
-        records = read_image_list(image_list, root, info.class_map)
+        records = read_image_list(image_list, root, info.class_map, info.list_label_names)
+    elif info.read_domain is not None:
+        records = info.read_domain(root, domain)
     else:
         records = read_folder_layout(root / domain, info.class_map)
     paths = tuple(str(r.path) for r in records)

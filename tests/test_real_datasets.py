@@ -1,0 +1,309 @@
+"""The real datasets' adapters, data check and suites, on tiny generated trees in the real layouts (no real data, no
+network): Office-31, Office-Home and DomainNet-7, as folders (ours and the archives') and as image lists."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from benchmark import cli, suites
+from datasets import real
+from datasets.base import DataError
+from datasets.registry import get_dataset, load_domain
+from datasets.splits import build_split
+from methods import method_names
+
+REPO = Path(__file__).resolve().parent.parent
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+
+
+def _image(path: Path, index: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), COLOURS[index % len(COLOURS)]).save(path)
+    return path
+
+
+def make_tree(dataset_dir: Path, domain_folders: dict[str, str], classes, per_class: int = 2, ext: str = ".jpg",
+              images_level: bool = False) -> dict[str, list[Path]]:
+    """`dataset_dir/<domain folder>[/images]/<class>/<n><ext>` for the given classes; returns domain -> images."""
+    written = {}
+    for domain, folder in domain_folders.items():
+        base = dataset_dir / folder / ("images" if images_level else "")
+        written[domain] = [_image(base / name / f"{n:05d}{ext}", c + n)
+                           for c, name in enumerate(classes) for n in range(per_class)]
+    return written
+
+
+def full_office31(root: Path, images_level: bool = False) -> Path:
+    folder = root / "office31"
+    make_tree(folder, {d: d for d in real.OFFICE31.domains}, real.OFFICE31_CLASSES, per_class=1,
+              images_level=images_level)
+    return folder
+
+
+def full_office_home_archive(root: Path) -> Path:
+    folder = root / "OfficeHomeDataset_10072016"
+    make_tree(folder, {"Art": "Art", "Clipart": "Clipart", "Product": "Product", "Real_World": "Real World"},
+              real.OFFICE_HOME.classes, per_class=1)
+    return folder
+
+
+def full_domainnet(root: Path, extra_classes=("aircraft_carrier", "shark")) -> Path:
+    folder = root / "domainnet"
+    for domain in real.DOMAINNET.domains:
+        ext = ".png" if domain == "quickdraw" else ".jpg"
+        make_tree(folder, {domain: domain}, real.DOMAINNET7_CLASSES + tuple(extra_classes), per_class=2, ext=ext)
+    return folder
+
+
+# --- class maps ------------------------------------------------------------------
+
+def test_class_maps_are_the_full_published_lists():
+    office31 = get_dataset("office31").class_map
+    assert len(office31) == 31 and office31.names[0] == "back_pack" and office31.names[-1] == "trash_can"
+    office_home = get_dataset("office_home").class_map
+    assert len(office_home) == 65 and len(set(real.OFFICE_HOME_LIST_ORDER)) == 65
+    # code-point order: TV before Table, ToothBrush before Toys
+    assert office_home.id("TV") < office_home.id("Table") and office_home.id("ToothBrush") < office_home.id("Toys")
+    assert office_home.names[0] == "Alarm_Clock" and office_home.names[-1] == "Webcam"
+    domainnet = get_dataset("domainnet").class_map
+    assert domainnet.names == ("bird", "feather", "teapot", "tiger", "whale", "windmill", "zebra")
+    assert get_dataset("domainnet").domains == ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
+
+
+def test_office_home_partial_and_open_splits_on_the_real_class_list():
+    names = get_dataset("office_home").class_map.names
+    partial = build_split("partial", names, split_seed=2024)
+    assert len(partial.query_classes) == 32 and len(partial.retrieval_classes) == 65
+    assert set(partial.query_classes) < set(names)
+    opened = build_split("open", names, split_seed=2024)
+    assert len(opened.query_classes) == 65 and len(opened.retrieval_classes) == 32
+    assert len(opened.private_query_classes) == 33
+    assert len(build_split("partial", get_dataset("office31").class_map.names, 2025).query_classes) == 15
+    assert len(build_split("open", get_dataset("domainnet").class_map.names, 2026).retrieval_classes) == 3
+
+
+# --- domain discovery and loading ------------------------------------------------------------------
+
+@pytest.mark.parametrize("images_level", [False, True])
+def test_office31_both_layouts_load_with_global_labels(tmp_path, images_level):
+    folder = tmp_path / "office31"
+    make_tree(folder, {"dslr": "dslr"}, ["trash_can", "back_pack"], per_class=2, images_level=images_level)
+    info = get_dataset("office31")
+    domain = load_domain(info, "dslr", tmp_path, tmp_path / "cache")
+    assert len(domain) == 4 and domain.images.shape == (4, 3, 224, 224) and domain.images.dtype == torch.uint8
+    assert sorted(set(domain.labels.tolist())) == [0, 30]          # back_pack = 0, trash_can = 30 of 31
+    assert all(("images" in Path(p).parts) == images_level for p in domain.paths)
+
+
+def test_office_home_archive_with_real_world_space(tmp_path):
+    folder = tmp_path / "OfficeHomeDataset_10072016"
+    make_tree(folder, {"Real_World": "Real World", "Art": "Art"}, ["Webcam", "Alarm_Clock", "TV"], per_class=1)
+    info = get_dataset("office_home")
+    assert info.locate(tmp_path, tmp_path / "cache") == folder
+    domain = load_domain(info, "Real_World", tmp_path, tmp_path / "cache")
+    assert sorted(domain.labels.tolist()) == [0, info.class_map.id("TV"), 64]
+    assert all("Real World" in p for p in domain.paths)
+
+
+def test_domainnet_reads_only_the_seven_classes_from_full_folders(tmp_path):
+    full_domainnet(tmp_path)
+    info = get_dataset("domainnet")
+    domain = load_domain(info, "quickdraw", tmp_path, tmp_path / "cache")
+    assert len(domain) == 14 and sorted(set(domain.labels.tolist())) == list(range(7))
+    assert all(p.endswith(".png") and "shark" not in p for p in domain.paths)
+
+
+def test_image_lists_in_library_label_order(tmp_path):
+    # Office-Home lists number classes in the library's order (Drill = 0), not ours (sorted: Alarm_Clock = 0).
+    folder = tmp_path / "office_home"
+    make_tree(folder, {"Art": "Art"}, ["Drill", "Marker"], per_class=1)
+    (folder / "image_list").mkdir()
+    (folder / "image_list" / "Clipart.txt").write_text("Art/Drill/00000.jpg 0\nArt/Marker/00000.jpg 64\n")
+    info = get_dataset("office_home")
+    from_list = load_domain(info, "Clipart", tmp_path, tmp_path / "cache")    # no Clipart folder: the list is read
+    assert from_list.labels.tolist() == [info.class_map.id("Drill"), info.class_map.id("Marker")]
+    # DomainNet's official lists: labels 0..344; only the 7 classes' lines are kept, train and test together.
+    dn = tmp_path / "domainnet"
+    make_tree(dn, {"sketch": "sketch"}, ["bird", "zebra", "aircraft_carrier"], per_class=1)
+    (dn / "image_list").mkdir()
+    (dn / "image_list" / "sketch_train.txt").write_text(
+        "sketch/bird/00000.jpg 31\nsketch/aircraft_carrier/00000.jpg 0\n")
+    (dn / "image_list" / "sketch_test.txt").write_text("sketch/zebra/00000.jpg 343\n")
+    (dn / "sketch").rename(dn / "sketch_images")
+    for name in ("sketch_train.txt", "sketch_test.txt"):
+        listing = dn / "image_list" / name
+        listing.write_text(listing.read_text().replace("sketch/", "sketch_images/"))
+    domain = load_domain(get_dataset("domainnet"), "sketch", tmp_path, tmp_path / "cache")
+    assert domain.labels.tolist() == [0, 6]
+
+
+def test_absent_dataset_message_names_layout_and_source(tmp_path):
+    with pytest.raises(DataError) as error:
+        load_domain(get_dataset("office_home"), "Art", tmp_path, tmp_path / "cache")
+    message = str(error.value)
+    assert "Office-Home dataset was not found" in message
+    assert "DIR/office_home/{Art,Clipart,Product,Real_World}/<class>/<image>" in message
+    assert "hemanthdv.org" in message
+
+
+# --- the data check ------------------------------------------------------------------
+
+def _check(tmp_path, capsys):
+    code = cli.main(["--check-data", "--data-root", str(tmp_path)])
+    return code, capsys.readouterr().out
+
+
+def test_check_data_complete_trees_exit_zero(tmp_path, capsys):
+    full_office31(tmp_path, images_level=True)
+    full_office_home_archive(tmp_path)
+    full_domainnet(tmp_path)
+    code, out = _check(tmp_path, capsys)
+    assert code == 0, out
+    assert "amazon" in out and "31 images (published 2817: 2786 fewer)" in out
+    assert "Real_World" in out and "65 images (published 4357" in out
+    assert "quickdraw" in out and "14 images (published 3500" in out
+    assert "2 other class folder(s) ignored" in out
+    assert "3 dataset(s) found, 3 complete" in out
+
+
+def test_check_data_reports_missing_domain_empty_class_and_corrupt_jpeg(tmp_path, capsys):
+    folder = full_office31(tmp_path)
+    import shutil
+    shutil.rmtree(folder / "webcam")
+    for image in (folder / "dslr" / "ruler").iterdir():
+        image.unlink()
+    shutil.rmtree(folder / "amazon" / "mug")
+    corrupt = folder / "amazon" / "pen" / "broken.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    truncated = folder / "amazon" / "bike" / "cut.jpg"
+    whole = (folder / "amazon" / "bike" / "00000.jpg").read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    code, out = _check(tmp_path, capsys)
+    assert code == 1
+    assert "webcam" in out and "MISSING" in out and str(folder / "webcam") in out
+    assert "1 empty class folder(s): ruler" in out
+    assert "1 missing class folder(s): mug" in out
+    assert f"unreadable image: {corrupt}" in out
+    assert f"unreadable image: {truncated}" in out
+    assert "incomplete: office31" in out
+    assert "office_home: ABSENT" in out and "domainnet: ABSENT" in out
+
+
+def test_check_data_absent_datasets(tmp_path, capsys):
+    code, out = _check(tmp_path, capsys)
+    assert code == 1                                            # nothing found under the root is not a success
+    assert "the Office-31 dataset was not found" in out
+    assert "DIR/office31/{amazon,dslr,webcam}/<class>/<image>" in out
+    assert "faculty.cc.gatech.edu" in out and "ai.bu.edu/M3SDA" in out
+    assert "DIR/domainnet/{clipart,infograph,painting,quickdraw,real,sketch}/<class>/<image>" in out
+
+
+def test_check_data_foreign_folder_is_a_problem_except_for_domainnet(tmp_path, capsys):
+    folder = full_office31(tmp_path)
+    _image(folder / "amazon" / "cat" / "1.jpg")
+    code, out = _check(tmp_path, capsys)
+    assert code == 1 and "folder(s) that are not Office-31 classes: cat" in out
+
+
+def test_a_run_on_missing_or_broken_data_stops_before_training(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    common = ["--suite", "office31_closed", "--output", str(out_dir), "--methods", "pretrained", "--seeds", "2024"]
+    assert cli.main(common + ["--data-root", str(tmp_path)]) == 2
+    assert "the Office-31 dataset was not found" in capsys.readouterr().err
+    folder = full_office31(tmp_path)
+    for image in (folder / "dslr" / "ruler").iterdir():
+        image.unlink()
+    assert cli.main(common + ["--data-root", str(tmp_path), "--pairs", "A-D"]) == 2
+    err = capsys.readouterr().err
+    assert "not usable; nothing was trained" in err and "empty class folder(s): ruler" in err
+    assert not (out_dir / "runs").exists()
+    # complete data: the missing piece is then the pretrained weights, named with the file
+    _image(folder / "dslr" / "ruler" / "1.jpg")
+    assert cli.main(common + ["--data-root", str(tmp_path), "--pairs", "A-D"]) == 2
+    err = capsys.readouterr().err
+    assert "moco_v2_800ep_pretrain.pth.tar" in err and "nothing was trained" in err
+    assert not (out_dir / "runs").exists()
+
+
+# --- suites ------------------------------------------------------------------
+
+def _planned(capsys, *args) -> str:
+    assert cli.main(list(args) + ["--dry-run"]) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dataset, n_pairs", [("office31", 6), ("office_home", 12), ("domainnet", 5)])
+@pytest.mark.parametrize("setting", ["closed", "partial", "open"])
+def test_paper_suites_plan_every_method_pair_and_seed(tmp_path, capsys, dataset, n_pairs, setting):
+    suite = suites.get_suite(f"{dataset}_{setting}")
+    assert suite.settings == (setting,) and suite.seeds == (2024, 2025, 2026)
+    n_methods = len(method_names(include_variants=False))
+    out = _planned(capsys, "--suite", suite.name, "--output", str(tmp_path))
+    expected = n_pairs * n_methods * 3
+    assert f"{expected} runs planned: 0 done, 0 failed, 0 incomplete, {expected} not started" in out
+
+
+@pytest.mark.parametrize("dataset, n_pairs", [("office31", 6), ("office_home", 12), ("domainnet", 5)])
+def test_ablation_suites(tmp_path, capsys, dataset, n_pairs):
+    suite = suites.get_suite(f"{dataset}_ablation")
+    assert suite.settings == ("open",)
+    assert suite.methods == ("pretrained", "uem_no_pm", "uem_no_sel", "uem_no_spda", "uem_no_sn2m", "uem")
+    out = _planned(capsys, "--suite", suite.name, "--output", str(tmp_path))
+    assert f"{n_pairs * 6 * 3} runs planned" in out
+
+
+def test_domainnet_pairs_are_the_papers():
+    info = get_dataset("domainnet")
+    labels = [info.pair_label(q, r) for q, r in suites.get_suite("domainnet_open").pairs]
+    assert labels == ["Qu→Cl", "Cl→Pa", "Pa→In", "In→Sk", "Sk→Re"]
+    office31 = get_dataset("office31")
+    assert [office31.pair_label(q, r) for q, r in suites.get_suite("office31_closed").pairs] == [
+        "A→D", "A→W", "D→A", "D→W", "W→A", "W→D"]
+
+
+@pytest.mark.parametrize("suite, pairs, expected", [
+    ("office31_partial", ["A-D", "W->A"], [("amazon", "dslr"), ("webcam", "amazon")]),
+    ("office_home_open", ["A-C", "Rw-Pr", "Ar2Cl", "R→A"],
+     [("Art", "Clipart"), ("Real_World", "Product"), ("Art", "Clipart"), ("Real_World", "Art")]),
+    ("domainnet_closed", ["Qu-Cl", "sk-re", "In>Sk"], [("quickdraw", "clipart"), ("sketch", "real"),
+                                                      ("infograph", "sketch")]),
+])
+def test_pairs_accept_the_papers_short_names(suite, pairs, expected):
+    assert suites.select_pairs(suites.get_suite(suite), pairs) == expected
+
+
+def test_pairs_cli_with_short_names(tmp_path, capsys):
+    out = _planned(capsys, "--suite", "office_home_partial", "--output", str(tmp_path), "--pairs", "R-C", "Pr-Ar",
+                   "--methods", "uem")
+    assert "6 runs planned" in out and "Real_World->Clipart" in out and "Product->Art" in out
+    assert cli.main(["--suite", "office31_open", "--output", str(tmp_path), "--pairs", "A-Q", "--dry-run"]) == 2
+    assert "has no domain 'Q'" in capsys.readouterr().err
+
+
+def test_check_data_cli_subprocess(tmp_path):
+    full_office31(tmp_path)
+    result = subprocess.run([sys.executable, str(REPO / "run_benchmark.py"), "--check-data", "--data-root",
+                             str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "-> office31: complete" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_check_data_on_image_lists(tmp_path, capsys):
+    folder = tmp_path / "office31"
+    make_tree(folder, {"amazon": "amazon"}, real.OFFICE31_CLASSES, per_class=1)
+    (folder / "image_list").mkdir()
+    lines = [f"amazon/{name}/00000.jpg {i}" for i, name in enumerate(real.OFFICE31_CLASSES[:-1])]
+    lines.append("amazon/trash_can/gone.jpg 30")
+    for domain in ("dslr", "webcam"):
+        (folder / "image_list" / f"{domain}.txt").write_text("\n".join(lines) + "\n")
+    (folder / "image_list" / "webcam.txt").write_text("\n".join(lines[:-1]) + "\n")
+    code, out = _check(tmp_path, capsys)
+    assert code == 1
+    assert f"1 listed image(s) not found: {folder / 'amazon' / 'trash_can' / 'gone.jpg'}" in out
+    assert "1 class(es) with no image in the list(s): trash_can" in out
+    assert str(folder / "image_list" / "dslr.txt") in out
