@@ -25,6 +25,7 @@ from methods import get_method_class, method_names
 from . import store
 from .collect import table_specs, tidy_frame
 from .errors import UserError
+from .initialisation import find_pretrained, load_pretrained, missing_weights_message, new_backbone
 from .launchers import LAUNCHERS
 from .reports import aggregate, save_tidy, to_markdown, write_report
 from .suites import SUITES, get_suite, plan
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", type=Path, help="folder holding the real datasets")
     parser.add_argument("--cache-dir", type=Path, help="generated data, decoded images and pretrained backbones "
                                                        "(default: <output>/cache)")
+    parser.add_argument("--pretrained", type=Path, metavar="PATH",
+                        help="the suite's pretrained weights (the paper's suites: the MoCo v2 ResNet-50 checkpoint "
+                             "moco_v2_800ep_pretrain.pth.tar); default: <data root>/weights/ or <cache dir>/weights/")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--launcher", default="local", choices=sorted(LAUNCHERS), help="how to run the plan")
     parser.add_argument("--dry-run", action="store_true", help="print the plan's census and exit")
@@ -153,9 +157,11 @@ def _main(args) -> int:
         to_run = groups["missing"] + groups["incomplete"] + (groups["failed"] if args.retry_failed else [])
         _check_data(suite.dataset, args.data_root, domains=_domains_of(to_run))
         if to_run:
-            _check_initialisation(suite)
+            cache_dir = (args.cache_dir or output_root / "cache").resolve()
+            pretrained = _check_initialisation(suite, cache_dir, args.data_root, args.pretrained)
             launch = {"data_root": str(args.data_root.resolve()) if args.data_root else None,
-                      "cache_dir": str((args.cache_dir or output_root / "cache").resolve()), "device": args.device}
+                      "cache_dir": str(cache_dir), "device": args.device,
+                      "pretrained": str(pretrained) if pretrained else None}
             spec_paths = []
             for spec in to_run:
                 run_dir = store.prepare_run_dir(spec, output_root, launch)
@@ -191,16 +197,25 @@ def _check_data(dataset: str, data_root: Path | None, domains: list[str] | None 
                         + report.text() + "\n(python run_benchmark.py --check-data --data-root DIR for the full check)")
 
 
-def _check_initialisation(suite) -> None:
-    """The paper's suites start from pretrained weights read from a local file; until that loader exists (issue 6,
-    item 4) a run would fail deep in the runner, so say which file is needed before anything starts."""
+def _check_initialisation(suite, cache_dir: Path, data_root: Path | None, pretrained: Path | None):
+    """The paper's suites start from pretrained weights read from a local file: find it (and check it loads into the
+    suite's backbone) before anything starts. Returns its path, or None for inits that need no file."""
     init = suite.backbone.get("init", {})
     if init.get("kind", "random") in ("random", "simclr"):
-        return
-    raise UserError(f"suite {suite.name!r} starts every method from {init.get('file')} "
-                    f"({suite.backbone.get('arch')}, {init['kind']}; published at {init.get('url', '?')}), but loading "
-                    f"pretrained weights from local files is not implemented yet; nothing was trained "
-                    f"(--dry-run shows the plan)")
+        if pretrained:
+            raise UserError(f"--pretrained: suite {suite.name!r} starts from its own {init.get('kind', 'random')} "
+                            f"init and reads no weights file")
+        return None
+    if pretrained and not Path(pretrained).expanduser().is_file():
+        raise UserError(f"--pretrained {pretrained}: no such file")
+    path = find_pretrained(init, cache_dir, data_root, pretrained)
+    if path is None:
+        raise UserError(missing_weights_message(init, cache_dir, data_root, pretrained) + "; nothing was trained")
+    try:
+        load_pretrained(new_backbone(suite.backbone), path)
+    except ValueError as error:
+        raise UserError(f"{error}; nothing was trained") from None
+    return path.resolve()
 
 
 def check_data_command(data_root: Path | None) -> int:

@@ -8,7 +8,11 @@ A backbone spec names an architecture, a head and an init:
   once per init spec (seeded), cached under `<cache>/backbones/<hash>.pt`, and shared by every method and seed; the
   init spec is part of every run's hash.
 
-Real-dataset inits (MoCo v2 / ImageNet weights read from local files) plug in here as further kinds.
+- `{"kind": "moco_v2", "file": ...}`: the paper's start, a MoCo v2 ResNet-50 checkpoint read from a local file (never
+  downloaded): `--pretrained PATH`, else `<data root>/weights/<file>`, else `<cache>/weights/<file>`. The published
+  format (`state_dict` with `module.encoder_q.*` keys, MLP head `fc.0`/`fc.2`) loads trunk and head; a checkpoint
+  without the head, or a torchvision state dict (`conv1.weight`, ..., its 1000-way `fc` ignored), loads the trunk and
+  keeps the head's seeded random initialisation (logged).
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ def new_backbone(backbone_spec: dict) -> EmbeddingNet:
 
 
 def build_initial_backbone(backbone_spec: dict, cache_dir: Path, data_root: Path | None,
-                           device: torch.device) -> EmbeddingNet:
+                           device: torch.device, pretrained: Path | None = None) -> EmbeddingNet:
     net = new_backbone(backbone_spec)
     init = backbone_spec.get("init", {"kind": "random"})
     if init["kind"] == "random":
@@ -53,7 +57,80 @@ def build_initial_backbone(backbone_spec: dict, cache_dir: Path, data_root: Path
         state = cached_simclr_state(backbone_spec, Path(cache_dir), data_root, device)
         net.load_state_dict(state)
         return net.to(device)
-    raise ValueError(f"unknown backbone init {init['kind']!r}; expected 'random' or 'simclr'")
+    if init["kind"] == "moco_v2":
+        path = find_pretrained(init, cache_dir, data_root, pretrained)
+        if path is None:
+            raise FileNotFoundError(missing_weights_message(init, cache_dir, data_root))
+        load_pretrained(net, path)
+        return net.to(device)
+    raise ValueError(f"unknown backbone init {init['kind']!r}; expected 'random', 'simclr' or 'moco_v2'")
+
+
+# --- pretrained weights from local files -------------------------------------------------------------------------
+
+def weight_locations(init: dict, cache_dir: Path | None, data_root: Path | None,
+                     pretrained: Path | None = None) -> list[Path]:
+    """Where a pretrained init's file is looked for, in order."""
+    places = [Path(pretrained).expanduser()] if pretrained else []
+    places += [Path(root) / "weights" / init["file"] for root in (data_root, cache_dir) if root]
+    return places
+
+
+def find_pretrained(init: dict, cache_dir, data_root, pretrained=None) -> Path | None:
+    return next((p for p in weight_locations(init, cache_dir, data_root, pretrained) if p.is_file()), None)
+
+
+def missing_weights_message(init: dict, cache_dir, data_root, pretrained=None) -> str:
+    looked = ", ".join(str(p) for p in weight_locations(init, cache_dir, data_root, pretrained)) or "nowhere"
+    return (f"the pretrained weights {init['file']} ({init['kind']}) are needed and were not found (looked at: "
+            f"{looked}). Download {init.get('url', init['file'])} on a machine with network access and pass "
+            f"--pretrained PATH, or put it in <data root>/weights/ or <cache dir>/weights/.")
+
+
+def convert_checkpoint(state: dict) -> tuple[dict, bool]:
+    """A MoCo v2 checkpoint (query encoder, with or without its MLP head) or a torchvision state dict -> the
+    EmbeddingNet keys ("trunk.*", "head.*"). Returns (state, whether the head was in it)."""
+    state = state.get("state_dict", state)
+    prefixes = ("module.encoder_q.", "encoder_q.")
+    if any(k.startswith(prefixes) for k in state):
+        query = {}
+        for key, value in state.items():
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    query[key[len(prefix):]] = value
+        state = query
+    converted, has_head = {}, False
+    for key, value in state.items():
+        if key.startswith("fc."):
+            # MoCo v2's MLP head is fc.0 (Linear) - fc.1 (ReLU) - fc.2 (Linear), the layout of our "mlp" head;
+            # a single fc (torchvision's 1000-way classifier, MoCo v1's 128-d fc) is not a head of ours.
+            if key.split(".")[1] in ("0", "2"):
+                converted["head." + key[len("fc."):]] = value
+                has_head = True
+            continue
+        converted["trunk." + key] = value
+    return converted, has_head
+
+
+def load_pretrained(net: EmbeddingNet, path: Path) -> None:
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:                      # a truncated download, a file of another kind
+        raise ValueError(f"cannot read the pretrained weights {path}: {type(error).__name__}: {error}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a state dict (MoCo v2 or torchvision), got {type(raw).__name__}")
+    state, has_head = convert_checkpoint(raw)
+    expected = net.state_dict()
+    trunk_keys = {k for k in expected if k.startswith("trunk.")}
+    missing = sorted(trunk_keys - set(state))
+    mismatched = sorted(k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or mismatched:
+        raise ValueError(f"{path} does not fit the backbone: {len(missing)} trunk weights missing "
+                         f"(e.g. {missing[:3]}), {len(mismatched)} of another shape (e.g. {mismatched[:3]})")
+    if not has_head:
+        log.warning("%s has no MLP head: the trunk is pretrained, the head keeps its seeded random init", path)
+        state = {k: v for k, v in state.items() if k in trunk_keys}
+    net.load_state_dict(state, strict=has_head)
 
 
 def _init_key(backbone_spec: dict) -> str:

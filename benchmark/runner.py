@@ -189,7 +189,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_e
 
     query, retrieval = load_split_domains(spec, data_root, cache_dir)
     seed_everything(spec.seed)
-    backbone = build_initial_backbone(spec.backbone, cache_dir, data_root, device)
+    backbone = build_initial_backbone(spec.backbone, cache_dir, data_root, device,
+                                      pretrained=launch.get("pretrained"))
     method_cls = get_method_class(spec.method)
     hparams = build_hparams(method_cls, spec.hparams)
     seed_everything(spec.seed)

@@ -307,3 +307,71 @@ def test_check_data_on_image_lists(tmp_path, capsys):
     assert f"1 listed image(s) not found: {folder / 'amazon' / 'trash_can' / 'gone.jpg'}" in out
     assert "1 class(es) with no image in the list(s): trash_can" in out
     assert str(folder / "image_list" / "dslr.txt") in out
+
+
+# --- pretrained weights from local files -------------------------------------------------------------------------
+
+def _moco_checkpoint(net, with_head: bool = True) -> dict:
+    """The published MoCo v2 layout: {'state_dict': {'module.encoder_q.<resnet key>', 'module.encoder_q.fc.0/2.*',
+    'module.encoder_k.*', 'module.queue'}, ...}."""
+    state = {f"module.encoder_q.{k[len('trunk.'):]}": v.clone() for k, v in net.state_dict().items()
+             if k.startswith("trunk.")}
+    if with_head:
+        state.update({f"module.encoder_q.fc.{k[len('head.'):]}": v.clone() for k, v in net.state_dict().items()
+                      if k.startswith("head.")})
+    state["module.encoder_k.conv1.weight"] = torch.zeros(1)
+    state["module.queue"] = torch.zeros(128, 4)
+    return {"epoch": 800, "arch": "resnet50", "state_dict": state}
+
+
+@pytest.mark.parametrize("layout", ["moco_with_head", "moco_without_head", "torchvision"])
+def test_pretrained_checkpoints_load_into_the_backbone(tmp_path, layout):
+    from benchmark.initialisation import build_initial_backbone
+    spec = {"arch": "resnet18", "head": "mlp", "embed_dim": 128,
+            "init": {"kind": "moco_v2", "file": "weights.pth.tar", "url": "https://example.org/weights.pth.tar"}}
+    torch.manual_seed(1)
+    source = build_initial_backbone({**spec, "init": {"kind": "random"}}, tmp_path, None, torch.device("cpu"))
+    if layout == "torchvision":
+        checkpoint = {k[len("trunk."):]: v for k, v in source.state_dict().items() if k.startswith("trunk.")}
+        checkpoint["fc.weight"], checkpoint["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    else:
+        checkpoint = _moco_checkpoint(source, with_head=layout == "moco_with_head")
+    (tmp_path / "weights").mkdir()
+    torch.save(checkpoint, tmp_path / "weights" / "weights.pth.tar")
+    torch.manual_seed(2)
+    loaded = build_initial_backbone(spec, tmp_path, None, torch.device("cpu"))     # found in <cache>/weights/
+    for key, value in source.state_dict().items():
+        same = torch.equal(value, loaded.state_dict()[key])
+        assert same == (key.startswith("trunk.") or layout == "moco_with_head"), key
+
+
+def test_missing_or_unfit_weights_are_clear_errors(tmp_path):
+    from benchmark.initialisation import build_initial_backbone, load_pretrained, new_backbone
+    spec = {"arch": "resnet18", "head": "mlp", "embed_dim": 128,
+            "init": {"kind": "moco_v2", "file": "weights.pth.tar", "url": "https://example.org/weights.pth.tar"}}
+    with pytest.raises(FileNotFoundError, match=r"weights.pth.tar .* not found .*https://example.org/weights.pth.tar"):
+        build_initial_backbone(spec, tmp_path, None, torch.device("cpu"))
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read the pretrained weights"):
+        load_pretrained(new_backbone(spec), tmp_path / "broken.pth")
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="does not fit the backbone"):
+        load_pretrained(new_backbone(spec), tmp_path / "other.pth")
+
+
+def test_a_paper_suite_runs_end_to_end_from_a_local_moco_checkpoint(tmp_path, capsys):
+    # Office-31 in the archive layout (2 tiny images per class), a MoCo v2 checkpoint made here for ResNet-50, the
+    # untrained starting point on one pair and seed: data check, weights, 224-px decoding, evaluation and tables.
+    from benchmark.initialisation import new_backbone
+    full_office31(tmp_path / "data", images_level=True)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "moco_v2_800ep_pretrain.pth.tar"
+    torch.save(_moco_checkpoint(new_backbone(suites.get_suite("office31_closed").backbone)), checkpoint)
+    common = ["--suite", "office31_closed", "--methods", "pretrained", "--pairs", "A-D", "--seeds", "2024",
+              "--data-root", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--device", "cpu"]
+    assert cli.main(common + ["--pretrained", str(tmp_path / "nope.pth")]) == 2
+    err = capsys.readouterr().err
+    assert f"--pretrained {tmp_path / 'nope.pth'}: no such file" in err
+    assert cli.main(common + ["--pretrained", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "trained 1 run(s)" in out and "| Pretrained (init)" in out and "A→D" in out
