@@ -7,6 +7,13 @@
 against a straightforward per-query numpy implementation (full argsort + cumsum, a Python loop over queries),
 prints the speed-up, and checks that both agree. The reference can be timed on a subset of the queries and
 extrapolated linearly; the output says so.
+
+    python -m benchmark.perf data [--images 512] [--source-size 300] [--size 224] [--batch 64] [--device cpu|cuda]
+
+``data`` writes a folder of JPEG images, then feeds training batches (random resized crop + flip, float in [0, 1])
+two ways: the usual per-image PIL pipeline (open, decode, crop, resize, to tensor, stack) and the harness's (decode
+once into the uint8 cache, memory-mapped; a batch is an index into it, augmented on the device in one call). It
+prints images/s of each and the ratio, measured in one run; the one-time decode is printed apart.
 """
 
 from __future__ import annotations
@@ -162,6 +169,88 @@ def run_eval(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# data: the PIL pipeline against the cached one
+# ----------------------------------------------------------------------------------------------------------------
+
+def _write_jpegs(folder, n: int, size: int, seed: int) -> list:
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        # smooth random images (a few blobs) so JPEG sizes are photo-like, not noise
+        base = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+        image = Image.fromarray(base).resize((size, size), Image.BICUBIC)
+        path = folder / f"{i:05d}.jpg"
+        image.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def _pil_batches(paths, size: int, batch: int, seed: int):
+    """The per-image pipeline of the usual training scripts: PIL decode, RandomResizedCrop, flip, to tensor."""
+    from torchvision import transforms
+    from PIL import Image
+    torch.manual_seed(seed)
+    transform = transforms.Compose([transforms.RandomResizedCrop(size, scale=(0.2, 1.0)),
+                                    transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+    order = torch.randperm(len(paths)).tolist()
+    for start in range(0, len(order) - batch + 1, batch):
+        images = []
+        for i in order[start:start + batch]:
+            with Image.open(paths[i]) as image:
+                images.append(transform(image.convert("RGB")))
+        yield torch.stack(images)
+
+
+def _cached_batches(images: torch.Tensor, batch: int, device: torch.device, seed: int):
+    from datasets.base import UnlabeledDomain
+    from methods.augment import random_resized_crop
+    torch.manual_seed(seed)
+    domain = UnlabeledDomain("perf", 0, images)
+    order = torch.randperm(len(images))
+    for start in range(0, len(order) - batch + 1, batch):
+        yield random_resized_crop(domain.images(order[start:start + batch], device), scale=(0.2, 1.0))  # + flip
+
+
+def _images_per_second(batches, device: torch.device) -> tuple[float, int]:
+    started, count = time.perf_counter(), 0
+    for batch in batches:
+        count += len(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return count / (time.perf_counter() - started), count
+
+
+def run_data(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from datasets.base import decode_images
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = _write_jpegs(Path(folder), args.images, args.source_size, args.seed)
+        started = time.perf_counter()
+        decoded = decode_images(paths, args.size)
+        cache_file = Path(folder) / "decoded.pt"
+        torch.save(decoded, cache_file)
+        decode_seconds = time.perf_counter() - started
+        cached = torch.load(cache_file, mmap=True, weights_only=True)
+        pil_rate, n_pil = _images_per_second(_pil_batches(paths, args.size, args.batch, args.seed), torch.device("cpu"))
+        list(_cached_batches(cached, args.batch, device, args.seed))          # warm-up (kernels, page cache)
+        cached_rate, n_cached = _images_per_second(_cached_batches(cached, args.batch, device, args.seed), device)
+    print(f"{args.images} JPEG images of {args.source_size} px -> {args.size} px batches of {args.batch}, "
+          f"torch threads {torch.get_num_threads()}, device {device}")
+    print(f"  one-time decode into the uint8 cache: {decode_seconds:.1f} s ({args.images / decode_seconds:.0f} images/s)")
+    print(f"  PIL per-image pipeline (1 process):   {pil_rate:8.0f} images/s ({n_pil} images)")
+    print(f"  cached, batched on {device.type}:            {cached_rate:8.0f} images/s ({n_cached} images)")
+    print(f"  ratio cached / PIL: {cached_rate / pil_rate:.1f}x (one run; a DataLoader with W workers multiplies the "
+          f"PIL side's rate by at most W)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -193,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
         "pass the number of queries to measure it on all of them)",
     )
     ev.set_defaults(handler=run_eval)
+
+    data = commands.add_parser("data", help="training images/s: per-image PIL pipeline against the cached one")
+    data.add_argument("--images", type=_positive_int, default=512)
+    data.add_argument("--source-size", type=_positive_int, default=300)
+    data.add_argument("--size", type=_positive_int, default=224)
+    data.add_argument("--batch", type=_positive_int, default=64)
+    data.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--threads", type=_positive_int, default=None)
+    data.set_defaults(handler=run_data)
     return parser
 
 

@@ -155,5 +155,8 @@ class UnlabeledDomain:
 
     def images(self, index: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """float [B, 3, S, S] in [0, 1] on `device`, for the given instance indices."""
-        batch = self._images[index.cpu()].to(device, non_blocking=True)
+        batch = self._images[index.cpu()]
+        if torch.device(device).type == "cuda":
+            batch = batch.pin_memory()          # page-locked: the copy overlaps with the GPU's work
+        batch = batch.to(device, non_blocking=True)
         return batch.float().div_(255.0)

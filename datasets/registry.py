@@ -116,7 +116,8 @@ def _cached_decode(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache
     cache_file = cache_dir / "decoded" / f"{info.name}-{domain}-{info.image_size}px-{key}.pt"
     if cache_file.is_file():
         try:
-            return torch.load(cache_file)
+            # Memory-mapped: pages are read when a batch touches them and shared by every run on the machine.
+            return torch.load(cache_file, mmap=True, weights_only=True)
         except Exception:  # a corrupt cache file is rebuilt, never trusted
             pass
     images = decode_images([Path(p) for p in paths], info.image_size)

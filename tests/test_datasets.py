@@ -118,3 +118,22 @@ def test_a_domain_loads_the_same_from_an_image_list(cache_dir, tmp_path):
                                for p, label in zip(from_folder.paths, from_folder.labels)))
     from_list = load_domain(info, "sketch", None, cache_dir, image_list=listing)
     assert torch.equal(from_list.labels, from_folder.labels) and torch.equal(from_list.images, from_folder.images)
+
+
+def test_perf_data_script_runs_and_reports_both_pipelines(capsys):
+    # A smoke run of `python -m benchmark.perf data` on a few tiny images: both pipelines deliver every full batch.
+    from benchmark import perf
+    assert perf.main(["data", "--images", "8", "--source-size", "20", "--size", "16", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "PIL per-image pipeline (1 process)" in out and "(8 images)" in out and "ratio cached / PIL" in out
+
+
+def test_decoded_cache_is_memory_mapped_on_reload(tmp_path, cache_dir, monkeypatch):
+    info = get_dataset("synthetic")
+    first = load_domain(info, "photo", None, cache_dir)
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or real_load(*a, **k))
+    again = load_domain(info, "photo", None, cache_dir)
+    assert torch.equal(first.images, again.images) and again.images.dtype == torch.uint8
+    assert calls and calls[-1].get("mmap") is True and calls[-1].get("weights_only") is True
