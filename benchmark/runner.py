@@ -13,7 +13,6 @@ fails the run with its reason (FAILED) and the suite goes on.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ import torch
 from datasets.base import LabelledDomain, UnlabeledDomain
 from datasets.registry import get_dataset, load_domain
 from methods import get_method_class
-from methods.base import Batch, Method, build_hparams
+from methods.base import Batch, Method, build_hparams, derive_seed
 
 from . import store
 from .evaluation import open_set_metrics, retrieval_metrics
@@ -47,11 +46,6 @@ DEFAULT_DETECTOR_PREFIX = "default_detector_"   # metrics of the App. B.2 detect
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-def derive_seed(*parts) -> int:
-    """A stable 31-bit seed from any parts (never Python's salted hash())."""
-    return int(hashlib.sha1(repr(parts).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 def seed_everything(seed: int) -> None:

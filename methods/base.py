@@ -21,6 +21,7 @@ return any non-tensor state (a stage flag, a cluster count) from `get_extra_stat
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import typing
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from typing import ClassVar, Protocol
 import torch
 from torch import nn
 
+from .augment import crop_flip_view
 from .backbones import EmbeddingNet
+from .memory_bank import MemoryBank
 from .open_set import cluster_radius_detector
 
 
@@ -85,6 +88,32 @@ class Method(nn.Module):
         self.hparams = hparams
         self.backbone = backbone
 
+    def check_choices(self, **allowed) -> None:
+        """Refuse a switch outside its values, e.g. `self.check_choices(head=("init", "linear"))`."""
+        for name, values in allowed.items():
+            value = getattr(self.hparams, name)
+            if value not in values:
+                raise ValueError(f"{self.name}: {name} must be one of {', '.join(map(str, values))}, "
+                                 f"got {value!r}")
+
+    def choose_head(self) -> None:
+        """The `head` switch of the methods whose code puts a fresh fc on the trunk (CDS, PCS, CoDA): "init" keeps
+        the initial model's projection head, "linear" puts the paper's fresh Linear(trunk -> `head_dim`)."""
+        self.check_choices(head=("init", "linear"))
+        if self.hparams.head == "linear":
+            self.backbone.replace_head("linear", self.hparams.head_dim)
+
+    def filled_banks(self, ctx) -> nn.ModuleList:
+        """One memory bank per domain, filled before training (CDS, PCS, CoDA, UEM). A `bank_fill` switch of
+        "train_transform" fills them as the PCS / CoDA code does, with one crop + flip view per image (eval mode);
+        otherwise with the method's eval features."""
+        train_transform = getattr(self.hparams, "bank_fill", "eval") == "train_transform"
+        fill = (lambda images: self.backbone(crop_flip_view(images))) if train_transform else None
+        banks = nn.ModuleList([MemoryBank(len(d), self.backbone.embed_dim).to(ctx.device) for d in ctx.domains])
+        for domain_id, bank in enumerate(banks):
+            bank.fill(ctx.embed_domain(domain_id, fill))
+        return banks
+
     # --- hooks -------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         """An optimizer, a list of them, or (optimizers, per-epoch LR schedulers). Empty for untrained methods."""
@@ -118,7 +147,13 @@ class Method(nn.Module):
                                        distance=self.open_set_distance)
 
 
-# --- optimisation shared by several methods ----------------------------------------------------------------------
+# --- seeds and optimisation shared by several methods ---------------------------------------------------------
+
+def derive_seed(*parts) -> int:
+    """A stable 31-bit seed from any parts (never Python's salted hash()): the harness's per-epoch seeds, a method's
+    k-means seeds."""
+    return int(hashlib.sha1(repr(parts).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
 
 def cosine_factor(epoch: int, epochs: int) -> float:
     """lr factor 0.5 (1 + cos(pi e / E)): from 1 at epoch 0 towards 0 at epoch E, stepped once per epoch (MoCo v2,

@@ -37,7 +37,6 @@ import torch
 from .augment import crop_flip_view, moco_v2_view
 from .base import BaseHparams, Batch, Method
 from .losses import bank_instance_nce, softmax_entropy
-from .memory_bank import MemoryBank
 from .registry import register
 
 
@@ -76,12 +75,8 @@ class CDS(Method):
 
     def __init__(self, hparams: CDSHparams, backbone):
         super().__init__(hparams, backbone)
-        if hparams.head == "linear":
-            backbone.replace_head("linear", hparams.head_dim)
-        elif hparams.head != "init":
-            raise ValueError(f"cds: head must be 'init' or 'linear', got {hparams.head!r}")
-        if hparams.augmentation not in ("crop_flip", "moco_v2"):
-            raise ValueError(f"cds: augmentation must be 'crop_flip' or 'moco_v2', got {hparams.augmentation!r}")
+        self.choose_head()
+        self.check_choices(augmentation=("crop_flip", "moco_v2"))
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.augmentation == "moco_v2":
@@ -89,10 +84,7 @@ class CDS(Method):
         return crop_flip_view(images)
 
     def on_fit_start(self, ctx) -> None:
-        dim = self.backbone.embed_dim
-        self.banks = torch.nn.ModuleList([MemoryBank(len(domain), dim).to(ctx.device) for domain in ctx.domains])
-        for domain_id, bank in enumerate(self.banks):
-            bank.fill(ctx.embed_domain(domain_id))
+        self.banks = self.filled_banks(ctx)
 
     def configure_optimizers(self):
         h = self.hparams

@@ -82,7 +82,6 @@ from torch import nn
 from .augment import crop_flip_view
 from .base import BaseHparams, Batch, Method
 from .clustering import kmeans
-from .memory_bank import MemoryBank
 from .open_set import radius_detector_from_assignment
 from .registry import register
 
@@ -155,12 +154,8 @@ class CoDA(Method):
 
     def __init__(self, hparams: CoDAHparams, backbone):
         super().__init__(hparams, backbone)
-        if hparams.head == "linear":
-            backbone.replace_head("linear", hparams.head_dim)
-        elif hparams.head != "init":
-            raise ValueError(f"coda: head must be 'init' or 'linear', got {hparams.head!r}")
-        if hparams.bank_fill not in ("eval", "train_transform"):
-            raise ValueError(f"coda: bank_fill must be 'eval' or 'train_transform', got {hparams.bank_fill!r}")
+        self.choose_head()
+        self.check_choices(bank_fill=("eval", "train_transform"))
         if not 0 <= hparams.detector_granularity < hparams.granularities:
             raise ValueError(f"coda: detector_granularity must be in [0, {hparams.granularities}), "
                              f"got {hparams.detector_granularity}")
@@ -173,14 +168,7 @@ class CoDA(Method):
 
     def on_fit_start(self, ctx) -> None:
         h = self.hparams
-        dim = self.backbone.embed_dim
-        self.banks = nn.ModuleList([MemoryBank(len(domain), dim).to(ctx.device) for domain in ctx.domains])
-        fill = None
-        if h.bank_fill == "train_transform":
-            def fill(images):
-                return self.backbone(crop_flip_view(images))
-        for domain_id, bank in enumerate(self.banks):
-            bank.fill(ctx.embed_domain(domain_id, fill))
+        self.banks = self.filled_banks(ctx)
         for r in range(h.granularities):
             weights = shared_cluster_heads(self.banks[0].features, self.banks[1].features, (r + 1) * h.cluster_num,
                                            seed=ctx.seed * 1000 + r, niter=h.kmeans_niter, shared=h.shared_init)

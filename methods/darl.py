@@ -198,11 +198,7 @@ class DARL(Method):
 
     def __init__(self, hparams: DARLHparams, backbone):
         super().__init__(hparams, backbone)
-        if hparams.pi_mode not in PI_MODES:
-            raise ValueError(f"darl: pi_mode must be one of {', '.join(PI_MODES)}, got {hparams.pi_mode!r}")
-        if hparams.retrieval_feature not in RETRIEVAL_FEATURES:
-            raise ValueError(f"darl: retrieval_feature must be one of {', '.join(RETRIEVAL_FEATURES)}, "
-                             f"got {hparams.retrieval_feature!r}")
+        self.check_choices(pi_mode=PI_MODES, retrieval_feature=RETRIEVAL_FEATURES)
         self.key_encoder = MomentumEncoder(backbone)
         device = next(backbone.parameters()).device
         self.predictor = domain_predictor(backbone.feature_dim, hparams.predictor_hidden,

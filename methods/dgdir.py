@@ -284,10 +284,7 @@ class DGDIR(Method):
 
     def __init__(self, hparams: DGDIRHparams, backbone):
         super().__init__(hparams, backbone)
-        if hparams.cluster_phase not in ("gray", "rgb"):
-            raise ValueError(f"dgdir: cluster_phase must be 'gray' or 'rgb', got {hparams.cluster_phase!r}")
-        if hparams.cross_negatives not in ("query", "key"):
-            raise ValueError(f"dgdir: cross_negatives must be 'query' or 'key', got {hparams.cross_negatives!r}")
+        self.check_choices(cluster_phase=("gray", "rgb"), cross_negatives=("query", "key"))
         self.key_encoder = MomentumEncoder(backbone)
         self.queues = nn.ModuleList([nn.ModuleDict({m: KeyQueue(hparams.queue_size, backbone.embed_dim)
                                                     for m in ("phase", "rgb")}) for _ in range(2)])

@@ -428,11 +428,7 @@ class DN2A(Method):
 
     def __init__(self, hparams: DN2AHparams, backbone):
         super().__init__(hparams, backbone)
-        if hparams.retrieval_feature not in ("key_head", "query_head", "trunk"):
-            raise ValueError(f"dn2a: retrieval_feature must be 'key_head', 'query_head' or 'trunk', "
-                             f"got {hparams.retrieval_feature!r}")
-        if hparams.strong_views not in (1, 2):
-            raise ValueError(f"dn2a: strong_views must be 1 or 2, got {hparams.strong_views}")
+        self.check_choices(retrieval_feature=("key_head", "query_head", "trunk"), strong_views=(1, 2))
         if hparams.key_bn_splits < 1:
             raise ValueError(f"dn2a: key_bn_splits must be >= 1, got {hparams.key_bn_splits}")
         self.key_encoder = MomentumEncoder(backbone)

@@ -84,7 +84,6 @@ Quirks of the official code and what is done about them:
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -92,10 +91,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import crop_flip_view
-from .base import BaseHparams, Batch, Method
+from .base import BaseHparams, Batch, Method, derive_seed
 from .clustering import kmeans
 from .losses import softmax_entropy
-from .memory_bank import MemoryBank
 from .registry import register
 
 # The code's list of cluster counts is [K, 2K] repeated `n_k` times (`k_list = k * n_k`).
@@ -173,10 +171,6 @@ def cluster_counts(k: int, n_kmeans: int, size: int) -> list[int]:
     return [min(m * k, size) for _ in range(n_kmeans) for m in GRANULARITIES]
 
 
-def _seed(*parts) -> int:
-    return int(hashlib.sha1(repr(parts).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
-
-
 @dataclass
 class Clustering:
     """One k-means of one domain's bank: unit centroids [k, d], the bank's assignment [N], phi [k], and the clusters
@@ -202,16 +196,11 @@ class PCS(Method):
 
     def __init__(self, hparams: PCSHparams, backbone):
         super().__init__(hparams, backbone)
+        self.choose_head()
         if hparams.head == "linear":
-            backbone.replace_head("linear", hparams.head_dim)
             nn.init.xavier_normal_(backbone.head.weight)     # the code's `weights_init` on its fresh fc
             nn.init.zeros_(backbone.head.bias)
-        elif hparams.head != "init":
-            raise ValueError(f"pcs: head must be 'init' or 'linear', got {hparams.head!r}")
-        if hparams.empty_cluster not in ("exclude", "code"):
-            raise ValueError(f"pcs: empty_cluster must be 'exclude' or 'code', got {hparams.empty_cluster!r}")
-        if hparams.bank_fill not in ("eval", "train_transform"):
-            raise ValueError(f"pcs: bank_fill must be 'eval' or 'train_transform', got {hparams.bank_fill!r}")
+        self.check_choices(empty_cluster=("exclude", "code"), bank_fill=("eval", "train_transform"))
         if hparams.n_kmeans < 1:
             raise ValueError(f"pcs: n_kmeans must be at least 1, got {hparams.n_kmeans}")
         self.clusterings: list[list[Clustering]] = []
@@ -246,13 +235,7 @@ class PCS(Method):
 
     # --- banks and clusters ----------------------------------------------------------------------------------------
     def on_fit_start(self, ctx) -> None:
-        dim = self.backbone.embed_dim
-        self.banks = nn.ModuleList([MemoryBank(len(domain), dim).to(ctx.device) for domain in ctx.domains])
-        fill = None                                     # eval features (ctx's default: the method's embed)
-        if self.hparams.bank_fill == "train_transform":   # the code's pass: one crop + flip view, eval mode
-            fill = lambda images: self.backbone(crop_flip_view(images))   # noqa: E731
-        for domain_id, bank in enumerate(self.banks):
-            bank.fill(ctx.embed_domain(domain_id, fill))
+        self.banks = self.filled_banks(ctx)
 
     @torch.no_grad()
     def cluster_bank(self, bank: torch.Tensor, k: int, seed: int) -> list[Clustering]:
@@ -260,7 +243,7 @@ class PCS(Method):
         h = self.hparams
         result = []
         for r, count in enumerate(cluster_counts(k, h.n_kmeans, len(bank))):
-            centroids, assignment = kmeans(bank, count, seed=_seed(seed, r), niter=h.kmeans_niter, spherical=True,
+            centroids, assignment = kmeans(bank, count, seed=derive_seed(seed, r), niter=h.kmeans_niter, spherical=True,
                                            max_points_per_centroid=10_000)
             centroids = F.normalize(centroids.to(bank), dim=1)
             phi, counts = cluster_concentration(bank, centroids, assignment, alpha=h.phi_alpha, floor=h.phi_floor)
@@ -269,7 +252,7 @@ class PCS(Method):
         return result
 
     def on_epoch_start(self, epoch: int, ctx) -> None:
-        self.clusterings = [self.cluster_bank(bank.features, ctx.num_classes_hint[d], _seed(ctx.seed, epoch, d))
+        self.clusterings = [self.cluster_bank(bank.features, ctx.num_classes_hint[d], derive_seed(ctx.seed, epoch, d))
                             for d, bank in enumerate(self.banks)]
 
     # --- losses ----------------------------------------------------------------------------------------------------

@@ -88,13 +88,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .augment import moco_v2_view
 from .base import BaseHparams, Batch, Method, sgd_with_cosine
 from .clustering import kmeans
 from .losses import softmax_entropy
-from .memory_bank import MemoryBank
 from .momentum import MomentumEncoder
 from .registry import register
 
@@ -230,10 +228,7 @@ class UCDIR(Method):
         return self.key_encoder(images)
 
     def on_fit_start(self, ctx) -> None:
-        dim = self.backbone.embed_dim
-        self.banks = nn.ModuleList([MemoryBank(len(domain), dim).to(ctx.device) for domain in ctx.domains])
-        for domain_id, bank in enumerate(self.banks):
-            bank.fill(ctx.embed_domain(domain_id))                # key encoder, eval mode, no augmentation
+        self.banks = self.filled_banks(ctx)                      # key encoder (`embed`), eval mode, no augmentation
 
     def on_epoch_start(self, epoch: int, ctx) -> None:
         h = self.hparams

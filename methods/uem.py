@@ -74,7 +74,6 @@ from .augment import moco_v2_view
 from .base import BaseHparams, Batch, Method, cosine_factor
 from .clustering import elbow_kmeans
 from .grl import grad_reverse
-from .memory_bank import MemoryBank
 from .registry import register
 
 
@@ -294,11 +293,8 @@ class UEM(Method):
 
     def __init__(self, hparams: UEMHparams, backbone):
         super().__init__(hparams, backbone)
-        for name, value, allowed in (("ince_negatives", hparams.ince_negatives, ("bank", "batch")),
-                                     ("loss_scaling", hparams.loss_scaling, ("mean", "sum")),
-                                     ("match", hparams.match, ("sn2m", "nearest_neighbour"))):
-            if value not in allowed:
-                raise ValueError(f"uem: {name} must be one of {', '.join(allowed)}, got {value!r}")
+        self.check_choices(ince_negatives=("bank", "batch"), loss_scaling=("mean", "sum"),
+                           match=("sn2m", "nearest_neighbour"))
         self.domain_classifier = DomainClassifier(backbone.embed_dim, hparams.classifier_hidden)
         self.frozen = copy.deepcopy(backbone).requires_grad_(False)        # f', filled at the stage switch
         self.prototypes = None     # stage 1: per domain (raw centres, assignment); stage 2: features too
@@ -326,9 +322,7 @@ class UEM(Method):
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def on_fit_start(self, ctx) -> None:
-        self.banks = nn.ModuleList([MemoryBank(len(d), self.backbone.embed_dim).to(ctx.device) for d in ctx.domains])
-        for domain_id, bank in enumerate(self.banks):
-            bank.fill(ctx.embed_domain(domain_id))
+        self.banks = self.filled_banks(ctx)
 
     def on_epoch_start(self, epoch: int, ctx) -> None:
         h = self.hparams

@@ -70,3 +70,15 @@ def assert_key_encoder_trails(state: dict) -> None:
     key = {k.replace("key_encoder.encoder.", "backbone.", 1): v for k, v in state.items()
            if k.startswith("key_encoder.encoder.")}
     assert key and any(not torch.equal(v, state[k]) for k, v in key.items())
+
+
+class FeatureStub(torch.nn.Module):
+    """A 'backbone' whose images are already 2-d features: forward = L2 normalisation (loss tests by hand)."""
+    embed_dim = 2
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, images):
+        return torch.nn.functional.normalize(self.scale * images.flatten(1), dim=1)

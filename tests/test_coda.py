@@ -16,7 +16,7 @@ from methods.clustering import kmeans
 from methods.coda import CoDA, CoDAHparams, classifier_alignment, self_matching_loss, shared_cluster_heads
 from methods.memory_bank import MemoryBank
 
-from .conftest import prepared_run, tiny_suite
+from .conftest import FeatureStub, prepared_run, tiny_suite
 
 
 def test_kmeans_starts_from_given_centroids():
@@ -100,21 +100,10 @@ def test_shared_initialisation_pairs_rows_through_the_shared_centroids(monkeypat
     assert torch.allclose(weights_b, 0.98058 * eye[order] + 0.19612 * following, atol=1e-4)
 
 
-class _FeatureStub(nn.Module):
-    """A 'backbone' whose images are already 2-d features: forward = L2 normalisation."""
-    embed_dim = 2
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, images):
-        return F.normalize(self.scale * images.flatten(1), dim=1)
-
 
 def test_total_loss_iss_plus_cca_on_both_domains(monkeypatch):
     monkeypatch.setattr(coda, "crop_flip_view", lambda images: images)       # no augmentation in this test
-    method = CoDA(CoDAHparams(cluster_num=1, granularities=2, cca_weight=0.1), _FeatureStub())
+    method = CoDA(CoDAHparams(cluster_num=1, granularities=2, cca_weight=0.1), FeatureStub())
     method.banks = nn.ModuleList([MemoryBank(1, 2), MemoryBank(1, 2)])
     method.banks[0].fill(torch.tensor([[1.0, 0.0]]))                         # m_A
     method.banks[1].fill(torch.tensor([[1.0, 0.0]]))                         # m_B (lags behind f_B)
@@ -147,7 +136,7 @@ def test_total_loss_iss_plus_cca_on_both_domains(monkeypatch):
 
 
 def test_detector_uses_the_query_domain_classifier_as_prototypes():
-    method = CoDA(CoDAHparams(cluster_num=2, granularities=2), _FeatureStub())
+    method = CoDA(CoDAHparams(cluster_num=2, granularities=2), FeatureStub())
     eye = torch.eye(3)
     method.heads = nn.ModuleList(nn.ModuleList(nn.Linear(3, k, bias=False) for k in (2, 4)) for _ in range(2))
     q = F.normalize(torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.1, 0.0], [1.0, 0.0, 0.1],

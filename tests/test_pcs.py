@@ -16,7 +16,7 @@ from methods.memory_bank import MemoryBank
 from methods.pcs import (PCS, Clustering, PCSHparams, cluster_concentration, cluster_counts,
                          cross_domain_prototype_entropy, lr_decay_factor, prototype_nce)
 
-from .conftest import prepared_run, tiny_suite
+from .conftest import FeatureStub, prepared_run, tiny_suite
 
 
 def _entropy_of_two(gap: float) -> float:
@@ -112,17 +112,6 @@ def test_per_step_lr_decay_on_every_group(step, factor):
     assert lr_decay_factor(10000) == pytest.approx(0.594604, abs=1e-6)
 
 
-class _FeatureStub(nn.Module):
-    """A 'backbone' whose images are already 2-d features: forward = L2 normalisation."""
-    embed_dim = 2
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, images):
-        return F.normalize(self.scale * images.flatten(1), dim=1)
-
 
 def _clustering(centroids, phi, assignment, include=None):
     return Clustering(torch.tensor(centroids), torch.tensor(assignment), torch.tensor(phi),
@@ -131,7 +120,7 @@ def _clustering(centroids, phi, assignment, include=None):
 
 def test_total_loss_own_domain_prototypes_other_domain_entropy(monkeypatch):
     monkeypatch.setattr(pcs, "crop_flip_view", lambda images: images)       # no augmentation in this test
-    method = PCS(PCSHparams(proto_weight_retrieval=0.5, temperature=0.5), _FeatureStub())
+    method = PCS(PCSHparams(proto_weight_retrieval=0.5, temperature=0.5), FeatureStub())
     method.banks = nn.ModuleList([MemoryBank(1, 2), MemoryBank(1, 2)])
     method.banks[0].fill(torch.tensor([[1.0, 0.0]]))
     method.banks[1].fill(torch.tensor([[1.0, 0.0]]))                         # m_B lags behind f_B
@@ -176,7 +165,7 @@ def test_clusterings_per_epoch_k_and_2k_spherical():
     torch.manual_seed(0)
     eye = torch.eye(3)
     bank = F.normalize(eye.repeat_interleave(4, dim=0) + 0.02 * torch.randn(12, 3), dim=1)
-    method = PCS(PCSHparams(n_kmeans=2), _FeatureStub())
+    method = PCS(PCSHparams(n_kmeans=2), FeatureStub())
     clusterings = method.cluster_bank(bank, 3, seed=7)
     assert [len(c.centroids) for c in clusterings] == [3, 6, 3, 6]
     for c in clusterings:
@@ -186,7 +175,7 @@ def test_clusterings_per_epoch_k_and_2k_spherical():
     groups = clusterings[0].assignment.view(3, 4)
     assert all(len(set(g.tolist())) == 1 for g in groups) and len(set(groups[:, 0].tolist())) == 3
     assert clusterings[0].phi.tolist() == pytest.approx([0.05, 0.05, 0.05])
-    code = PCS(PCSHparams(n_kmeans=1, empty_cluster="code"), _FeatureStub()).cluster_bank(bank, 3, seed=7)
+    code = PCS(PCSHparams(n_kmeans=1, empty_cluster="code"), FeatureStub()).cluster_bank(bank, 3, seed=7)
     assert code[0].include is None
     # Every epoch, each domain's bank with its own class count: K_A = 2 (the partial query domain), K_B = 3.
     method.banks = nn.ModuleList([MemoryBank(12, 3), MemoryBank(12, 3)])
@@ -214,7 +203,7 @@ def test_hyper_parameters_and_heads():
     assert method.steps_per_epoch(2817, 795) == 100                           # Office-31's released 100 steps
     assert PCS(PCSHparams(), build_backbone("small_cnn", width=8)).steps_per_epoch(4365, 2427) == 4365 // 64
     with pytest.raises(ValueError, match="empty_cluster"):
-        PCS(PCSHparams(empty_cluster="negative"), _FeatureStub())
+        PCS(PCSHparams(empty_cluster="negative"), FeatureStub())
 
 
 def test_stop_after_an_epoch_and_resume_bitwise(tmp_path, cache_dir, one_thread):
