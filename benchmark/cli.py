@@ -25,9 +25,11 @@ from methods import get_method_class, method_names
 from . import store
 from .collect import table_specs, tidy_frame
 from .errors import UserError
-from .initialisation import find_pretrained, load_pretrained, missing_weights_message, new_backbone
+from .initialisation import (PRETRAINED_KINDS, find_pretrained, load_pretrained, missing_weights_message,
+                             new_backbone)
 from .launchers import LAUNCHERS
 from .reports import aggregate, save_tidy, to_markdown, write_report
+from .spec import canonical_json
 from .suites import SUITES, get_suite, plan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrained", type=Path, metavar="PATH",
                         help="the suite's pretrained weights (the paper's suites: the MoCo v2 ResNet-50 checkpoint "
                              "moco_v2_800ep_pretrain.pth.tar); default: <data root>/weights/ or <cache dir>/weights/")
+    parser.add_argument("--baseline-init", choices=("suite", "native"), default="suite",
+                        help="suite (default, the paper's rule): every method starts from the suite's weights; "
+                             "native: CDS, PCS and CoDA start from torchvision's supervised ImageNet ResNet-50, as in "
+                             "their own papers (read from torch's cache, never downloaded)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--launcher", default="local", choices=sorted(LAUNCHERS), help="how to run the plan")
     parser.add_argument("--dry-run", action="store_true", help="print the plan's census and exit")
@@ -76,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-data", action="store_true",
                         help="check the real datasets under --data-root against the published ones (image counts, "
                              "missing or empty class folders, unreadable images) and exit; never trains")
+    parser.add_argument("--strict", action="store_true",
+                        help="with --check-data and before training: an image count that differs from the published "
+                             "dataset's is a problem (default: shown, not a problem, so subsets can be used)")
     parser.add_argument("--list", action="store_true", help="list suites, methods and datasets")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal too")
     return parser
@@ -138,10 +147,10 @@ def _main(args) -> int:
         print(list_everything())
         return 0
     if args.check_data:
-        return check_data_command(args.data_root)
+        return check_data_command(args.data_root, strict=args.strict)
     suite = get_suite(args.suite)
     specs = plan(suite, methods=_flatten(args.methods), pairs=_flatten(args.pairs), seeds=_flatten(args.seeds),
-                 settings=_flatten(args.settings), assignments=args.assignments)
+                 settings=_flatten(args.settings), assignments=args.assignments, baseline_init=args.baseline_init)
     output_root = args.output.resolve()
     groups = census(specs, output_root)
     print(census_text(groups, args.retry_failed))
@@ -155,10 +164,10 @@ def _main(args) -> int:
         return 0
     if not args.report:
         to_run = groups["missing"] + groups["incomplete"] + (groups["failed"] if args.retry_failed else [])
-        _check_data(suite.dataset, args.data_root, domains=_domains_of(to_run))
+        _check_data(suite.dataset, args.data_root, domains=_domains_of(to_run), strict=args.strict)
         if to_run:
             cache_dir = (args.cache_dir or output_root / "cache").resolve()
-            pretrained = _check_initialisation(suite, cache_dir, args.data_root, args.pretrained)
+            pretrained = _check_initialisation(suite, to_run, cache_dir, args.data_root, args.pretrained)
             launch = {"data_root": str(args.data_root.resolve()) if args.data_root else None,
                       "cache_dir": str(cache_dir), "device": args.device,
                       "pretrained": str(pretrained) if pretrained else None}
@@ -178,7 +187,8 @@ def _domains_of(specs) -> list[str]:
     return list(dict.fromkeys(d for spec in specs for d in (spec.query_domain, spec.retrieval_domain)))
 
 
-def _check_data(dataset: str, data_root: Path | None, domains: list[str] | None = None) -> None:
+def _check_data(dataset: str, data_root: Path | None, domains: list[str] | None = None,
+                strict: bool = False) -> None:
     """Before anything is trained: the data the plan needs is there, in a form it can read (the same findings as
     --check-data, without decoding every image: an unreadable one stops its run with its path)."""
     info = get_dataset(dataset)
@@ -189,7 +199,8 @@ def _check_data(dataset: str, data_root: Path | None, domains: list[str] | None 
     if data_root is None:
         raise UserError(f"suite needs the {info.name} dataset: pass --data-root DIR (DIR/{info.name}/<domain>/...)\n"
                         + real.absent_message(real.REAL_DATASETS[dataset], None))
-    report = real.check_dataset(real.REAL_DATASETS[dataset], data_root, domains=domains, read_images=False)
+    report = real.check_dataset(real.REAL_DATASETS[dataset], data_root, domains=domains, read_images=False,
+                                strict_counts=strict)
     if not report.present:
         raise UserError(report.absent_message)
     if not report.complete:
@@ -197,28 +208,35 @@ def _check_data(dataset: str, data_root: Path | None, domains: list[str] | None 
                         + report.text() + "\n(python run_benchmark.py --check-data --data-root DIR for the full check)")
 
 
-def _check_initialisation(suite, cache_dir: Path, data_root: Path | None, pretrained: Path | None):
-    """The paper's suites start from pretrained weights read from a local file: find it (and check it loads into the
-    suite's backbone) before anything starts. Returns its path, or None for inits that need no file."""
+def _check_initialisation(suite, to_run, cache_dir: Path, data_root: Path | None, pretrained: Path | None):
+    """The paper's suites start from pretrained weights read from local files: find each one the runs to do need (and
+    check it loads into their backbone) before anything starts. Returns the path of the suite's MoCo v2 file (what
+    --pretrained names), or None when no run needs one."""
     init = suite.backbone.get("init", {})
-    if init.get("kind", "random") in ("random", "simclr"):
-        if pretrained:
-            raise UserError(f"--pretrained: suite {suite.name!r} starts from its own {init.get('kind', 'random')} "
-                            f"init and reads no weights file")
-        return None
+    if pretrained and init.get("kind", "random") != "moco_v2":
+        raise UserError(f"--pretrained: suite {suite.name!r} starts from its own {init.get('kind', 'random')} "
+                        f"init and reads no weights file")
     if pretrained and not Path(pretrained).expanduser().is_file():
         raise UserError(f"--pretrained {pretrained}: no such file")
-    path = find_pretrained(init, cache_dir, data_root, pretrained)
-    if path is None:
-        raise UserError(missing_weights_message(init, cache_dir, data_root, pretrained) + "; nothing was trained")
-    try:
-        load_pretrained(new_backbone(suite.backbone), path)
-    except ValueError as error:
-        raise UserError(f"{error}; nothing was trained") from None
-    return path.resolve()
+    suite_weights = None
+    backbones = {canonical_json(spec.backbone): spec.backbone for spec in to_run}
+    for backbone in backbones.values():
+        init = backbone.get("init", {})
+        if init.get("kind", "random") not in PRETRAINED_KINDS:
+            continue
+        path = find_pretrained(init, cache_dir, data_root, pretrained)
+        if path is None:
+            raise UserError(missing_weights_message(init, cache_dir, data_root, pretrained) + "; nothing was trained")
+        try:
+            load_pretrained(new_backbone(backbone), path)
+        except ValueError as error:
+            raise UserError(f"{error}; nothing was trained") from None
+        if init["kind"] == "moco_v2":
+            suite_weights = path.resolve()
+    return suite_weights
 
 
-def check_data_command(data_root: Path | None) -> int:
+def check_data_command(data_root: Path | None, strict: bool = False) -> int:
     """`--check-data`: every real dataset under --data-root, domain by domain. 0 when every dataset found is complete
     (and at least one was found), 1 otherwise."""
     if data_root is None:
@@ -226,7 +244,7 @@ def check_data_command(data_root: Path | None) -> int:
                         "domainnet/")
     if not data_root.is_dir():
         raise UserError(f"--data-root {data_root}: no such folder")
-    reports = [real.check_dataset(dataset, data_root) for dataset in real.REAL_DATASETS.values()]
+    reports = [real.check_dataset(dataset, data_root, strict_counts=strict) for dataset in real.REAL_DATASETS.values()]
     for report in reports:
         print(report.text())
         print()

@@ -13,6 +13,10 @@ A backbone spec names an architecture, a head and an init:
   format (`state_dict` with `module.encoder_q.*` keys, MLP head `fc.0`/`fc.2`) loads trunk and head; a checkpoint
   without the head, or a torchvision state dict (`conv1.weight`, ..., its 1000-way `fc` ignored), loads the trunk and
   keeps the head's seeded random initialisation (logged).
+- `{"kind": "torchvision", "files": [...]}`: torchvision's supervised ImageNet weights, the start of the papers of CDS,
+  PCS and CoDA (`--baseline-init native`), read from torch's own cache (`$TORCH_HOME/hub/checkpoints/`, where
+  `torchvision.models.resnet50(weights=...)` leaves it) or from <data root>/weights/, <cache>/weights/; trunk only,
+  the head keeps its seeded random initialisation (those papers replace the 1000-way fc by a new projection).
 """
 from __future__ import annotations
 
@@ -57,22 +61,41 @@ def build_initial_backbone(backbone_spec: dict, cache_dir: Path, data_root: Path
         state = cached_simclr_state(backbone_spec, Path(cache_dir), data_root, device)
         net.load_state_dict(state)
         return net.to(device)
-    if init["kind"] == "moco_v2":
+    if init["kind"] in PRETRAINED_KINDS:
         path = find_pretrained(init, cache_dir, data_root, pretrained)
         if path is None:
             raise FileNotFoundError(missing_weights_message(init, cache_dir, data_root))
         load_pretrained(net, path)
         return net.to(device)
-    raise ValueError(f"unknown backbone init {init['kind']!r}; expected 'random', 'simclr' or 'moco_v2'")
+    raise ValueError(f"unknown backbone init {init['kind']!r}; expected 'random', 'simclr', "
+                     f"{' or '.join(repr(k) for k in PRETRAINED_KINDS)}")
 
 
 # --- pretrained weights from local files -------------------------------------------------------------------------
 
+PRETRAINED_KINDS = ("moco_v2", "torchvision")
+
+# torchvision's supervised ImageNet ResNet-50, as `resnet50(pretrained=True)` gave it to the code of CDS, PCS and CoDA
+# (IMAGENET1K_V1; the second name is the same weights' legacy file). Source: torchvision's models/resnet.py and its
+# old `model_urls` (../shared/reference/datasets.md §5.2).
+SUPERVISED_RESNET50_INIT = {
+    "kind": "torchvision", "files": ["resnet50-0676ba61.pth", "resnet50-19c8e357.pth"],
+    "url": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+}
+
+
+def _weight_files(init: dict) -> list[str]:
+    return list(init.get("files") or [init["file"]])
+
+
 def weight_locations(init: dict, cache_dir: Path | None, data_root: Path | None,
                      pretrained: Path | None = None) -> list[Path]:
-    """Where a pretrained init's file is looked for, in order."""
-    places = [Path(pretrained).expanduser()] if pretrained else []
-    places += [Path(root) / "weights" / init["file"] for root in (data_root, cache_dir) if root]
+    """Where a pretrained init's file is looked for, in order. `--pretrained` names the suite's MoCo v2 file; the
+    supervised torchvision weights are looked for in torch's cache first."""
+    places = [Path(pretrained).expanduser()] if pretrained and init["kind"] == "moco_v2" else []
+    if init["kind"] == "torchvision":
+        places += [Path(torch.hub.get_dir()) / "checkpoints" / name for name in _weight_files(init)]
+    places += [Path(root) / "weights" / name for root in (data_root, cache_dir) if root for name in _weight_files(init)]
     return places
 
 
@@ -82,9 +105,14 @@ def find_pretrained(init: dict, cache_dir, data_root, pretrained=None) -> Path |
 
 def missing_weights_message(init: dict, cache_dir, data_root, pretrained=None) -> str:
     looked = ", ".join(str(p) for p in weight_locations(init, cache_dir, data_root, pretrained)) or "nowhere"
-    return (f"the pretrained weights {init['file']} ({init['kind']}) are needed and were not found (looked at: "
-            f"{looked}). Download {init.get('url', init['file'])} on a machine with network access and pass "
-            f"--pretrained PATH, or put it in <data root>/weights/ or <cache dir>/weights/.")
+    name = _weight_files(init)[0]
+    if init["kind"] == "torchvision":
+        where = f"put it in torch's cache ({Path(torch.hub.get_dir()) / 'checkpoints'}/)"
+    else:
+        where = "pass --pretrained PATH"
+    return (f"the pretrained weights {name} ({init['kind']}) are needed and were not found (looked at: "
+            f"{looked}). Download {init.get('url', name)} on a machine with network access and {where}, or put it "
+            f"in <data root>/weights/ or <cache dir>/weights/.")
 
 
 def convert_checkpoint(state: dict) -> tuple[dict, bool]:

@@ -14,7 +14,7 @@ from methods import get_method_class, method_names
 from methods.base import HparamError, resolve_hparams
 
 from .errors import UserError
-from .initialisation import QUICKSTART_BACKBONE
+from .initialisation import QUICKSTART_BACKBONE, SUPERVISED_RESNET50_INIT
 from .spec import RunSpec
 
 
@@ -192,9 +192,31 @@ def select_pairs(suite: Suite, requested: list[str] | None) -> list[tuple[str, s
     return pairs
 
 
+BASELINE_INITS = ("suite", "native")
+NATIVE_INITS = {"imagenet_supervised": {"resnet50": SUPERVISED_RESNET50_INIT}}
+
+
+def method_backbone(suite: Suite, method: str, baseline_init: str = "suite") -> dict:
+    """The backbone spec a method's runs start from: the suite's (the paper's fairness rule: every method from MoCo
+    v2), or with `baseline_init="native"` the start of the method's own paper where it differs (CDS, PCS, CoDA:
+    supervised ImageNet weights), same architecture and head."""
+    if baseline_init not in BASELINE_INITS:
+        raise UserError(f"unknown --baseline-init {baseline_init!r}; expected one of {', '.join(BASELINE_INITS)}")
+    native = get_method_class(method).native_init
+    if baseline_init == "suite" or native is None:
+        return suite.backbone
+    try:
+        init = NATIVE_INITS[native][suite.backbone["arch"]]
+    except KeyError:
+        raise UserError(f"--baseline-init native: {method}'s own start ({native}) has no weights for the "
+                        f"{suite.backbone['arch']} backbone of suite {suite.name!r}; the paper's suites use "
+                        f"resnet50") from None
+    return {**suite.backbone, "init": init}
+
+
 def plan(suite: Suite, methods: list[str] | None = None, pairs: list[str] | None = None,
          seeds: list[int] | None = None, settings: list[str] | None = None,
-         assignments: list[str] | None = None) -> list[RunSpec]:
+         assignments: list[str] | None = None, baseline_init: str = "suite") -> list[RunSpec]:
     info = get_dataset(suite.dataset)
     method_list = select_methods(suite, methods)
     pair_list = select_pairs(suite, pairs)
@@ -211,6 +233,7 @@ def plan(suite: Suite, methods: list[str] | None = None, pairs: list[str] | None
                                                {**suite.method_overrides.get(method, {}), **cli_overrides[method]})
         except HparamError as error:
             raise UserError(str(error)) from None
+    backbones = {method: method_backbone(suite, method, baseline_init) for method in method_list}
     specs = []
     for setting in setting_list:
         for query, retrieval in pair_list:
@@ -221,5 +244,5 @@ def plan(suite: Suite, methods: list[str] | None = None, pairs: list[str] | None
                         dataset=suite.dataset, setting=setting, query_domain=query, retrieval_domain=retrieval,
                         query_classes=split.query_classes, retrieval_classes=split.retrieval_classes,
                         method=method, hparams=resolved[method], seed=seed, split_seed=seed,
-                        backbone=suite.backbone, ks=tuple(suite.ks)))
+                        backbone=backbones[method], ks=tuple(suite.ks)))
     return specs

@@ -297,11 +297,12 @@ class DatasetReport:
         return "\n".join(lines)
 
 
-def check_domain(dataset: RealDataset, root: Path, domain: str, read_images: bool = True) -> DomainReport:
+def check_domain(dataset: RealDataset, root: Path, domain: str, read_images: bool = True,
+                 strict_counts: bool = False) -> DomainReport:
     """Missing domain, missing or empty class folders, foreign class folders, and (with `read_images`) every image
     that does not decode, by path. Image counts are compared with the published ones in the report's text; a count
-    that differs is shown, not counted as a problem (subsets for quick experiments are legitimate, and one published
-    count is an estimate)."""
+    that differs is shown, not counted as a problem (subsets for quick experiments are legitimate), unless
+    `strict_counts` (`--strict`: a paper run wants the published data; a count marked as an estimate stays a note)."""
     report = DomainReport(domain)
     try:
         source = find_domain(dataset, root, domain)
@@ -353,6 +354,14 @@ def check_domain(dataset: RealDataset, root: Path, domain: str, read_images: boo
                                    + (" ..." if len(not_found) > 20 else ""))
             images = [p for p in images if p.is_file()]
     report.found = len(images)
+    expected = dataset.published_counts[domain]
+    if strict_counts and report.found != expected:
+        note = dataset.count_notes.get(domain, "")
+        if note.startswith("estimate"):
+            report.notes.append(f"{report.found} images against an estimated {expected}: not checked (--strict)")
+        else:
+            report.problems.append(f"{report.found} images where the published dataset has {expected} (--strict)"
+                                   + (f"; {note}" if note else ""))
     if read_images:
         for path in images:
             reason = unreadable_reason(path)
@@ -362,12 +371,13 @@ def check_domain(dataset: RealDataset, root: Path, domain: str, read_images: boo
 
 
 def check_dataset(dataset: RealDataset, data_root: Path | None, domains: list[str] | None = None,
-                  read_images: bool = True) -> DatasetReport:
+                  read_images: bool = True, strict_counts: bool = False) -> DatasetReport:
     try:
         root = locate(dataset, data_root)
     except DataError as error:
         return DatasetReport(dataset, None, absent_message=str(error))
     report = DatasetReport(dataset, root)
     for domain in domains or dataset.domains:
-        report.domains.append(check_domain(dataset, root, domain, read_images=read_images))
+        report.domains.append(check_domain(dataset, root, domain, read_images=read_images,
+                                           strict_counts=strict_counts))
     return report

@@ -77,6 +77,9 @@ class Method(nn.Module):
     # A registered ablation of another method (e.g. "uem"): left out of suites that list no methods, kept for
     # ablation suites and `--methods`.
     variant_of: ClassVar[str | None] = None
+    # The start of the method's own paper when it is not the suite's (UEM runs every baseline from MoCo v2 for a
+    # fair comparison): "imagenet_supervised" for torchvision's ImageNet weights. Used with `--baseline-init native`.
+    native_init: ClassVar[str | None] = None
 
     @classmethod
     def derive_hparams(cls, values: dict) -> dict:

@@ -70,6 +70,7 @@ def cross_domain_entropy(features: torch.Tensor, other_bank: torch.Tensor, tempe
 @register("cds")
 class CDS(Method):
     Hparams = CDSHparams
+    native_init = "imagenet_supervised"      # its released code: torchvision resnet50(pretrained=True)
     # Quickstart budget: 10 epochs of 15 steps on the synthetic domains (the definition is unchanged).
     dataset_overrides = {"synthetic": {"epochs": 10}}
 

@@ -142,6 +142,7 @@ def shared_cluster_heads(bank_a: torch.Tensor, bank_b: torch.Tensor, k: int, *, 
 @register("coda")
 class CoDA(Method):
     Hparams = CoDAHparams
+    native_init = "imagenet_supervised"      # its released code: torchvision resnet50(pretrained=True)
     open_set_distance = "euclidean"
     # K per dataset (module docstring); the quickstart: K for 12 classes and a scaled budget (the definition is
     # unchanged).

@@ -184,6 +184,7 @@ class Clustering:
 @register("pcs")
 class PCS(Method):
     Hparams = PCSHparams
+    native_init = "imagenet_supervised"      # its released code: torchvision resnet50(pretrained=True)
     # Released per-dataset values (module docstring); the quickstart: a scaled budget and fewer k-means repetitions
     # (the definition is unchanged).
     dataset_overrides = {

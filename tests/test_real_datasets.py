@@ -171,6 +171,23 @@ def test_check_data_complete_trees_exit_zero(tmp_path, capsys):
     assert "3 dataset(s) found, 3 complete" in out
 
 
+def test_strict_check_makes_a_count_that_differs_from_the_published_one_a_problem(tmp_path, capsys):
+    full_office31(tmp_path, images_level=True)
+    full_domainnet(tmp_path)
+    assert cli.main(["--check-data", "--strict", "--data-root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "problem: 31 images where the published dataset has 2817 (--strict)" in out
+    assert "14 images where the published dataset has 3500 (--strict)" in out            # quickdraw
+    assert "against an estimated" in out and "not checked (--strict)" in out              # real: an estimate
+    assert "the uncleaned release has 1964" in out                                        # clipart's note kept
+    # a run with --strict stops before training on the same finding
+    common = ["--suite", "office31_closed", "--methods", "pretrained", "--seeds", "2024", "--pairs", "A-D",
+              "--data-root", str(tmp_path), "--output", str(tmp_path / "out")]
+    assert cli.main(common + ["--strict"]) == 2
+    assert "not usable; nothing was trained" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_check_data_reports_missing_domain_empty_class_and_corrupt_jpeg(tmp_path, capsys):
     folder = full_office31(tmp_path)
     import shutil
@@ -375,3 +392,44 @@ def test_a_paper_suite_runs_end_to_end_from_a_local_moco_checkpoint(tmp_path, ca
     assert cli.main(common + ["--pretrained", str(checkpoint)]) == 0
     out = capsys.readouterr().out
     assert "trained 1 run(s)" in out and "| Pretrained (init)" in out and "A→D" in out
+
+
+def test_native_baseline_init_reads_torchvision_weights_from_the_torch_cache(tmp_path, monkeypatch):
+    # --baseline-init native: CDS, PCS and CoDA start from torchvision's supervised ResNet-50 (their papers' start),
+    # every other method from the suite's MoCo v2 file; each file is looked for before anything trains.
+    from benchmark.cli import _check_initialisation
+    from benchmark.errors import UserError
+    from benchmark.initialisation import SUPERVISED_RESNET50_INIT, new_backbone
+    suite = suites.get_suite("office31_closed")
+    specs = suites.plan(suite, pairs=["A-D"], seeds=[2024], baseline_init="native")
+    kinds = {s.method: s.backbone["init"]["kind"] for s in specs}
+    assert {m for m, k in kinds.items() if k == "torchvision"} == {"cds", "pcs", "coda"}
+    assert kinds["uem"] == kinds["ucdir"] == "moco_v2"
+    default = {s.method: s.run_id for s in suites.plan(suite, pairs=["A-D"], seeds=[2024])}
+    assert all((s.run_id == default[s.method]) == (kinds[s.method] == "moco_v2") for s in specs)
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(0)
+    moco = tmp_path / "moco.pth.tar"
+    torch.save(_moco_checkpoint(new_backbone(suite.backbone)), moco)
+    with pytest.raises(UserError, match=r"resnet50-0676ba61.pth \(torchvision\) .* torch's cache \(.*torch/hub/"
+                                        r"checkpoints/\)"):
+        _check_initialisation(suite, specs, tmp_path / "cache", None, moco)
+    trunk = {k[len("trunk."):]: v for k, v in new_backbone(suite.backbone).state_dict().items()
+             if k.startswith("trunk.")}
+    trunk["fc.weight"], trunk["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / SUPERVISED_RESNET50_INIT["files"][1]   # the legacy name
+    cached.parent.mkdir(parents=True)
+    torch.save(trunk, cached)
+    assert _check_initialisation(suite, specs, tmp_path / "cache", None, moco) == moco.resolve()
+    # only native-init runs left to do: no MoCo file needed, none returned
+    native_only = [s for s in specs if kinds[s.method] == "torchvision"]
+    assert _check_initialisation(suite, native_only, tmp_path / "cache", None, None) is None
+
+
+def test_native_baseline_init_needs_a_backbone_with_supervised_weights():
+    from benchmark.errors import UserError
+    with pytest.raises(UserError, match="no weights for the small_cnn backbone"):
+        suites.plan(suites.get_suite("quickstart"), baseline_init="native")
+    with pytest.raises(UserError, match="unknown --baseline-init 'other'"):
+        suites.plan(suites.get_suite("quickstart"), baseline_init="other")
