@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "native: CDS, PCS and CoDA start from torchvision's supervised ImageNet ResNet-50, as in "
                              "their own papers (read from torch's cache, never downloaded)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="training steps in fp32 (default) or under bf16 autocast (GPUs with bf16: faster, "
+                             "numbers move slightly; recorded in each run's launch.json)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels_last memory format for the backbone and batches (faster convolutions on "
+                             "tensor-core GPUs; recorded in launch.json)")
     parser.add_argument("--launcher", default="local", choices=sorted(LAUNCHERS), help="how to run the plan")
     parser.add_argument("--dry-run", action="store_true", help="print the plan's census and exit")
     parser.add_argument("--report", action="store_true", help="regenerate the tables from stored runs, no training")
@@ -169,7 +175,8 @@ def _main(args) -> int:
             cache_dir = (args.cache_dir or output_root / "cache").resolve()
             pretrained = _check_initialisation(suite, to_run, cache_dir, args.data_root, args.pretrained)
             launch = {"data_root": str(args.data_root.resolve()) if args.data_root else None,
-                      "cache_dir": str(cache_dir), "device": args.device,
+                      "cache_dir": str(cache_dir), "device": args.device, "precision": args.precision,
+                      "channels_last": args.channels_last,
                       "pretrained": str(pretrained) if pretrained else None}
             spec_paths = []
             for spec in to_run:

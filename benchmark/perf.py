@@ -14,6 +14,12 @@ extrapolated linearly; the output says so.
 two ways: the usual per-image PIL pipeline (open, decode, crop, resize, to tensor, stack) and the harness's (decode
 once into the uint8 cache, memory-mapped; a batch is an index into it, augmented on the device in one call). It
 prints images/s of each and the ratio, measured in one run; the one-time decode is printed apart.
+
+    python -m benchmark.perf train [--arch resnet50] [--size 224] [--batch 64] [--steps 20] [--device cuda]
+
+``train`` times training steps of the backbone (forward of two views, a contrastive loss, backward, SGD step — the
+shape of every method's step) on random images already on the device, in four configurations: fp32, bf16 autocast,
+channels_last, and both; it prints images/s of each and its ratio to fp32, measured in one run, after warm-up steps.
 """
 
 from __future__ import annotations
@@ -251,6 +257,55 @@ def run_data(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# train: backbone training throughput under bf16 autocast and channels_last
+# ----------------------------------------------------------------------------------------------------------------
+
+TRAIN_CONFIGS = (("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True))
+
+
+def _train_rate(args, device: torch.device, precision: str, channels_last: bool) -> float:
+    from benchmark.runner import autocast_for
+    from methods.backbones import build_backbone
+    from methods.losses import nt_xent
+    torch.manual_seed(args.seed)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    net = build_backbone(args.arch, "mlp", 128).to(device).to(memory_format=memory_format)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    views = torch.rand(2, args.batch, 3, args.size, args.size, device=device).contiguous()
+    views = [v.contiguous(memory_format=memory_format) for v in views]
+
+    def step():
+        with autocast_for(device, precision):
+            loss = nt_xent(net(views[0]), net(views[1]), 0.2)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(args.warmup):
+        step()
+    _, seconds = _timed(lambda: [step() for _ in range(args.steps)], device)
+    return args.steps * args.batch / seconds
+
+
+def run_train(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"{args.arch} training steps: batch {args.batch} x 2 views of {args.size} px, {args.warmup} warm-up + "
+          f"{args.steps} timed steps, device {device}" + (f" ({torch.cuda.get_device_name(device)})"
+                                                          if device.type == "cuda" else
+                                                          f", torch threads {torch.get_num_threads()}"))
+    rates = {}
+    for precision, channels_last in TRAIN_CONFIGS:
+        rates[(precision, channels_last)] = _train_rate(args, device, precision, channels_last)
+    base = rates[("fp32", False)]
+    for (precision, channels_last), rate in rates.items():
+        label = precision + (" + channels_last" if channels_last else "")
+        print(f"  {label:<24} {rate:9.1f} images/s   x{rate / base:.2f} vs fp32")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -292,6 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--threads", type=_positive_int, default=None)
     data.set_defaults(handler=run_data)
+
+    train = commands.add_parser("train", help="backbone training images/s: fp32, bf16 autocast, channels_last")
+    train.add_argument("--arch", choices=["resnet50", "resnet18", "small_cnn"], default="resnet50")
+    train.add_argument("--size", type=_positive_int, default=224)
+    train.add_argument("--batch", type=_positive_int, default=64)
+    train.add_argument("--steps", type=_positive_int, default=20)
+    train.add_argument("--warmup", type=_positive_int, default=3)
+    train.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=_positive_int, default=None)
+    train.set_defaults(handler=run_train)
     return parser
 
 

@@ -52,6 +52,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast_for(device: torch.device, precision: str = "fp32"):
+    """The training step's numeric context: fp32, or bf16 autocast (matmuls and convolutions in bfloat16, reductions
+    and losses in float32, as torch.autocast chooses). Launch option, not part of a run's identity, like the device."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def resolve_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -68,6 +79,8 @@ class RunContext:
     num_classes_hint: tuple[int, int]
     seed: int
     method: Method
+    precision: str = "fp32"                                  # training steps: fp32 or bf16 autocast
+    memory_format: torch.memory_format = torch.contiguous_format   # channels_last on GPUs with tensor cores
 
     @torch.no_grad()
     def embed_domain(self, domain_id: int, embed=None) -> torch.Tensor:
@@ -189,9 +202,12 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_e
     hparams = build_hparams(method_cls, spec.hparams)
     seed_everything(spec.seed)
     method = method_cls(hparams, backbone).to(device)
+    memory_format = torch.channels_last if launch.get("channels_last") else torch.contiguous_format
+    method.to(memory_format=memory_format)
     domains = (query.unlabeled(0), retrieval.unlabeled(1))
     steps = method.steps_per_epoch(len(domains[0]), len(domains[1]))
-    ctx = RunContext(domains, device, hparams.epochs, steps, spec.num_classes_hint, spec.seed, method)
+    ctx = RunContext(domains, device, hparams.epochs, steps, spec.num_classes_hint, spec.seed, method,
+                     precision=launch.get("precision", "fp32"), memory_format=memory_format)
 
     seed_everything(derive_seed(spec.seed, "fit_start"))
     method.on_fit_start(ctx)
@@ -240,9 +256,11 @@ def _train_epoch(method: Method, ctx: RunContext, optimizers: list, epoch: int) 
     order = [epoch_indices(len(domain), ctx.steps_per_epoch, batch_size) for domain in ctx.domains]
     totals: dict[str, torch.Tensor] = {}
     for step in range(ctx.steps_per_epoch):
-        batches = [Batch(domain.images(order[d][step], ctx.device), order[d][step].to(ctx.device), d)
+        batches = [Batch(domain.images(order[d][step], ctx.device).contiguous(memory_format=ctx.memory_format),
+                         order[d][step].to(ctx.device), d)
                    for d, domain in enumerate(ctx.domains)]
-        losses = method.training_step(batches[0], batches[1], epoch * ctx.steps_per_epoch + step)
+        with autocast_for(ctx.device, ctx.precision):
+            losses = method.training_step(batches[0], batches[1], epoch * ctx.steps_per_epoch + step)
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()

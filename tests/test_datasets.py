@@ -128,6 +128,16 @@ def test_perf_data_script_runs_and_reports_both_pipelines(capsys):
     assert "PIL per-image pipeline (1 process)" in out and "(8 images)" in out and "ratio cached / PIL" in out
 
 
+def test_perf_train_script_times_the_four_configurations(capsys):
+    from benchmark import perf
+    assert perf.main(["train", "--arch", "small_cnn", "--size", "16", "--batch", "4", "--steps", "1", "--warmup", "1",
+                      "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for label in ("fp32 ", "bf16 ", "fp32 + channels_last", "bf16 + channels_last"):
+        assert label in out
+    assert "x1.00 vs fp32" in out
+
+
 def test_decoded_cache_is_memory_mapped_on_reload(tmp_path, cache_dir, monkeypatch):
     info = get_dataset("synthetic")
     first = load_domain(info, "photo", None, cache_dir)

@@ -39,6 +39,29 @@ def test_resume_after_epoch_k_matches_an_uninterrupted_run(tmp_path, cache_dir, 
     assert "resumed from" in (spec_path.parent / "log.txt").read_text()
 
 
+def test_bf16_autocast_and_channels_last_train_and_are_recorded(tmp_path, cache_dir):
+    # The launch options of a GPU run work on the CPU too (CPU autocast knows bfloat16); the run stays finite and
+    # its launch.json says how it ran. Its numbers are not compared with fp32's: bf16 moves them.
+    suite = tiny_suite("test_bf16", methods=["cds"])
+    spec = plan(suite, assignments=["cds.epochs=1"])[0]
+    run_dir = store.prepare_run_dir(spec, tmp_path, {"cache_dir": str(cache_dir), "device": "cpu",
+                                                     "precision": "bf16", "channels_last": True})
+    metrics = run_one(run_dir / "spec.json")
+    assert store.run_status(run_dir) == "done" and 0 < metrics["map_all"] <= 1
+    launch = json.loads((run_dir / "launch.json").read_text())
+    assert launch["precision"] == "bf16" and launch["channels_last"] is True
+
+
+def test_an_unknown_precision_fails_the_run_with_its_name(tmp_path, cache_dir):
+    suite = tiny_suite("test_bf16", methods=["cds"])
+    spec = plan(suite, assignments=["cds.epochs=1"])[0]
+    run_dir = store.prepare_run_dir(spec, tmp_path, {"cache_dir": str(cache_dir), "device": "cpu",
+                                                     "precision": "fp8"})
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        run_one(run_dir / "spec.json")
+    assert store.run_status(run_dir) == "failed"
+
+
 def test_a_done_run_is_not_trained_again(tmp_path, cache_dir):
     suite = tiny_suite("test_done", methods=["pretrained"])
     spec_path = _prepare(plan(suite)[0], tmp_path, cache_dir)
