@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -23,16 +24,28 @@ from datasets.registry import DATASETS, get_dataset
 from methods import get_method_class, method_names
 
 from . import store
-from .collect import table_specs, tidy_frame
+from .collect import is_ablation_suite, stored_summary, table_specs, tidy_frame
 from .errors import UserError
 from .initialisation import (PRETRAINED_KINDS, find_pretrained, load_pretrained, missing_weights_message,
                              new_backbone)
-from .launchers import LAUNCHERS
+from . import slurm
+from .launchers import launch_local
+from .paper import ABLATION_SETTING, comparable, compare_with_paper, load_paper_results, write_comparison
 from .reports import aggregate, save_tidy, to_markdown, write_report
 from .spec import canonical_json
 from .suites import SUITES, get_suite, plan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _seed_list(text: str) -> list[int]:
@@ -81,9 +94,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels-last", action="store_true",
                         help="channels_last memory format for the backbone and batches (faster convolutions on "
                              "tensor-core GPUs; recorded in launch.json)")
-    parser.add_argument("--launcher", default="local", choices=sorted(LAUNCHERS), help="how to run the plan")
+    parser.add_argument("--launcher", default="local", choices=("local", "slurm"),
+                        help="local (default): on this machine; slurm: submit SLURM job arrays and return")
+    parser.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                        help="--launcher local: N runs at once, each in its own process (several GPUs: one each)")
+    slurm = parser.add_argument_group(
+        "SLURM (--launcher slurm; defaults from --slurm-profile, a TOML file with the same keys)")
+    slurm.add_argument("--slurm-profile", type=Path, metavar="FILE", help="a site's defaults, e.g. partition = "
+                                                                           "\"gpu\", gpus = 1, [sbatch] exclude = ...")
+    slurm.add_argument("--partition", help="partition (default: the cluster's)")
+    slurm.add_argument("--time", type=_positive_int, metavar="MIN",
+                       help="time limit per run in minutes (default 60; a run that hits it is requeued and resumes)")
+    slurm.add_argument("--gpus", type=int, metavar="N", help="GPUs per run (default 0; the paper's suites want 1)")
+    slurm.add_argument("--cpus", type=_positive_int, metavar="N", help="CPUs per run (default 4)")
+    slurm.add_argument("--mem", type=_positive_int, metavar="GB", help="memory per run in GB (default: the "
+                                                                        "partition's)")
+    slurm.add_argument("--array-parallelism", type=_positive_int, metavar="N",
+                       help="array tasks running at once (default 64)")
+    slurm.add_argument("--account")
+    slurm.add_argument("--qos")
+    slurm.add_argument("--constraint")
+    slurm.add_argument("--max-array-size", type=_positive_int, metavar="N",
+                       help="split arrays at N tasks (default: the cluster's MaxArraySize)")
+    slurm.add_argument("--sbatch", action="append", default=[], metavar="OPTION=VALUE",
+                       help="any other sbatch option, e.g. --sbatch exclude=node7 --sbatch exclusive; repeatable")
     parser.add_argument("--dry-run", action="store_true", help="print the plan's census and exit")
     parser.add_argument("--report", action="store_true", help="regenerate the tables from stored runs, no training")
+    parser.add_argument("--summary", action="store_true",
+                        help="with --report: instead of one suite's tables, the tables across every suite with stored "
+                             "runs (Avg per dataset x setting x method, and UEM's ablation table) in "
+                             "<output>/tables/summary.{md,tex,csv}")
+    parser.add_argument("--compare-paper", action="store_true",
+                        help="with --report (and --summary): the paper's numbers beside ours, with the difference, in "
+                             "<output>/tables/<suite or summary>_vs_paper.{md,tex,csv}")
     parser.add_argument("--retry-failed", action="store_true", help="run FAILED runs again (from their checkpoint)")
     parser.add_argument("--check-data", action="store_true",
                         help="check the real datasets under --data-root against the published ones (image counts, "
@@ -113,17 +156,33 @@ def _summary_line(method_cls) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+CENSUS_STATUSES = ("done", "failed", "queued", "running", "incomplete", "missing")
+
+
 def census(specs, output_root: Path) -> dict[str, list]:
-    groups = {status: [] for status in store.STATUSES}
+    """Each planned run's status from its folder; an incomplete run whose SLURM job is still in the queue is
+    `queued` or `running` (asked of the cluster only when some run folder records a job)."""
+    groups = {status: [] for status in CENSUS_STATUSES}
+    incomplete_with_job = []
     for spec in specs:
-        groups[store.run_status(spec.run_dir(output_root))].append(spec)
+        status = store.run_status(spec.run_dir(output_root))
+        job = slurm.recorded_job(spec.run_dir(output_root)) if status == "incomplete" else None
+        if job is not None:
+            incomplete_with_job.append((spec, job))
+        else:
+            groups[status].append(spec)
+    states = slurm.queue_states() if incomplete_with_job else None
+    for spec, job in incomplete_with_job:
+        groups[slurm.active_state(job, states) or "incomplete"].append(spec)
     return groups
 
 
 def census_text(groups: dict[str, list], retry_failed: bool) -> str:
     to_run = len(groups["missing"]) + len(groups["incomplete"]) + (len(groups["failed"]) if retry_failed else 0)
     total = sum(len(v) for v in groups.values())
-    return (f"{total} runs planned: {len(groups['done'])} done, {len(groups['failed'])} failed, "
+    in_queue = (f"{len(groups['queued'])} queued, {len(groups['running'])} running on SLURM, "
+                if groups["queued"] or groups["running"] else "")
+    return (f"{total} runs planned: {len(groups['done'])} done, {len(groups['failed'])} failed, {in_queue}"
             f"{len(groups['incomplete'])} incomplete, {len(groups['missing'])} not started -> {to_run} to run")
 
 
@@ -139,7 +198,9 @@ def configure_terminal_logging(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     configure_terminal_logging(args.verbose)
     try:
         return _main(args)
@@ -154,6 +215,10 @@ def _main(args) -> int:
         return 0
     if args.check_data:
         return check_data_command(args.data_root, strict=args.strict)
+    if (args.summary or args.compare_paper) and not args.report:
+        raise UserError("--summary and --compare-paper read stored runs and train nothing: use them with --report")
+    if args.summary:
+        return _report("summary", [], args.output.resolve(), summary=True, compare_paper=args.compare_paper)
     suite = get_suite(args.suite)
     specs = plan(suite, methods=_flatten(args.methods), pairs=_flatten(args.pairs), seeds=_flatten(args.seeds),
                  settings=_flatten(args.settings), assignments=args.assignments, baseline_init=args.baseline_init)
@@ -161,16 +226,12 @@ def _main(args) -> int:
     groups = census(specs, output_root)
     print(census_text(groups, args.retry_failed))
     if args.dry_run:
-        for status in ("failed", "incomplete", "missing"):
-            for spec in groups[status]:
-                print(f"  {status:<10} {spec.method:<12} {spec.setting:<8} {spec.query_domain}->"
-                      f"{spec.retrieval_domain} seed {spec.seed}  {spec.run_dir(output_root)}")
-                if status == "failed":
-                    print(f"             reason: {store.failure_reason(spec.run_dir(output_root))}")
+        _print_census_details(groups, output_root)
         return 0
     if not args.report:
         to_run = groups["missing"] + groups["incomplete"] + (groups["failed"] if args.retry_failed else [])
         _check_data(suite.dataset, args.data_root, domains=_domains_of(to_run), strict=args.strict)
+        slurm_options = _slurm_options(args) if args.launcher == "slurm" else _refuse_slurm_flags(args)
         if to_run:
             cache_dir = (args.cache_dir or output_root / "cache").resolve()
             pretrained = _check_initialisation(suite, to_run, cache_dir, args.data_root, args.pretrained)
@@ -183,11 +244,65 @@ def _main(args) -> int:
                 run_dir = store.prepare_run_dir(spec, output_root, launch)
                 store.clear_failure(run_dir)
                 spec_paths.append(run_dir / "spec.json")
+            if args.launcher == "slurm":
+                return _submit(suite.name, spec_paths, output_root, slurm_options, args)
             started = time.time()
-            outcome = LAUNCHERS[args.launcher](spec_paths)
+            outcome = launch_local(spec_paths, jobs=args.jobs, device=args.device)
             print(f"trained {outcome['done']} run(s) in {time.time() - started:.0f} s; "
                   f"{len(outcome['failed'])} failed")
-    return _report(suite.name, specs, output_root)
+        elif args.launcher == "slurm":
+            print("nothing to submit" + (f": {len(groups['queued']) + len(groups['running'])} run(s) still in the "
+                                         f"SLURM queue" if groups["queued"] or groups["running"] else ""))
+    return _report(suite.name, specs, output_root, compare_paper=args.compare_paper)
+
+
+def _print_census_details(groups: dict[str, list], output_root: Path) -> None:
+    """--dry-run: every run that is not done, with its folder; failed ones with their reason, SLURM ones with their
+    job id (and, for incomplete ones, the job's last state from the cluster's accounting)."""
+    jobs = {id(spec): slurm.recorded_job(spec.run_dir(output_root))
+            for status in ("queued", "running", "incomplete") for spec in groups[status]}
+    finished = slurm.accounting_states([j for j in jobs.values() if j])
+    for status in ("failed", "queued", "running", "incomplete", "missing"):
+        for spec in groups[status]:
+            run_dir = spec.run_dir(output_root)
+            job = jobs.get(id(spec))
+            job_text = f"  job {job}" + (f" ({finished[job]})" if job in finished and status == "incomplete" else "")
+            print(f"  {status:<10} {spec.method:<12} {spec.setting:<8} {spec.query_domain}->"
+                  f"{spec.retrieval_domain} seed {spec.seed}  {run_dir}" + (job_text if job else ""))
+            if status == "failed":
+                print(f"             reason: {store.failure_reason(run_dir)}")
+
+
+SLURM_FLAGS = ("slurm_profile", "partition", "time", "gpus", "cpus", "mem", "array_parallelism", "account", "qos",
+               "constraint", "max_array_size")
+
+
+def _refuse_slurm_flags(args) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in SLURM_FLAGS if getattr(args, name) is not None]
+    given += ["--sbatch"] if args.sbatch else []
+    if given:
+        raise UserError(f"{', '.join(given)} only apply with --launcher slurm")
+    return None
+
+
+def _slurm_options(args) -> slurm.SlurmOptions:
+    if args.jobs > 1:
+        raise UserError("--jobs is for --launcher local; with slurm, --array-parallelism says how many run at once")
+    overrides = {"partition": args.partition, "time": args.time, "gpus": args.gpus, "cpus": args.cpus,
+                 "mem": args.mem, "array_parallelism": args.array_parallelism, "account": args.account,
+                 "qos": args.qos, "constraint": args.constraint, "max_array_size": args.max_array_size}
+    return slurm.build_options(args.slurm_profile, overrides, args.sbatch)
+
+
+def _submit(suite_name: str, spec_paths: list[Path], output_root: Path, options, args) -> int:
+    arrays = slurm.submit(spec_paths, output_root, options, job_name=f"cdr-{suite_name}")
+    again = shlex.join(args.argv) if args.argv else f"--suite {suite_name}"
+    print(f"submitted {len(spec_paths)} run(s) as {len(arrays)} SLURM job array(s): {', '.join(arrays)}")
+    print(f"  follow:  squeue -j {','.join(arrays)}    (or: python run_benchmark.py {again} --dry-run)")
+    print(f"  logs:    {output_root / slurm.LOG_FOLDER}/<job id>/ and each run's log.txt")
+    print(f"  tables:  python run_benchmark.py {again} --report    (when they are done; running the same command "
+          f"again submits only what is neither done nor in the queue)")
+    return 0
 
 
 def _domains_of(specs) -> list[str]:
@@ -265,15 +380,34 @@ def check_data_command(data_root: Path | None, strict: bool = False) -> int:
     return 0 if present and not incomplete else 1
 
 
-def _report(suite_name: str, specs, output_root: Path) -> int:
-    frame = tidy_frame(specs, output_root)
+def _report(suite_name: str, specs, output_root: Path, summary: bool = False, compare_paper: bool = False) -> int:
+    """Tables of one suite (or, `summary`, across every suite with stored runs), and with `compare_paper` their
+    companions beside the paper's numbers. Exit status 1 when a run behind the tables failed."""
+    paper_results = load_paper_results() if compare_paper else None   # a broken file stops before anything is written
     tables_dir = output_root / "tables"
-    save_tidy(frame, tables_dir / f"{suite_name}_runs.csv")
-    models = [aggregate(frame, table) for table in table_specs(suite_name, specs)]
+    if summary:
+        stored = stored_summary(output_root)
+        print(f"summary of the stored runs of the suites: {', '.join(stored.suites)}")
+        frame, models = stored.frame, stored.models
+        ablation_models = [stored.ablation] if stored.ablation is not None else []
+    else:
+        frame = tidy_frame(specs, output_root)
+        save_tidy(frame, tables_dir / f"{suite_name}_runs.csv")
+        models = [aggregate(frame, table) for table in table_specs(suite_name, specs)]
+        ablation_models = models if is_ablation_suite(suite_name) else []
     paths = write_report(suite_name, models, tables_dir)
     for model in models:
         print()
         print(to_markdown(model))
-    print(f"\ntables: {paths['md']}, {paths['tex']}, {paths['csv']}; runs: {tables_dir / f'{suite_name}_runs.csv'}")
+    runs_note = "" if summary else f"; runs: {tables_dir / f'{suite_name}_runs.csv'}"
+    print(f"\ntables: {paths['md']}, {paths['tex']}, {paths['csv']}{runs_note}")
+    if compare_paper:
+        comparisons = [compare_with_paper(model, paper_results,
+                                          ABLATION_SETTING if any(model is m for m in ablation_models) else None)
+                       for model in models if comparable(model.spec)]
+        compared = write_comparison(suite_name, comparisons, tables_dir)
+        for comparison in comparisons:
+            print(f"{comparison.model.spec.title}: {comparison.summary_line()}")
+        print(f"comparison with the paper: {compared['md']}, {compared['tex']}, {compared['csv']}")
     failed = (frame.drop_duplicates("run_id")["status"] == "failed").sum()
     return 1 if failed else 0

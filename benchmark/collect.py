@@ -1,17 +1,21 @@
 """From the store to the reports: the tidy frame of a planned suite (one row per run and metric, runs that are not
-done included with NaN values so the tables can count them) and the table specs of the suite (one per setting)."""
+done included with NaN values so the tables can count them), the table specs of the suite (one per setting), and the
+tables across suites (`stored_summary`: the Avg of every dataset and setting, and UEM's ablation table)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
 from datasets.registry import get_dataset
 
 from . import store
-from .reports import TIDY_COLUMNS, TableSpec
+from .errors import UserError
+from .reports import TIDY_COLUMNS, TableModel, TableSpec, aggregate, combine_averages, has_runs
 from .runner import DEFAULT_DETECTOR_PREFIX
 from .spec import RunSpec
+from .suites import SUITES, Suite, plan
 
 METHOD_LABELS = {"pretrained": "Pretrained (init)", "cds": "CDS", "pcs": "PCS", "darl": "DARL", "dn2a": "DN2A",
                  "ucdir": "UCDIR", "coda": "CoDA", "dgdir": "DGDIR", "uem": "UEM (Ours)",
@@ -19,6 +23,10 @@ METHOD_LABELS = {"pretrained": "Pretrained (init)", "cds": "CDS", "pcs": "PCS", 
                  "uem_no_pm": "w/o PM", "uem_no_sel": "w/o SEL", "uem_no_spda": "w/o SPDA",
                  "uem_no_sn2m": "w/o SN²M"}
 SETTING_TITLES = {"closed": "Close-set", "partial": "Partial", "open": "Open-set"}
+# Column names of the tables across datasets, in the paper's order (its Table 4: Office-31, Office-Home, DomainNet).
+DATASET_LABELS = {"office31": "Office-31", "office_home": "Office-Home", "domainnet": "DomainNet",
+                  "synthetic": "Synthetic"}
+SETTING_ORDER = ("closed", "partial", "open")
 
 
 def cell_metrics(setting: str) -> list[str]:
@@ -85,3 +93,103 @@ def _detection_tables(suite_name: str, dataset_name: str, common: dict) -> list[
                   metric_short_names={prefix + "open_set_acc": "Acc", prefix + "detection_acc": "Detection Acc"},
                   key=f"{dataset_name}-open-detection-b2", **common),
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Across suites: the summary and the ablation table
+# ---------------------------------------------------------------------------------------------------------------------
+
+def is_ablation_suite(suite_name: str) -> bool:
+    """The suites of UEM's ablations (`<dataset>_ablation`, `quickstart_ablation`): they feed the ablation table."""
+    return suite_name.endswith("_ablation")
+
+
+def has_stored_runs(specs: list[RunSpec], output_root) -> bool:
+    """Whether any planned run has a folder (done, failed or incomplete) under output_root."""
+    return any(store.run_status(spec.run_dir(output_root)) != "missing" for spec in specs)
+
+
+@dataclass
+class StoredSummary:
+    """The tables across suites; either is None when no suite of its kind has a run."""
+
+    summary: TableModel | None
+    ablation: TableModel | None
+    suites: list[str]      # the suites with stored runs, in SUITES order
+    frame: pd.DataFrame    # the tidy rows of every run planned by those suites (each run once)
+
+    @property
+    def models(self) -> list[TableModel]:
+        return [m for m in (self.summary, self.ablation) if m is not None]
+
+
+def _column_order(dataset: str, setting: str) -> tuple:
+    datasets = list(DATASET_LABELS)
+    return (datasets.index(dataset) if dataset in datasets else len(datasets), dataset,
+            SETTING_ORDER.index(setting) if setting in SETTING_ORDER else len(SETTING_ORDER))
+
+
+def _labelled(sources: list[tuple[tuple, str, str, TableModel]]) -> list[tuple[str, TableModel]]:
+    """(order, label, suite, model) -> (label, model) in column order; a label two suites share names the suite."""
+    sources = sorted(sources, key=lambda source: source[0])
+    labels = [label for _, label, _, _ in sources]
+    return [(f"{label} ({suite})" if labels.count(label) > 1 else label, model) for _, label, suite, model in sources]
+
+
+def _rows(sources: list[tuple[str, TableModel]]) -> list[str]:
+    """Methods in the sources' row order (each suite lists them in table order), without those that have no run."""
+    methods = dict.fromkeys(m for _, model in sources for m in model.methods)
+    return [m for m in methods if any(m in model.methods and has_runs(model, m) for _, model in sources)]
+
+
+def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSummary:
+    """The Avg of every dataset x setting (rows: methods) and UEM's ablation table (rows: its variants; columns:
+    datasets), from the stored runs of every suite (default: all of SUITES, each planned with its own method list and
+    defaults). Suites without any stored run are left out, and so are columns and rows without any run; a UserError
+    when no suite has a run."""
+    suites = list(SUITES.values()) if suites is None else suites
+    used, frames, summary_sources, ablation_sources = [], [], [], []
+    for suite in suites:
+        specs = plan(suite)
+        if not has_stored_runs(specs, output_root):
+            continue
+        used.append(suite.name)
+        frame = tidy_frame(specs, output_root)
+        frames.append(frame)
+        for setting in suite.settings:
+            of_setting = [s for s in specs if s.setting == setting]
+            model = aggregate(frame, table_specs(suite.name, of_setting)[0])   # the retrieval table
+            if not any(has_runs(model, method) for method in model.methods):
+                continue
+            dataset_label = DATASET_LABELS.get(suite.dataset, suite.dataset)
+            order = _column_order(suite.dataset, setting)
+            if is_ablation_suite(suite.name):
+                ablation_sources.append((order, dataset_label, suite.name, model))
+            else:
+                summary_sources.append((order, f"{dataset_label} {setting}", suite.name, model))
+    if not used:
+        raise UserError(f"no suite has a stored run under {output_root}/runs (planned: "
+                        f"{', '.join(s.name for s in suites)}); nothing to summarise (run a suite first, or pass the "
+                        f"--output folder that holds runs/)")
+    note = ("Each column is the Avg of that dataset and setting: the mean over all its ordered pairs within each seed "
+            "first, then mean ± std over the seeds with every pair done")
+    summary = ablation = None
+    if summary_sources:
+        columns = _labelled(summary_sources)
+        rows = _rows(columns)
+        summary = combine_averages(
+            title="Summary: Avg over the ordered pairs of every dataset and setting", key="summary", sources=columns,
+            methods=rows, method_labels={m: METHOD_LABELS.get(m, m) for m in rows},
+            metric_description="mAP@All (VOC-interpolated AP, class-balanced, following CoDA); in the open setting "
+                               "shared-set mAP@All and Open-set Acc (fraction of private-class queries returned as "
+                               "null)", caption_note=note)
+    if ablation_sources:
+        columns = _labelled(ablation_sources)
+        rows = _rows(columns)
+        ablation = combine_averages(
+            title="Ablation of UEM (the paper's Table 4), open-set", key="ablation", sources=columns, methods=rows,
+            method_labels={m: METHOD_LABELS.get(m, m) for m in rows},
+            metric_description="Shared-set mAP@All (VOC-interpolated AP, class-balanced, following CoDA) and Open-set "
+                               "Acc (fraction of private-class queries returned as null)", caption_note=note)
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates(["run_id", "metric"], ignore_index=True)
+    return StoredSummary(summary=summary, ablation=ablation, suites=used, frame=frame)

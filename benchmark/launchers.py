@@ -1,13 +1,17 @@
 """Launchers: how planned runs are executed. Every launcher calls the same `runner.run_one(spec_path)`.
 
-`local`: in this process, one run after another, with a progress bar; a failed run is recorded (FAILED) and the
-suite goes on.
+`local`: on this machine, with a progress bar; a failed run is recorded (FAILED) and the suite goes on. `jobs` > 1
+runs that many at once, each in its own process (CPU threads shared out; with several GPUs, each process on its own
+GPU). `slurm`: see benchmark/slurm.py (submits and returns; the cluster runs them).
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,24 +22,84 @@ from .spec import load_spec
 log = logging.getLogger(__name__)
 
 
-def launch_local(spec_paths: list[Path]) -> dict:
+def _describe(spec_path: Path) -> str:
+    spec = load_spec(spec_path)
+    return f"{spec.method} {spec.setting} {spec.query_domain}->{spec.retrieval_domain} seed {spec.seed}"
+
+
+def worker_devices(requested: str, jobs: int) -> list[str | None]:
+    """The device of each of `jobs` worker processes: with `auto`/`cuda` and several GPUs, one GPU each in turn;
+    otherwise the launch's own device for all (None: leave launch.json's)."""
+    if jobs <= 1 or requested not in ("auto", "cuda"):
+        return [None] * max(jobs, 1)
+    import torch
+    count = torch.cuda.device_count()
+    if count < 2:
+        return [None] * jobs
+    return [f"cuda:{i % count}" for i in range(jobs)]
+
+
+def launch_local(spec_paths: list[Path], jobs: int = 1, device: str = "auto") -> dict:
     """Returns {"done": n, "failed": [(spec_path, reason)], "seconds": s}."""
     started = time.time()
-    failed = []
-    done = 0
-    bar = tqdm(spec_paths, desc="runs", unit="run", file=sys.stderr, dynamic_ncols=True)
-    for spec_path in bar:
-        spec = load_spec(spec_path)
-        bar.set_postfix_str(f"{spec.method} {spec.setting} {spec.query_domain}->{spec.retrieval_domain} "
-                            f"seed {spec.seed}")
-        try:
-            run_one(spec_path)
+    failed, done = [], 0
+    bar = tqdm(total=len(spec_paths), desc="runs", unit="run", file=sys.stderr, dynamic_ncols=True)
+    outcomes = (_sequential(spec_paths, bar) if jobs <= 1 else
+                _parallel(spec_paths, jobs, worker_devices(device, jobs), bar))
+    for spec_path, error in outcomes:
+        bar.update(1)
+        if error is None:
             done += 1
-        except Exception as error:  # recorded in FAILED by run_one; the suite goes on
-            failed.append((spec_path, f"{type(error).__name__}: {error}"))
-            tqdm.write(f"run failed: {spec_path.parent}: {type(error).__name__}: {error}", file=sys.stderr)
+        else:   # recorded in FAILED by run_one; the suite goes on
+            failed.append((spec_path, error))
+            tqdm.write(f"run failed: {Path(spec_path).parent}: {error}", file=sys.stderr)
     bar.close()
     return {"done": done, "failed": failed, "seconds": time.time() - started}
 
 
-LAUNCHERS = {"local": launch_local}
+def _sequential(spec_paths, bar):
+    for spec_path in spec_paths:
+        bar.set_postfix_str(_describe(spec_path))
+        yield spec_path, _run_reporting_errors(spec_path)
+
+
+def _run_reporting_errors(spec_path, device: str | None = None) -> str | None:
+    try:
+        run_one(spec_path, device=device)
+        return None
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+
+
+# --- several runs at once ------------------------------------------------------------------------------------------
+
+_WORKER_DEVICE: str | None = None
+
+
+def _init_worker(slots, devices: list, threads: int) -> None:
+    """Each worker process takes a slot (its GPU, when there are several) and its share of the CPU threads."""
+    global _WORKER_DEVICE
+    import torch
+    torch.set_num_threads(threads)
+    _WORKER_DEVICE = devices[slots.get()]
+
+
+def _run_in_worker(spec_path) -> str | None:
+    return _run_reporting_errors(spec_path, device=_WORKER_DEVICE)
+
+
+def _parallel(spec_paths, jobs: int, devices: list, bar):
+    context = multiprocessing.get_context("spawn")      # no fork of a process that holds CUDA or OpenMP state
+    slots = context.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    bar.set_postfix_str(f"{jobs} at once, {threads} thread(s) each")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(slots, devices, threads)) as pool:
+        futures = {pool.submit(_run_in_worker, path): path for path in spec_paths}
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except Exception as error:          # the worker process itself died (killed, out of memory)
+                yield futures[future], f"{type(error).__name__}: {error}"

@@ -22,12 +22,20 @@ Aggregation rule
 - Best per column (highest mean, compared as displayed, so that ties are all marked) in bold, second best underlined;
   for two-metric cells (open-set "mAP / Acc") each number is ranked and marked on its own. A column where fewer than
   two methods have a number marks nothing.
+- Significance of the best: in each column (and for each number of a two-number cell) the best mean is tested against
+  the runner-up's with a paired t-test over the seeds both methods have (same seed = same split and same init, so the
+  seeds pair the runs; Avg uses the per-seed averages). Two-sided, α = 0.05: see `paired_p_value` for why. A best
+  whose advantage is significant carries "†". Fewer than two paired seeds: no test, no mark.
 - Nothing is dropped silently: a method without any done run still gets its row; a cell with fewer done seeds than
   expected carries a footnote "n=k of N seeds (1 failed, ...)", and a cell without any shows "–" with such a footnote.
   Seeds outside `expected_seeds` and methods or pairs outside the spec are not part of the table.
+
+Tables of averages (`combine_averages`): the Avg columns of several tables (one per dataset and setting) side by side,
+as the paper's ablation table and our summary show them; same model, same renderers, marks and tests redone per column.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -36,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 from tabulate import tabulate
 
 from .store import atomic_write_text
@@ -51,6 +60,8 @@ NOT_DONE_STATUSES = ("failed", "incomplete", "missing")  # the order in which fo
 AVG_COLUMN = "Avg"
 METHOD_HEADER = "Method"
 MISSING_CELL = "–"
+SIGNIFICANCE_MARK = "†"
+SIGNIFICANCE_ALPHA = 0.05
 
 # Short names of metrics for captions and two-metric cells; TableSpec.metric_short_names adds to or overrides these.
 DEFAULT_METRIC_SHORT_NAMES = {
@@ -101,8 +112,10 @@ def save_tidy(frame: pd.DataFrame, csv_path: str | os.PathLike) -> Path:
 class TableSpec:
     """One table: rows `methods` (in order), columns `pairs` (display labels, in order) then Avg.
 
-    A cell shows `cell_metrics` (one metric, or two for open-set "mAP / Acc"). `key` names the table in the CSV and in
-    the LaTeX label; by default "<dataset>-<setting>-<metrics>".
+    A cell shows `cell_metrics` (one metric, or two for open-set "mAP / Acc"); `column_metrics` may give a column its
+    own (a table of averages mixing closed and open settings). `key` names the table in the CSV and in the LaTeX label;
+    by default "<dataset>-<setting>-<metrics>". `columns_are_averages`: every column is the Avg of another table
+    (`combine_averages`); `caption_note` is a sentence the caption adds after the metric.
     """
 
     title: str
@@ -119,6 +132,9 @@ class TableSpec:
     key: str | None = None
     metric_short_names: dict[str, str] = field(default_factory=dict)
     show_avg: bool = True
+    column_metrics: dict[str, list[str]] = field(default_factory=dict)
+    columns_are_averages: bool = False
+    caption_note: str = ""
 
     def __post_init__(self) -> None:
         for name in ("methods", "pairs", "cell_metrics", "expected_seeds"):
@@ -134,6 +150,13 @@ class TableSpec:
             raise ValueError(f"TableSpec {self.title!r}: scale must be a positive number, got {self.scale!r}")
         if not (isinstance(self.digits, int) and self.digits >= 0):
             raise ValueError(f"TableSpec {self.title!r}: digits must be an int >= 0, got {self.digits!r}")
+        unknown = sorted(set(self.column_metrics) - set(self.columns))
+        if unknown:
+            raise ValueError(f"TableSpec {self.title!r}: column_metrics names {unknown}, which are not columns "
+                             f"({self.columns})")
+        empty = sorted(column for column, metrics in self.column_metrics.items() if not metrics)
+        if empty:
+            raise ValueError(f"TableSpec {self.title!r}: column_metrics gives the columns {empty} no metric")
 
     @property
     def table_key(self) -> str:
@@ -145,6 +168,10 @@ class TableSpec:
 
     def method_label(self, method: str) -> str:
         return self.method_labels.get(method, method)
+
+    def metrics_of(self, column: str) -> list[str]:
+        """The metrics of the numbers of a cell of `column`."""
+        return list(self.column_metrics.get(column, self.cell_metrics))
 
     def metric_short_name(self, metric: str) -> str:
         return self.metric_short_names.get(metric) or DEFAULT_METRIC_SHORT_NAMES.get(metric, metric)
@@ -173,7 +200,10 @@ class Cell:
     """One method x column: a summary per cell metric, the rank marks, and why seeds are missing from it.
 
     `status_counts` counts the expected seeds of a pair cell by run status ("done", "failed", ...); for the Avg cell it
-    counts seeds as "complete" (every pair done) or "incomplete pairs". `marks[i]` is "best", "second" or None.
+    counts seeds as "complete" (every pair done) or "incomplete pairs", and `run_counts` counts its runs (pairs x
+    seeds) by status. `marks[i]` is "best", "second" or None; `significant[i]` is True for a best whose advantage over
+    the runner-up passed the paired test. `seed_values[i]` maps each seed to its (scaled) value: a pair cell's runs,
+    an Avg cell's per-seed averages; the paired test reads them.
     """
 
     method: str
@@ -183,10 +213,31 @@ class Cell:
     n_expected: int
     marks: list[str | None]
     footnote_marker: str | None = None
+    kind: str = "pair"  # "pair" or "avg"
+    seed_values: list[dict[int, float]] = field(default_factory=list)
+    significant: list[bool] = field(default_factory=list)
+    run_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def is_missing(self) -> bool:
         return all(s.n == 0 for s in self.summaries)
+
+
+@dataclass(frozen=True)
+class SignificanceTest:
+    """The best mean of a column (one number of its cells) against the runner-up: paired over the seeds both have.
+
+    With several runner-ups (a tie for second) the best is tested against each: `n_paired` is the smallest number of
+    paired seeds and `p_value` the largest p. `p_value` is NaN when no test could be made (fewer than 2 paired seeds,
+    or a difference of zero on every seed)."""
+
+    column: str
+    metric: str
+    best: str
+    runner_up: tuple[str, ...]
+    n_paired: int
+    p_value: float
+    significant: bool
 
 
 @dataclass
@@ -195,6 +246,13 @@ class TableModel:
     cells: dict[tuple[str, str], Cell]  # (method, column) -> cell
     footnotes: list[tuple[str, str]]  # (marker, text), in the order of their first cell
     caption_body: str  # plain text after the title (metric, statistic, seeds, scale); the renderers escape it
+    significance: dict[tuple[str, int], SignificanceTest] = field(default_factory=dict)  # (column, number index)
+    # A table of averages: column -> (dataset, setting) of the table whose Avg it shows (the CSV and the paper's
+    # numbers are looked up by it).
+    column_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # A note to each number of a cell (plain text, or None), e.g. the paper's value beside ours: markdown shows it in
+    # parentheses after the number, LaTeX on a second line of the cell (a table as wide as the plain one).
+    number_notes: dict[tuple[str, str], list[str | None]] = field(default_factory=dict)
 
     @property
     def caption(self) -> str:
@@ -275,28 +333,33 @@ def _pair_cell(method: str, pair: str, spec: TableSpec, statuses: _Statuses, val
     """mean ± std over the expected seeds of one pair; seeds absent from the frame count as missing runs."""
     seeds = spec.expected_seeds
     status_counts = Counter(statuses.get((method, pair, seed), "missing") for seed in seeds)
-    summaries = []
-    for metric in spec.cell_metrics:
-        seed_values = [values[(method, pair, s, metric)] * spec.scale for s in seeds if (method, pair, s, metric) in values]
-        summaries.append(SeedSummary.of(seed_values))
-    return Cell(method, pair, summaries, dict(status_counts), len(seeds), [None] * len(summaries))
+    seed_values = [{s: values[(method, pair, s, metric)] * spec.scale
+                    for s in seeds if (method, pair, s, metric) in values}
+                   for metric in spec.metrics_of(pair)]
+    summaries = [SeedSummary.of(list(by_seed.values())) for by_seed in seed_values]
+    return Cell(method, pair, summaries, dict(status_counts), len(seeds), [None] * len(summaries),
+                seed_values=seed_values, significant=[False] * len(summaries))
 
 
-def _avg_cell(method: str, spec: TableSpec, values: _Values) -> Cell:
+def _avg_cell(method: str, spec: TableSpec, statuses: _Statuses, values: _Values) -> Cell:
     """Avg per seed first: the mean over the pairs of each seed that has every pair, then mean ± std over seeds."""
-    summaries = []
+    seed_values = []
     complete_seeds: set[int] = set()
-    for metric in spec.cell_metrics:
-        per_seed_averages = []
+    for metric in spec.metrics_of(AVG_COLUMN):
+        per_seed_averages = {}
         for seed in spec.expected_seeds:
             keys = [(method, pair, seed, metric) for pair in spec.pairs]
             if all(key in values for key in keys):
-                per_seed_averages.append(math.fsum(values[key] for key in keys) / len(keys) * spec.scale)
+                per_seed_averages[seed] = math.fsum(values[key] for key in keys) / len(keys) * spec.scale
                 complete_seeds.add(seed)
-        summaries.append(SeedSummary.of(per_seed_averages))
+        seed_values.append(per_seed_averages)
+    summaries = [SeedSummary.of(list(by_seed.values())) for by_seed in seed_values]
     n_expected = len(spec.expected_seeds)
     counts = {"complete": len(complete_seeds), "incomplete pairs": n_expected - len(complete_seeds)}
-    return Cell(method, AVG_COLUMN, summaries, counts, n_expected, [None] * len(summaries))
+    run_counts = Counter(statuses.get((method, pair, seed), "missing") for pair in spec.pairs
+                         for seed in spec.expected_seeds)
+    return Cell(method, AVG_COLUMN, summaries, counts, n_expected, [None] * len(summaries), kind="avg",
+                seed_values=seed_values, significant=[False] * len(summaries), run_counts=dict(run_counts))
 
 
 def format_number(value: float, digits: int) -> str:
@@ -304,10 +367,15 @@ def format_number(value: float, digits: int) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
 
 
+def shown_value(value: float, digits: int) -> float:
+    """A number as the table displays it (rounded to `digits`): marks and paper comparisons use what a reader sees."""
+    return float(format_number(value, digits))
+
+
 def _mark_best_and_second(cells: list[Cell], metric_index: int, digits: int) -> None:
     """Bold the highest mean of a column, underline the next highest; means compared as displayed (ties share)."""
     shown = {
-        id(cell): float(format_number(cell.summaries[metric_index].mean, digits))
+        id(cell): shown_value(cell.summaries[metric_index].mean, digits)
         for cell in cells
         if cell.summaries[metric_index].n > 0
     }
@@ -323,30 +391,91 @@ def _mark_best_and_second(cells: list[Cell], metric_index: int, digits: int) -> 
             cell.marks[metric_index] = "second"
 
 
+def paired_p_value(best: dict[int, float], other: dict[int, float]) -> tuple[int, float]:
+    """(number of paired seeds, p) of the paired t-test of `best` against `other` over the seeds both have.
+
+    Two-sided: which method is "best" is read from these same seeds, so a one-sided test in the direction the data
+    chose would reject a true tie twice as often as its α says; the two-sided p is the honest one. p is NaN with fewer
+    than two paired seeds, or when every paired difference is zero (no evidence either way)."""
+    seeds = sorted(set(best) & set(other))
+    if len(seeds) < 2:
+        return len(seeds), math.nan
+    differences = [best[s] - other[s] for s in seeds]
+    # Equal up to float rounding (0.6 - 0.2 vs 0.7 - 0.3): scipy would test the rounding noise.
+    if all(math.isclose(d, differences[0], rel_tol=1e-9, abs_tol=1e-12) for d in differences):
+        # No seed-to-seed variation in the difference: the t statistic is infinite (a constant lead, p = 0) or
+        # undefined (no lead). scipy says the same, with a precision warning we do not want in a report.
+        return len(seeds), (0.0 if differences[0] > 0 else math.nan)
+    result = stats.ttest_rel([best[s] for s in seeds], [other[s] for s in seeds], alternative="two-sided")
+    return len(seeds), float(result.pvalue)
+
+
+def _test_best(cells: list[Cell], metric_index: int, column: str, metric: str) -> SignificanceTest | None:
+    """The paired test of the column's single best against its runner-up(s); None when there is no single best."""
+    best = [cell for cell in cells if cell.marks[metric_index] == "best"]
+    runner_ups = [cell for cell in cells if cell.marks[metric_index] == "second"]
+    if len(best) != 1 or not runner_ups:   # a tie for best has no advantage to test
+        return None
+    tests = [paired_p_value(best[0].seed_values[metric_index], other.seed_values[metric_index]) for other in runner_ups]
+    n_paired = min(n for n, _ in tests)
+    p_values = [p for _, p in tests]
+    p_value = math.nan if any(math.isnan(p) for p in p_values) else max(p_values)
+    significant = n_paired >= 2 and not math.isnan(p_value) and p_value < SIGNIFICANCE_ALPHA
+    best[0].significant[metric_index] = significant
+    return SignificanceTest(column=column, metric=metric, best=best[0].method,
+                            runner_up=tuple(cell.method for cell in runner_ups), n_paired=n_paired,
+                            p_value=p_value, significant=significant)
+
+
+def _rank_and_test(cells: dict[tuple[str, str], Cell], spec: TableSpec) -> dict[tuple[str, int], SignificanceTest]:
+    """Marks best and second of every column (each number of a cell on its own), then tests each best."""
+    significance = {}
+    for column in spec.columns:
+        column_cells = [cells[(method, column)] for method in spec.methods]
+        for metric_index, metric in enumerate(spec.metrics_of(column)):
+            _mark_best_and_second(column_cells, metric_index, spec.digits)
+            test = _test_best(column_cells, metric_index, column, metric)
+            if test is not None:
+                significance[(column, metric_index)] = test
+    return significance
+
+
 def _reasons(cell: Cell, spec: TableSpec) -> str:
     """Why seeds are missing from a pair cell: '1 failed, 2 missing', then done runs that lack a metric."""
     counts = cell.status_counts
-    others = sorted(s for s in counts if s != DONE and s not in NOT_DONE_STATUSES)
-    parts = [f"{counts[s]} {s}" for s in (*NOT_DONE_STATUSES, *others) if counts.get(s)]
-    for metric, summary in zip(spec.cell_metrics, cell.summaries):
+    parts = [_count_text(counts, exclude=(DONE,))]
+    for metric, summary in zip(spec.metrics_of(cell.column), cell.summaries):
         lacking = counts.get(DONE, 0) - summary.n
         if lacking > 0:
             parts.append(f"{lacking} done without {spec.metric_short_name(metric)}")
-    return ", ".join(parts)
+    return ", ".join(part for part in parts if part)
+
+
+def _count_text(counts: dict[str, int], exclude=()) -> str:
+    """'1 failed, 2 missing': run statuses in a fixed order (done first, then NOT_DONE_STATUSES, then others)."""
+    others = sorted(s for s in counts if s != DONE and s not in NOT_DONE_STATUSES)
+    return ", ".join(f"{counts[s]} {s}" for s in (DONE, *NOT_DONE_STATUSES, *others)
+                     if counts.get(s) and s not in exclude)
 
 
 def _n_text(cell: Cell, spec: TableSpec) -> str:
     ns = [s.n for s in cell.summaries]
     if len(set(ns)) == 1:
         return f"n={ns[0]}"
-    return "n=" + ", ".join(f"{n} ({spec.metric_short_name(m)})" for n, m in zip(ns, spec.cell_metrics))
+    return "n=" + ", ".join(f"{n} ({spec.metric_short_name(m)})" for n, m in zip(ns, spec.metrics_of(cell.column)))
 
 
 def _footnote_text(cell: Cell, spec: TableSpec) -> str | None:
     if all(s.n == cell.n_expected for s in cell.summaries):
         return None
     n_text = f"{_n_text(cell, spec)} of {cell.n_expected} seeds"
-    if cell.column == AVG_COLUMN:
+    if cell.kind == "avg" and spec.columns_are_averages:
+        # The pair cells behind this average are not in this table: say what their runs are.
+        runs = f" (runs: {_count_text(cell.run_counts)})" if cell.run_counts else ""
+        if cell.is_missing:
+            return f"{n_text}: no seed has every pair done{runs}."
+        return f"{n_text}: only seeds with every pair done enter the average{runs}."
+    if cell.kind == "avg":
         if cell.is_missing:
             return f"Avg over {n_text}: no seed has every pair done."
         return f"Avg over {n_text}: only seeds with every pair done enter Avg."
@@ -378,13 +507,30 @@ def _assign_footnotes(cells: dict[tuple[str, str], Cell], spec: TableSpec) -> li
     return [(marker, text) for text, marker in marker_of_text.items()]
 
 
-def _caption_body(spec: TableSpec) -> str:
-    """The caption after the title: the metric, the statistic and its n, the seeds, the scale, the marks."""
+def _cell_reading(spec: TableSpec) -> str:
+    """'Each cell reads mAP / Acc.' for two-number cells; per column group when columns differ."""
+    def reading(metrics):
+        return " / ".join(spec.metric_short_name(m) for m in metrics)
+
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for column in spec.columns:
+        groups.setdefault(tuple(spec.metrics_of(column)), []).append(column)
+    if len(groups) == 1:
+        metrics = next(iter(groups))
+        return f"Each cell reads {reading(metrics)}." if len(metrics) > 1 else ""
+    return " ".join(f"{', '.join(columns)}: {reading(metrics)}." for metrics, columns in groups.items())
+
+
+def caption_body(spec: TableSpec, ranking: bool = True) -> str:
+    """The caption after the title: the metric, the statistic and its n, the seeds, the scale, and (`ranking`) what
+    bold, underline and † mean."""
     seeds = ", ".join(str(s) for s in spec.expected_seeds)
     n_seeds = len(spec.expected_seeds)
     sentences = [f"{spec.metric_description.rstrip('. ')}."]
-    if len(spec.cell_metrics) > 1:
-        sentences.append(f"Each cell reads {' / '.join(spec.metric_short_name(m) for m in spec.cell_metrics)}.")
+    if spec.caption_note:
+        sentences.append(f"{spec.caption_note.rstrip('. ')}.")
+    if _cell_reading(spec):
+        sentences.append(_cell_reading(spec))
     scale = "as fractions" if spec.scale == 1 else f"×{spec.scale:g}"
     sentences.append(
         f"Values {scale}: mean ± std (sample std, ddof=1) over n={n_seeds} seeds ({seeds}), "
@@ -394,7 +540,14 @@ def _caption_body(spec: TableSpec) -> str:
         sentences.append(
             "Avg: the mean over the pairs within each seed first, then mean ± std over the seeds with every pair done."
         )
+    if not ranking:
+        return " ".join(sentences)
     sentences.append("Best per column in bold, second best underlined.")
+    sentences.append(
+        f"{SIGNIFICANCE_MARK}: the best is significantly above the second best (two-sided paired t-test over the "
+        f"seeds both have, α={SIGNIFICANCE_ALPHA:g}); with n={n_seeds} seeds the test has little power, so a best "
+        f"without {SIGNIFICANCE_MARK} is no evidence of a tie."
+    )
     return " ".join(sentences)
 
 
@@ -403,29 +556,85 @@ def aggregate(frame: pd.DataFrame, spec: TableSpec) -> TableModel:
     _check_tidy_columns(frame, f"aggregate({spec.title!r})")
     rows = _select_rows(frame, spec)
     statuses = _run_statuses(rows)
-    values = _done_values(rows, spec.cell_metrics)
+    values = _done_values(rows, sorted({m for column in spec.columns for m in spec.metrics_of(column)}))
 
     cells: dict[tuple[str, str], Cell] = {}
     for method in spec.methods:
         for pair in spec.pairs:
             cells[(method, pair)] = _pair_cell(method, pair, spec, statuses, values)
         if spec.show_avg:
-            cells[(method, AVG_COLUMN)] = _avg_cell(method, spec, values)
+            cells[(method, AVG_COLUMN)] = _avg_cell(method, spec, statuses, values)
 
-    for column in spec.columns:
-        column_cells = [cells[(method, column)] for method in spec.methods]
-        for metric_index in range(len(spec.cell_metrics)):
-            _mark_best_and_second(column_cells, metric_index, spec.digits)
-
+    significance = _rank_and_test(cells, spec)
     footnotes = _assign_footnotes(cells, spec)
-    return TableModel(spec=spec, cells=cells, footnotes=footnotes, caption_body=_caption_body(spec))
+    return TableModel(spec=spec, cells=cells, footnotes=footnotes, caption_body=caption_body(spec),
+                      significance=significance)
+
+
+def has_runs(model: TableModel, method: str, column: str | None = None) -> bool:
+    """Whether any run of `method` (in `column`, or in any column) exists in the store: done, failed or incomplete."""
+    columns = [column] if column is not None else model.columns
+    for name in columns:
+        cell = model.cell(method, name)
+        counts = cell.run_counts if cell.kind == "avg" else cell.status_counts
+        if any(count for status, count in counts.items() if status != "missing"):
+            return True
+    return False
+
+
+def combine_averages(title: str, key: str, sources: list[tuple[str, TableModel]], methods: list[str],
+                     method_labels: dict[str, str], metric_description: str, caption_note: str = "") -> TableModel:
+    """One table whose columns are the Avg columns of other tables: `sources` is (column label, table) in column order.
+
+    The Avg cells are taken as they are (their per-seed averages included), so marks, the paired tests and the
+    footnotes are redone on the new columns. A method that a source table has no row for gets a missing cell."""
+    if not sources:
+        raise ValueError(f"{title!r}: a table of averages needs at least one source table")
+    labels = [label for label, _ in sources]
+    for label, source in sources:
+        if not source.spec.show_avg:
+            raise ValueError(f"{title!r}: the source table {source.spec.title!r} (column {label!r}) has no Avg column")
+    column_metrics = {label: source.spec.cell_metrics for label, source in sources}
+    spec = TableSpec(
+        title=title, dataset="+".join(dict.fromkeys(s.spec.dataset for _, s in sources)),
+        setting="+".join(dict.fromkeys(s.spec.setting for _, s in sources)), methods=list(methods),
+        method_labels=method_labels, pairs=labels,
+        cell_metrics=list(dict.fromkeys(m for metrics in column_metrics.values() for m in metrics)),
+        metric_description=metric_description,
+        expected_seeds=sorted({seed for _, s in sources for seed in s.spec.expected_seeds}),
+        scale=sources[0][1].spec.scale, digits=sources[0][1].spec.digits, key=key,
+        metric_short_names={name: short for _, s in sources for name, short in s.spec.metric_short_names.items()},
+        show_avg=False, column_metrics=column_metrics, columns_are_averages=True, caption_note=caption_note)
+    for label, source in sources:
+        if (source.spec.scale, source.spec.digits) != (spec.scale, spec.digits):
+            raise ValueError(f"{title!r}: column {label!r} is scaled or rounded unlike the first column; the "
+                             f"numbers of one table share scale and digits")
+    cells = {}
+    for label, source in sources:
+        for method in methods:
+            if method in source.spec.methods:
+                cells[(method, label)] = dataclasses.replace(
+                    source.cell(method, AVG_COLUMN), column=label, marks=[None] * len(column_metrics[label]),
+                    significant=[False] * len(column_metrics[label]), footnote_marker=None)
+            else:
+                n_expected = len(source.spec.expected_seeds)
+                empty = [SeedSummary.of([]) for _ in column_metrics[label]]
+                cells[(method, label)] = Cell(
+                    method, label, empty, {"complete": 0, "incomplete pairs": n_expected}, n_expected,
+                    [None] * len(empty), kind="avg", seed_values=[{} for _ in empty], significant=[False] * len(empty),
+                    run_counts={"missing": len(source.spec.pairs) * n_expected})
+    significance = _rank_and_test(cells, spec)
+    footnotes = _assign_footnotes(cells, spec)
+    return TableModel(spec=spec, cells=cells, footnotes=footnotes, caption_body=caption_body(spec),
+                      significance=significance,
+                      column_sources={label: (source.spec.dataset, source.spec.setting) for label, source in sources})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Renderers
 # ---------------------------------------------------------------------------------------------------------------------
 
-def _summary_text(summary: SeedSummary, digits: int) -> str:
+def summary_text(summary: SeedSummary, digits: int) -> str:
     """'20.0 ± 10.0', the mean alone when n = 1, '–' when n = 0 (plain text, escaped by each renderer)."""
     if summary.n == 0:
         return MISSING_CELL
@@ -434,19 +643,27 @@ def _summary_text(summary: SeedSummary, digits: int) -> str:
     return f"{format_number(summary.mean, digits)} ± {format_number(summary.std, digits)}"
 
 
-def _render_cell(cell: Cell, digits: int, escape, bold, underline, superscript) -> str:
-    if cell.is_missing:
+def _render_cell(cell: Cell, digits: int, escape, bold, underline, superscript, with_notes,
+                 notes: list[str | None] | None = None) -> str:
+    has_notes = notes is not None and any(note is not None for note in notes)
+    if cell.is_missing and not has_notes:
         parts = [escape(MISSING_CELL)]
     else:
         parts = []
-        for summary, mark in zip(cell.summaries, cell.marks):
-            text = escape(_summary_text(summary, digits))
+        significant_marks = cell.significant or [False] * len(cell.marks)
+        for summary, mark, significant in zip(cell.summaries, cell.marks, significant_marks):
+            text = escape(summary_text(summary, digits))
             if mark == "best":
                 text = bold(text)
             elif mark == "second":
                 text = underline(text)
+            if significant:
+                text += escape(SIGNIFICANCE_MARK)
             parts.append(text)
-    text = " / ".join(parts)
+    if has_notes:
+        text = with_notes(parts, [escape(note) if note is not None else None for note in notes])
+    else:
+        text = " / ".join(parts)
     if cell.footnote_marker:
         text += superscript(cell.footnote_marker)
     return text
@@ -462,12 +679,19 @@ def markdown_escape(text: str) -> str:
     return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
 
 
-def _rendered_rows(model: TableModel, escape, bold, underline, superscript) -> list[list[str]]:
+def _rendered_rows(model: TableModel, escape, bold, underline, superscript, with_notes) -> list[list[str]]:
     """One list of rendered cells per method (its label first), in one output format."""
     return [[escape(model.spec.method_label(method))]
             + [_render_cell(model.cell(method, column), model.spec.digits, escape, bold=bold, underline=underline,
-                            superscript=superscript) for column in model.columns]
+                            superscript=superscript, with_notes=with_notes,
+                            notes=model.number_notes.get((method, column)))
+               for column in model.columns]
             for method in model.methods]
+
+
+def _markdown_with_notes(numbers: list[str], notes: list[str | None]) -> str:
+    """'12.0 ± 1.0 (22.0 ± 1.1; −10.0)': each note in parentheses after its number."""
+    return " / ".join(f"{number} ({note})" if note is not None else number for number, note in zip(numbers, notes))
 
 
 def to_markdown(model: TableModel) -> str:
@@ -475,7 +699,7 @@ def to_markdown(model: TableModel) -> str:
     spec = model.spec
     headers = [METHOD_HEADER] + [markdown_escape(c) for c in model.columns]
     body = _rendered_rows(model, markdown_escape, bold=lambda t: f"**{t}**", underline=lambda t: f"<u>{t}</u>",
-                          superscript=lambda m: f"<sup>{m}</sup>")
+                          superscript=lambda m: f"<sup>{m}</sup>", with_notes=_markdown_with_notes)
     table = tabulate(
         body, headers=headers, tablefmt="pipe", disable_numparse=True,
         colalign=["left"] + ["center"] * len(model.columns),
@@ -512,13 +736,25 @@ _LATEX_REPLACEMENTS = {
     "—": "---",
     "≤": r"$\leq$",
     "≥": r"$\geq$",
+    "†": r"$^\dagger$",
+    "−": r"$-$",
+    "Δ": r"$\Delta$",
+    "α": r"$\alpha$",
+    "²": r"\textsuperscript{2}",
 }
 
 
 def latex_escape(text: str) -> str:
     """Text safe in LaTeX: the special characters `\\ & % $ # _ { } ~ ^` (and < > |) escaped, and the unicode
-    symbols of our tables (→ ± × –) written as LaTeX. One pass over the characters, so nothing is escaped twice."""
+    symbols of our tables (→ ± × – † − Δ α ²) written as LaTeX. One pass over the characters, so nothing is escaped
+    twice."""
     return "".join(_LATEX_REPLACEMENTS.get(char, char) for char in str(text))
+
+
+def _latex_with_notes(numbers: list[str], notes: list[str | None]) -> str:
+    """The numbers on one line, their notes in parentheses below, smaller: a nested tabular (no package needed)."""
+    below = " / ".join(f"({note})" if note is not None else "" for note in notes)
+    return rf"\begin{{tabular}}[c]{{@{{}}c@{{}}}}{' / '.join(numbers)} \\ \footnotesize {below}\end{{tabular}}"
 
 
 def to_latex(model: TableModel) -> str:
@@ -528,7 +764,8 @@ def to_latex(model: TableModel) -> str:
     spec = model.spec
     header = " & ".join([METHOD_HEADER] + [latex_escape(c) for c in model.columns]) + r" \\"
     rows = _rendered_rows(model, latex_escape, bold=lambda t: rf"\textbf{{{t}}}",
-                          underline=lambda t: rf"\underline{{{t}}}", superscript=lambda m: rf"\textsuperscript{{{m}}}")
+                          underline=lambda t: rf"\underline{{{t}}}", superscript=lambda m: rf"\textsuperscript{{{m}}}",
+                          with_notes=_latex_with_notes)
     body = [" & ".join(cells) + r" \\" for cells in rows]
     tabular = [
         rf"\begin{{tabular}}{{l{'c' * len(model.columns)}}}",
@@ -572,22 +809,31 @@ def latex_document(tables: list[str]) -> str:
 
 # CSV -----------------------------------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ("dataset", "setting", "method", "method_label", "pair", "metric", "mean", "std", "n", "n_expected", "scale")
+CSV_COLUMNS = ("dataset", "setting", "method", "method_label", "pair", "metric", "mean", "std", "n", "n_expected",
+               "scale", "significant", "p_value")
 
 
 def to_csv_frame(model: TableModel) -> pd.DataFrame:
-    """The aggregated numbers (scaled like the table): one row per method x column (pairs and Avg) x cell metric."""
+    """The aggregated numbers (scaled like the table): one row per method x column (pairs and Avg) x cell metric.
+
+    In a table of averages a column's row names the dataset and setting it averages, with pair "Avg". `significant`:
+    the cell is the column's best and passed the paired test against the runner-up; `p_value` that test's p, on the
+    best's row (empty elsewhere, and where no test was made)."""
     spec = model.spec
     records = []
     for method in model.methods:
         for column in model.columns:
             cell = model.cell(method, column)
-            for metric, summary in zip(spec.cell_metrics, cell.summaries):
+            dataset, setting = model.column_sources.get(column, (spec.dataset, spec.setting))
+            pair = AVG_COLUMN if column in model.column_sources else column
+            for index, (metric, summary) in enumerate(zip(spec.metrics_of(column), cell.summaries)):
+                test = model.significance.get((column, index))
                 records.append({
-                    "dataset": spec.dataset, "setting": spec.setting, "method": method,
-                    "method_label": spec.method_label(method), "pair": column, "metric": metric,
+                    "dataset": dataset, "setting": setting, "method": method,
+                    "method_label": spec.method_label(method), "pair": pair, "metric": metric,
                     "mean": summary.mean, "std": summary.std, "n": summary.n, "n_expected": cell.n_expected,
-                    "scale": spec.scale,
+                    "scale": spec.scale, "significant": bool(cell.significant and cell.significant[index]),
+                    "p_value": test.p_value if test is not None and test.best == method else math.nan,
                 })
     return pd.DataFrame.from_records(records, columns=list(CSV_COLUMNS))
 
@@ -596,9 +842,10 @@ def to_csv_frame(model: TableModel) -> pd.DataFrame:
 # A suite's report
 # ---------------------------------------------------------------------------------------------------------------------
 
-def suite_markdown(suite_name: str, models: list[TableModel]) -> str:
-    """All tables of a suite, one after another, under one heading."""
-    parts = [f"# Results: {markdown_escape(suite_name)}\n"] + [to_markdown(model) for model in models]
+def suite_markdown(suite_name: str, models: list[TableModel], heading: str | None = None) -> str:
+    """All tables of a suite, one after another, under one heading (by default "Results: <suite>")."""
+    heading = heading if heading is not None else f"Results: {suite_name}"
+    parts = [f"# {markdown_escape(heading)}\n"] + [to_markdown(model) for model in models]
     return "\n".join(parts)
 
 
@@ -613,10 +860,12 @@ def suite_csv_frame(models: list[TableModel]) -> pd.DataFrame:
     return frame[["table", *CSV_COLUMNS]]
 
 
-def write_report(suite_name: str, models: list[TableModel], out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_report(suite_name: str, models: list[TableModel], out_dir: str | os.PathLike,
+                 csv_frame: pd.DataFrame | None = None, heading: str | None = None) -> dict[str, Path]:
     """Write <suite>.md, <suite>.tex (a compilable document) and <suite>.csv into out_dir, each atomically.
 
-    Returns {"md": path, "tex": path, "csv": path}."""
+    The CSV holds `suite_csv_frame(models)` unless `csv_frame` is given (a comparison with the paper has its own
+    columns); `heading` replaces the markdown's "Results: <suite>". Returns {"md": path, "tex": path, "csv": path}."""
     if not suite_name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", suite_name):
         raise ValueError(f"suite name {suite_name!r} is not a plain file name (letters, digits, '_', '.', '-')")
     keys = [model.spec.table_key for model in models]
@@ -626,9 +875,9 @@ def write_report(suite_name: str, models: list[TableModel], out_dir: str | os.Pa
     out = Path(out_dir)
     paths = {"md": out / f"{suite_name}.md", "tex": out / f"{suite_name}.tex", "csv": out / f"{suite_name}.csv"}
     texts = {
-        "md": suite_markdown(suite_name, models),
+        "md": suite_markdown(suite_name, models, heading),
         "tex": suite_latex(models),
-        "csv": suite_csv_frame(models).to_csv(index=False, lineterminator="\n"),
+        "csv": (suite_csv_frame(models) if csv_frame is None else csv_frame).to_csv(index=False, lineterminator="\n"),
     }
     for kind, path in paths.items():
         atomic_write_text(path, texts[kind])

@@ -161,8 +161,10 @@ def load_split_domains(spec: RunSpec, data_root, cache_dir) -> tuple[LabelledDom
             retrieval.restricted_to(info.class_map.ids(spec.retrieval_classes)))
 
 
-def run_one(spec_path, *, stop_after_epochs: int | None = None) -> dict:
+def run_one(spec_path, *, stop_after_epochs: int | None = None, device: str | None = None) -> dict:
     """Train and evaluate the run whose spec.json is given; returns its metrics (from the store if already done).
+
+    `device` overrides launch.json's (a local launcher spreading its jobs over several GPUs).
 
     `stop_after_epochs` stops after that many epochs in this call, leaving the run incomplete with its checkpoint
     (tests use it to simulate a killed run)."""
@@ -172,6 +174,8 @@ def run_one(spec_path, *, stop_after_epochs: int | None = None) -> dict:
         return store.read_metrics(run_dir)
     spec = load_spec(spec_path)
     launch = json.loads((run_dir / "launch.json").read_text()) if (run_dir / "launch.json").is_file() else {}
+    if device is not None:
+        launch["device"] = device
     with run_logging(run_dir):
         try:
             return _train_and_evaluate(spec, run_dir, launch, stop_after_epochs)

@@ -1,9 +1,11 @@
 """Tests of benchmark/reports.py: aggregation over seeds, marks, footnotes, escaping, rendering, golden files.
 
 Golden files: tests/golden/report_small.md and tests/golden/report_small.tex hold the rendered report of the small fixed
-tidy frame built in `small_suite_models`. After an intended change of the rendering, regenerate them with
+tidy frame built in `small_suite_models`; tests/golden/averages_small.* the tables of averages (summary and ablation)
+built from it in `averages_models`; tests/golden/compare_small.* (tests/test_paper_compare.py) the companions beside the
+paper's numbers. After an intended change of the rendering, regenerate them with
 
-    UPDATE_GOLDEN=1 python -m pytest tests/test_reports.py -q
+    UPDATE_GOLDEN=1 python -m pytest tests/test_reports.py tests/test_paper_compare.py -q
 
 then read the diff of the golden files before committing them.
 """
@@ -20,13 +22,14 @@ import pytest
 
 from benchmark import reports
 from benchmark.reports import (
-    TableSpec, aggregate, latex_document, latex_escape, load_tidy, save_tidy, to_csv_frame, to_latex, to_markdown,
-    write_report,
+    TableSpec, aggregate, combine_averages, has_runs, latex_document, latex_escape, load_tidy, paired_p_value,
+    save_tidy, to_csv_frame, to_latex, to_markdown, write_report,
 )
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 SEEDS = [2024, 2025, 2026]
-DOMAIN_OF = {"Ph": "photo", "Sk": "sketch", "A": "art", "C": "clipart", "P": "product"}
+DOMAIN_OF = {"Ph": "photo", "Sk": "sketch", "A": "art", "C": "clipart", "P": "product", "D": "dslr", "W": "webcam",
+             "Qu": "quickdraw", "Cl": "clipart"}
 
 
 def tidy_frame(runs, dataset="synthetic", setting="closed", metrics=("map_all_coda",)) -> pd.DataFrame:
@@ -239,6 +242,114 @@ def test_a_column_with_one_number_marks_nothing():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Significance of the best: paired t-test over seeds
+# ---------------------------------------------------------------------------------------------------------------------
+
+def t_two_sided_p(differences) -> float:
+    """Two-sided p of the paired t-test, by formula: t = mean / (sd / sqrt(n)) with the closed-form Student CDFs of
+    df = 1 (Cauchy: p = 1 - (2/pi) atan|t|) and df = 2 (p = 1 - |t| / sqrt(2 + t^2))."""
+    n = len(differences)
+    mean = sum(differences) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    t = abs(mean / (sd / math.sqrt(n)))
+    if n == 2:
+        return 1 - 2 / math.pi * math.atan(t)
+    assert n == 3
+    return 1 - t / math.sqrt(2 + t * t)
+
+
+def test_paired_p_value_matches_the_formula():
+    # Differences 2, 3, 4: mean 3, sd 1, t = 3 * sqrt(3) = 5.196, df 2 -> p = 1 - 5.196 / sqrt(29) = 0.0351.
+    n, p = paired_p_value({2024: 12.0, 2025: 23.0, 2026: 34.0}, {2024: 10.0, 2025: 20.0, 2026: 30.0})
+    assert n == 3 and p == pytest.approx(1 - 3 * math.sqrt(3) / math.sqrt(29)) and p == pytest.approx(0.0351, abs=1e-4)
+    assert p == pytest.approx(t_two_sided_p([2, 3, 4]))
+    # Differences 1, 2, 3: t = 2 * sqrt(3) = 3.464 -> p = 1 - 3.464 / sqrt(14) = 0.0742 (not below 0.05).
+    assert paired_p_value({1: 1.0, 2: 2.0, 3: 3.0}, {1: 0.0, 2: 0.0, 3: 0.0})[1] == pytest.approx(
+        1 - 2 * math.sqrt(3) / math.sqrt(14))
+    # Only the seeds both have pair up: 2025 and 2026, differences 1 and 3: t = 2 / (sqrt(2) / sqrt(2)) = 2, df 1 ->
+    # p = 1 - (2 / pi) * atan(2) = 0.2952.
+    n, p = paired_p_value({2024: 9.0, 2025: 11.0, 2026: 13.0}, {2025: 10.0, 2026: 10.0, 2027: 0.0})
+    assert n == 2 and p == pytest.approx(1 - 2 / math.pi * math.atan(2)) and p == pytest.approx(0.2952, abs=1e-4)
+
+
+def test_paired_p_value_without_a_test():
+    assert paired_p_value({2024: 5.0}, {2024: 1.0, 2025: 2.0}) == (1, pytest.approx(math.nan, nan_ok=True))
+    n, p = paired_p_value({1: 3.0, 2: 4.0}, {1: 3.0, 2: 4.0})   # no difference at all: no evidence either way
+    assert n == 2 and math.isnan(p)
+    # The same lead on every seed (up to float rounding: 0.6 - 0.2 and 0.7 - 0.3): no variation, t infinite, p = 0.
+    assert paired_p_value({1: 0.6, 2: 0.7}, {1: 0.2, 2: 0.3}) == (2, 0.0)
+
+
+def two_method_model(x_values, y_values, seeds=SEEDS):
+    """x and y on the one pair A→C; values per seed (None: the run failed)."""
+    runs = [(method, "A→C", seed, "done" if v is not None else "failed", v)
+            for method, values in (("x", x_values), ("y", y_values)) for seed, v in zip(seeds, values)]
+    return aggregate(tidy_frame(runs), closed_spec(pairs=["A→C"], expected_seeds=list(seeds)))
+
+
+def test_a_significant_best_is_marked_in_markdown_latex_and_csv():
+    # x - y per seed: 2, 3, 4 (×100) -> p = 0.0351 < 0.05 (see above). A single pair: Avg has the same values.
+    model = two_method_model((0.42, 0.53, 0.64), (0.40, 0.50, 0.60))
+    for column in ("A→C", "Avg"):
+        test = model.significance[(column, 0)]
+        assert (test.best, test.runner_up, test.n_paired) == ("x", ("y",), 3)
+        assert test.p_value == pytest.approx(t_two_sided_p([2, 3, 4])) and test.significant
+        assert model.cell("x", column).significant == [True] and model.cell("y", column).significant == [False]
+    assert "| X        |  **53.0 ± 11.0**†  |" in to_markdown(model)   # x: 42, 53, 64 -> 53.0 ± 11.0
+    assert r"\textbf{53.0 $\pm$ 11.0}$^\dagger$ &" in to_latex(model)
+    frame = to_csv_frame(model)
+    best = frame[(frame["method"] == "x") & (frame["pair"] == "A→C")].iloc[0]
+    other = frame[(frame["method"] == "y") & (frame["pair"] == "A→C")].iloc[0]
+    assert bool(best["significant"]) and best["p_value"] == pytest.approx(0.0351, abs=1e-4)
+    assert not other["significant"] and math.isnan(other["p_value"])
+
+
+def test_a_best_that_is_not_significant_is_not_marked():
+    # x - y per seed: 1, 2, 3 -> p = 0.0742 >= 0.05.
+    model = two_method_model((0.41, 0.52, 0.63), (0.40, 0.50, 0.60))
+    test = model.significance[("A→C", 0)]
+    assert test.p_value == pytest.approx(t_two_sided_p([1, 2, 3])) and not test.significant
+    assert "†" not in to_markdown(model).split("\n\n")[1]   # the table (the caption explains the mark)
+
+
+def test_no_test_with_fewer_than_two_paired_seeds():
+    # x done on 2024 and 2025, y only on 2026: no seed pairs them, so no test and no mark, however large the lead.
+    model = two_method_model((0.90, 0.91, None), (None, None, 0.10))
+    test = model.significance[("A→C", 0)]
+    assert test.n_paired == 0 and math.isnan(test.p_value) and not test.significant
+    assert model.cell("x", "A→C").significant == [False]
+    avg_test = model.significance[("Avg", 0)]   # the same for Avg: x has its seeds 2024-2025, y 2026
+    assert avg_test.n_paired == 0 and not avg_test.significant and model.cell("x", "Avg").marks == ["best"]
+    assert "†" not in to_markdown(model).split("\n\n")[1]
+
+
+def test_tied_best_is_not_tested_and_tied_runner_ups_are_all_tested():
+    # A→C: x 20, y 60, z 40 -> y best, z second; C→A: x and z tie for best (30.0) -> no test.
+    model = three_method_model()
+    assert ("C→A", 0) not in model.significance
+    # Two runner-ups: w ties z at 40.0 on A→C; y - z per seed 10, 20, 30 (t = 2 sqrt(3), p = 0.0742) and y - w per
+    # seed 19, 20, 21 (t = 20 sqrt(3), p = 0.0008): the best must beat both, so the larger p counts.
+    runs = HAND_RUNS + [("z", "A→C", s, "done", v) for s, v in zip(SEEDS, (0.40, 0.40, 0.40))] + [
+        ("w", "A→C", s, "done", v) for s, v in zip(SEEDS, (0.31, 0.40, 0.49))]
+    model = aggregate(tidy_frame(runs), closed_spec(methods=["x", "y", "z", "w"], pairs=["A→C"]))
+    assert model.cell("w", "A→C").marks == ["second"] and model.cell("z", "A→C").marks == ["second"]
+    test = model.significance[("A→C", 0)]
+    assert test.runner_up == ("z", "w")
+    assert test.p_value == pytest.approx(t_two_sided_p([10, 20, 30]))
+    assert test.p_value == pytest.approx(0.0742, abs=1e-4)
+    assert t_two_sided_p([19, 20, 21]) == pytest.approx(0.0008, abs=1e-4)
+    assert not test.significant
+
+
+def test_caption_names_the_test_alpha_and_the_power(hand_model):
+    caption = hand_model.caption
+    assert "†: the best is significantly above the second best (two-sided paired t-test over the seeds both have, " \
+           "α=0.05); with n=3 seeds the test has little power" in caption
+    assert r"$^\dagger$: the best is significantly above" in to_latex(hand_model)
+    assert r"$\alpha$=0.05" in to_latex(hand_model)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Open-set cells
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -419,6 +530,142 @@ def test_small_suite_numbers():
     assert (s.mean, s.std) == (pytest.approx(81.2), pytest.approx(1.3))
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Tables of averages: the summary and the ablation table
+# ---------------------------------------------------------------------------------------------------------------------
+
+ABLATION_LABELS = {"pretrained": "Pretrained (init)", "uem_no_pm": "w/o PM", "uem_no_sn2m": "w/o SN²M",
+                   "uem": "UEM (Ours)"}
+# (dataset, method) -> pair -> (shared mAP of seeds 2024, 2025, 2026), (open-set Acc of the same); None: run failed.
+ABLATION_VALUES = {
+    ("synthetic", "pretrained"): {"Ph→Sk": ((0.30, 0.30, 0.30), (0.50, 0.50, 0.50)),
+                                  "Sk→Ph": ((0.28, 0.28, 0.28), (0.52, 0.52, 0.52))},
+    ("synthetic", "uem_no_pm"): {"Ph→Sk": ((0.40, 0.42, 0.38), (0.80, 0.78, 0.82)),
+                                 "Sk→Ph": ((0.36, 0.35, 0.37), (0.75, 0.77, 0.76))},
+    ("synthetic", "uem_no_sn2m"): {"Ph→Sk": ((0.41, 0.43, 0.40), (0.85, 0.86, 0.84)),
+                                   "Sk→Ph": ((0.37, 0.38, 0.36), (0.83, 0.80, 0.81))},
+    ("synthetic", "uem"): {"Ph→Sk": ((0.44, 0.46, 0.45), (0.90, 0.91, 0.92)),
+                           "Sk→Ph": ((0.40, 0.41, 0.42), (0.88, 0.90, 0.89))},
+    ("office31", "uem_no_pm"): {"A→D": ((0.68, 0.69, 0.67), (0.78, 0.79, 0.80)),
+                                "D→A": ((0.66, 0.68, 0.67), (0.77, 0.79, 0.78))},
+    ("office31", "uem_no_sn2m"): {"A→D": ((0.74, 0.75, 0.76), (0.88, 0.89, 0.90)),
+                                  "D→A": ((0.73, 0.74, 0.75), (0.86, 0.88, 0.87))},
+    ("office31", "uem"): {"A→D": ((0.77, 0.78, 0.76), (0.92, 0.93, 0.91)),
+                          "D→A": ((0.76, 0.78, None), (0.91, 0.94, None))},
+}
+AVERAGES_NOTE = "Each column: the Avg of that dataset and setting"
+
+
+def ablation_source(dataset: str, pairs: list[str]):
+    """The open-set table of the ablation suite of one dataset (the pretrained row of office31 was never run)."""
+    runs = []
+    for (data, method), by_pair in ABLATION_VALUES.items():
+        if data != dataset:
+            continue
+        for pair, (maps, accs) in by_pair.items():
+            for seed, m, a in zip(SEEDS, maps, accs):
+                done = m is not None
+                runs.append((method, pair, seed, "done" if done else "failed",
+                             {"shared_map_all": m, "open_set_acc": a} if done else None))
+    spec = TableSpec(title=f"Ablation on {dataset}", dataset=dataset, setting="open", methods=list(ABLATION_LABELS),
+                     method_labels=ABLATION_LABELS, pairs=pairs, cell_metrics=list(OPEN_METRICS),
+                     metric_description="Shared-set mAP@All and Open-set Acc", expected_seeds=SEEDS)
+    return aggregate(tidy_frame(runs, dataset=dataset, setting="open", metrics=OPEN_METRICS), spec)
+
+
+def averages_models():
+    """The small suite's closed and open tables as the columns of a summary (DGDIR, never run, left out as the
+    command line does), and an ablation table over two datasets."""
+    closed, open_set = small_suite_models()
+    summary = combine_averages(
+        "Summary of the small suite", "summary", [("Synthetic closed", closed), ("Synthetic open", open_set)],
+        methods=["pretrained", "cds", "uem"], method_labels=LABELS,
+        metric_description="mAP@All; open setting: shared-set mAP@All and Open-set Acc", caption_note=AVERAGES_NOTE)
+    ablation = combine_averages(
+        "Ablation of UEM", "ablation",
+        [("Office-31", ablation_source("office31", ["A→D", "D→A"])),
+         ("Synthetic", ablation_source("synthetic", SMALL_PAIRS))],
+        methods=list(ABLATION_LABELS), method_labels=ABLATION_LABELS,
+        metric_description="Shared-set mAP@All and Open-set Acc", caption_note=AVERAGES_NOTE)
+    return summary, ablation
+
+
+def test_table_of_averages_takes_each_avg_cell_as_it_is():
+    closed, open_set = small_suite_models()
+    summary, _ = averages_models()
+    assert summary.columns == ["Synthetic closed", "Synthetic open"]
+    assert summary.spec.metrics_of("Synthetic closed") == ["map_all_coda"]
+    assert summary.spec.metrics_of("Synthetic open") == ["shared_map_all", "open_set_acc"]
+    # cds, closed Avg: seeds 2024 (40.1 + 35.4)/2 = 37.75 and 2025 (41.6 + 36.4)/2 = 39.0 -> 38.375, n=2.
+    cell = summary.cell("cds", "Synthetic closed")
+    assert (cell.summaries[0].mean, cell.summaries[0].n) == (pytest.approx(38.375), 2)
+    assert cell.summaries == closed.cell("cds", "Avg").summaries
+    assert summary.cell("uem", "Synthetic open").summaries == open_set.cell("uem", "Avg").summaries
+    assert "Synthetic closed: mAP@All. Synthetic open: mAP / Acc." in summary.caption
+    assert "Avg: the mean over the pairs" not in summary.caption and AVERAGES_NOTE in summary.caption
+
+
+def test_table_of_averages_footnotes_count_the_runs_behind_a_cell():
+    _, ablation = averages_models()
+    # office31 UEM: D→A failed on 2026, so the average has seeds 2024 and 2025 of 3 (runs: 5 done, 1 failed);
+    # office31 pretrained: no run of its 2 pairs x 3 seeds.
+    texts = dict(ablation.footnotes)
+    uem = ablation.cell("uem", "Office-31")
+    assert texts[uem.footnote_marker] == (
+        "n=2 of 3 seeds: only seeds with every pair done enter the average (runs: 5 done, 1 failed).")
+    pretrained = ablation.cell("pretrained", "Office-31")
+    assert pretrained.is_missing
+    assert texts[pretrained.footnote_marker] == "n=0 of 3 seeds: no seed has every pair done (runs: 6 missing)."
+    assert has_runs(ablation, "pretrained") and not has_runs(ablation, "pretrained", "Office-31")
+
+
+def test_table_of_averages_ranks_and_tests_its_own_columns():
+    _, ablation = averages_models()
+    # Synthetic, shared mAP, per-seed averages over the two pairs:
+    #   UEM (44+40)/2 = 42, (46+41)/2 = 43.5, (45+42)/2 = 43.5 -> 43.0 (best)
+    #   w/o SN²M (41+37)/2 = 39, (43+38)/2 = 40.5, (40+36)/2 = 38 -> 39.2 (second); w/o PM 38.0; pretrained 29.0.
+    # Differences 3, 3, 5.5: mean 3.833, sd 1.443, t = 4.6, df 2 -> p = 1 - 4.6 / sqrt(2 + 4.6^2) = 0.0442 < 0.05.
+    cell = ablation.cell("uem", "Synthetic")
+    assert cell.summaries[0].mean == pytest.approx(43.0) and cell.marks[0] == "best"
+    assert ablation.cell("uem_no_sn2m", "Synthetic").marks[0] == "second"
+    test = ablation.significance[("Synthetic", 0)]
+    assert (test.best, test.runner_up, test.n_paired) == ("uem", ("uem_no_sn2m",), 3)
+    assert test.p_value == pytest.approx(t_two_sided_p([3, 3, 5.5])) and test.p_value == pytest.approx(0.0442, abs=1e-4)
+    assert cell.significant[0]
+    assert "**43.0 ± 0.9**†" in to_markdown(ablation)
+    # Office-31 has no pretrained number: the ranking is among the three others. Shared mAP over the seeds UEM has
+    # (D→A failed on 2026): UEM (77+76)/2 = 76.5, (78+78)/2 = 78; w/o SN²M (74+73)/2 = 73.5, (75+74)/2 = 74.5 ->
+    # differences 3, 3.5: t = 3.25 / (0.3536 / sqrt(2)) = 13, df 1 -> p = 1 - (2/pi) atan(13) = 0.0489.
+    assert ablation.cell("uem", "Office-31").marks == ["best", "best"]
+    test = ablation.significance[("Office-31", 0)]
+    assert test.n_paired == 2 and test.p_value == pytest.approx(1 - 2 / math.pi * math.atan(13))
+    assert test.p_value == pytest.approx(0.0489, abs=1e-4) and test.significant
+
+
+def test_table_of_averages_csv_names_the_source_of_each_column():
+    summary, ablation = averages_models()
+    frame = to_csv_frame(ablation)
+    row = frame[(frame["method"] == "uem") & (frame["dataset"] == "synthetic") & (frame["metric"] == "open_set_acc")]
+    # UEM synthetic Acc per seed: (90+88)/2 = 89, (91+90)/2 = 90.5, (92+89)/2 = 90.5 -> 90.0.
+    assert row[["setting", "pair"]].values.tolist() == [["open", "Avg"]]
+    assert row["mean"].iloc[0] == pytest.approx(90.0)
+    assert len(to_csv_frame(summary)) == 3 * (1 + 2)   # 3 methods x (one closed number + two open numbers)
+
+
+def test_table_of_averages_refuses_a_source_without_avg():
+    source = aggregate(tidy_frame(HAND_RUNS), closed_spec(show_avg=False))
+    with pytest.raises(ValueError, match="has no Avg column"):
+        combine_averages("t", "k", [("C", source)], methods=["x"], method_labels={}, metric_description="m")
+
+
+def test_golden_averages_markdown():
+    check_golden("averages_small.md", reports.suite_markdown("summary", list(averages_models())))
+
+
+def test_golden_averages_latex():
+    check_golden("averages_small.tex", reports.suite_latex(list(averages_models())))
+
+
 def test_write_report_writes_md_tex_csv(tmp_path):
     models = small_suite_models()
     paths = write_report("small", models, tmp_path / "tables")
@@ -444,8 +691,22 @@ def test_write_report_refuses_a_path_as_suite_name(tmp_path):
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (TeX Live comes in CI)")
 def test_latex_document_compiles_with_pdflatex(tmp_path):
-    escaped = aggregate(tidy_frame(HAND_RUNS), closed_spec(method_labels={"x": r"my_method & co %#$~^\{}", "y": "Y"}))
-    document = latex_document([to_latex(model) for model in small_suite_models()] + [to_latex(escaped)])
+    """Every table kind: per suite, summary, ablation, and the companions beside the paper's numbers, with names that
+    need escaping."""
+    from benchmark.paper import ABLATION_SETTING, compare_with_paper, load_paper_results
+
+    tricky = {"x": r"my_method & co %#$~^\{}", "y": "Y"}
+    escaped = aggregate(tidy_frame(HAND_RUNS), closed_spec(method_labels=tricky))
+    escaped_averages = combine_averages(
+        "Summary of data_set & co", "summary_&", [("data_set & co closed", escaped), ("Ph→Sk_& #2", escaped)],
+        methods=["x", "y"], method_labels=tricky, metric_description="mAP@All_&", caption_note="Note_&%")
+    paper = load_paper_results()
+    summary, ablation = averages_models()
+    companions = [compare_with_paper(model, paper).model
+                  for model in (*small_suite_models(), summary, escaped_averages)]
+    companions.append(compare_with_paper(ablation, paper, ABLATION_SETTING).model)
+    document = latex_document([to_latex(model) for model in (*small_suite_models(), escaped, summary, ablation,
+                                                              escaped_averages, *companions)])
     (tmp_path / "report.tex").write_text(document, encoding="utf-8")
     result = subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],

@@ -1,0 +1,249 @@
+"""The SLURM launcher: options, queue states and the census (no cluster needed), then the real thing against a
+running Slurm cluster (tests/slurm/setup_local_slurm.sh starts one on this machine; `.ci/run` does it in CI).
+
+Without a reachable cluster the cluster tests skip — except when CDR_REQUIRE_SLURM=1 (CI), where a skip would hide
+a broken launcher, so they fail instead. Every wait is bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark import cli, slurm, store
+from benchmark.errors import UserError
+from benchmark.suites import plan
+
+from .conftest import tiny_suite
+
+# --- options, profiles, queue states (no cluster) -------------------------------------------------------------------
+
+
+def test_profile_then_command_line_then_sbatch_extras(tmp_path):
+    profile = tmp_path / "site.toml"
+    profile.write_text('partition = "gpu"\ngpus = 1\ntime = 240\naccount = "lab"\nsetup = ["module load cuda"]\n'
+                       '[sbatch]\nexclude = "node7"\n')
+    options = slurm.build_options(profile, {"time": 30, "partition": None}, ["exclusive", "--mail-type=END"])
+    assert (options.partition, options.gpus, options.time, options.account) == ("gpu", 1, 30, "lab")
+    assert options.sbatch == {"exclude": "node7", "exclusive": True, "mail_type": "END"}
+    params = slurm.executor_parameters(options, "cdr-x")
+    assert params["slurm_partition"] == "gpu" and params["gpus_per_node"] == 1 and params["timeout_min"] == 30
+    assert params["slurm_account"] == "lab" and "slurm_qos" not in params and "mem_gb" not in params
+    assert params["slurm_additional_parameters"] == {"exclude": "node7", "exclusive": True, "mail_type": "END"}
+    assert params["slurm_setup"][0].startswith("export PYTHONPATH=") and params["slurm_setup"][1] == "module load cuda"
+
+
+def test_bad_profiles_and_options_are_named(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        slurm.build_options(tmp_path / "absent.toml", {}, [])
+    (tmp_path / "bad.toml").write_text("partition = \n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        slurm.build_options(tmp_path / "bad.toml", {}, [])
+    (tmp_path / "odd.toml").write_text('partiton = "gpu"\n')
+    with pytest.raises(UserError, match="unknown key.*partiton"):
+        slurm.build_options(tmp_path / "odd.toml", {}, [])
+    with pytest.raises(UserError, match="gpus must be an integer >= 0"):
+        slurm.build_options(None, {"gpus": -1}, [])
+    with pytest.raises(UserError, match="malformed --sbatch"):
+        slurm.build_options(None, {}, ["=x"])
+
+
+def test_queue_states_say_queued_running_or_gone():
+    states = {"12_0": "RUNNING", "12_1": "PENDING", "12_[4-6,9%2]": "PENDING", "13": "COMPLETING", "14_2": "REQUEUED"}
+    assert slurm.active_state("12_0", states) == "running"
+    assert slurm.active_state("12_1", states) == "queued"
+    assert slurm.active_state("12_5", states) == "queued" and slurm.active_state("12_9", states) == "queued"
+    assert slurm.active_state("12_7", states) is None          # not in the compressed ranges: gone
+    assert slurm.active_state("13", states) == "running" and slurm.active_state("14_2", states) == "queued"
+    assert slurm.active_state("15_0", states) is None and slurm.active_state("12_0", None) is None
+
+
+def test_census_counts_runs_still_in_the_queue_and_does_not_submit_them(tmp_path, monkeypatch, capsys):
+    suite = tiny_suite("test_slurm_census", methods=["pretrained"], seeds=(2024, 2025, 2026))
+    specs = plan(suite)
+    for spec, job in zip(specs, ("7_0", "7_1", "7_2")):
+        run_dir = store.prepare_run_dir(spec, tmp_path, {})
+        store.atomic_write_json(run_dir / slurm.JOB_FILE, {"job_id": job})
+    monkeypatch.setattr(slurm, "queue_states", lambda: {"7_0": "RUNNING", "7_1": "PENDING"})
+    monkeypatch.setattr(slurm, "accounting_states", lambda ids: {"7_2": "CANCELLED"})
+    groups = cli.census(specs, tmp_path)
+    assert [len(groups[s]) for s in ("running", "queued", "incomplete")] == [1, 1, 1]
+    assert "1 queued, 1 running on SLURM, 1 incomplete" in cli.census_text(groups, False)
+    assert cli.main(["--suite", suite.name, "--output", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "job 7_0" in out and "job 7_2 (CANCELLED)" in out and "-> 1 to run" in out
+
+
+def test_slurm_flags_without_the_slurm_launcher_are_refused(tmp_path, capsys):
+    tiny_suite("test_slurm_flags", methods=["pretrained"])
+    assert cli.main(["--suite", "test_slurm_flags", "--output", str(tmp_path), "--partition", "gpu"]) == 2
+    assert "--partition only apply with --launcher slurm" in capsys.readouterr().err
+    assert cli.main(["--suite", "test_slurm_flags", "--output", str(tmp_path), "--launcher", "slurm",
+                     "--jobs", "2"]) == 2
+    assert "--jobs is for --launcher local" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_local_jobs_run_several_runs_at_once_with_the_same_numbers(tmp_path, cache_dir, capsys):
+    # --jobs 2: two worker processes, one thread each; the numbers are those of one run after another (one thread
+    # is bitwise reproducible on the CPU).
+    tiny_suite("test_local_jobs", methods=["pretrained", "cds"], seeds=(2024, 2025))
+    common = ["--suite", "test_local_jobs", "--set", "cds.epochs=1", "--cache-dir", str(cache_dir), "--device", "cpu"]
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(common + ["--output", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert cli.main(common + ["--output", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    assert "trained 4 run(s)" in capsys.readouterr().out
+    for spec in plan(tiny_suite("test_local_jobs"), assignments=["cds.epochs=1"]):
+        one, two = (store.read_metrics(spec.run_dir(tmp_path / name)) for name in ("one", "two"))
+        assert one == two, spec.method
+
+
+# --- against a real cluster ----------------------------------------------------------------------------------------
+
+def _cluster_reachable() -> bool:
+    if not slurm.slurm_available():
+        return False
+    try:
+        return subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20).stdout.count("UP") > 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not _cluster_reachable():
+        if os.environ.get("CDR_REQUIRE_SLURM") == "1":
+            pytest.fail("CDR_REQUIRE_SLURM=1 but no Slurm cluster answers (scontrol ping); .ci/run starts one with "
+                        "tests/slurm/setup_local_slurm.sh")
+        pytest.skip("no Slurm cluster reachable (tests/slurm/setup_local_slurm.sh starts one; CI requires it)")
+    return True
+
+
+WAIT_S = 420
+
+
+def _wait(condition, what: str, output: Path, timeout: float = WAIT_S):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    logs = sorted((output / slurm.LOG_FOLDER).glob("*/*.err"))
+    tails = "\n".join(f"--- {p}\n" + "\n".join(p.read_text().splitlines()[-8:]) for p in logs[-3:])
+    queue = subprocess.run(["squeue"], capture_output=True, text=True, timeout=20).stdout
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\nsqueue:\n{queue}\n{tails}")
+
+
+def _slurm_cli(suite: str, output: Path, cache_dir: Path, *extra) -> list[str]:
+    return ["--suite", suite, "--output", str(output), "--cache-dir", str(cache_dir), "--device", "cpu",
+            "--launcher", "slurm", "--cpus", "1", "--time", "10", *extra]
+
+
+def _job_gone(job_id: str) -> bool:
+    states = slurm.queue_states()
+    return states is not None and slurm.active_state(job_id, states) is None
+
+
+def _checkpoint_epoch(run_dir: Path) -> int:
+    path = run_dir / "ckpt" / "last.pt"
+    try:
+        return torch.load(path, weights_only=False)["epoch"] if path.is_file() else 0
+    except Exception:            # being replaced at this moment
+        return 0
+
+
+@pytest.mark.slow
+def test_a_suite_runs_end_to_end_as_a_slurm_job_array(cluster, tmp_path, cache_dir, capsys):
+    suite = tiny_suite("test_slurm_suite", methods=["pretrained", "cds"], pairs=(("photo", "sketch"),
+                                                                                 ("clipart", "painting")))
+    args = _slurm_cli(suite.name, tmp_path, cache_dir, "--set", "cds.epochs=2")
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "submitted 4 run(s) as 1 SLURM job array(s)" in out and "squeue -j" in out
+    specs = plan(suite, assignments=["cds.epochs=2"])
+    jobs = [slurm.recorded_job(s.run_dir(tmp_path)) for s in specs]
+    assert len({j.split("_")[0] for j in jobs}) == 1 and sorted(j.split("_")[1] for j in jobs) == ["0", "1", "2", "3"]
+    # submitted again while in the queue: nothing is submitted twice
+    assert cli.main(args) == 0
+    again = capsys.readouterr().out
+    assert "submitted" not in again and ("nothing to submit" in again or "0 to run" in again)
+    _wait(lambda: all(store.run_status(s.run_dir(tmp_path)) == "done" for s in specs), "every run DONE", tmp_path)
+    env = json.loads((specs[0].run_dir(tmp_path) / "env.json").read_text())
+    assert env["slurm"]["SLURM_ARRAY_JOB_ID"] == jobs[0].split("_")[0]
+    assert cli.main(["--suite", suite.name, "--output", str(tmp_path), "--set", "cds.epochs=2", "--report"]) == 0
+    table = capsys.readouterr().out
+    assert "| CDS" in table and "Ph→Sk" in table and "Cl→Pa" in table and "–" not in table.split("| Method")[1]
+
+
+def _submit_one_long_run(name: str, output: Path, cache_dir: Path, epochs: int):
+    suite = tiny_suite(name, methods=["cds"])
+    assignment = f"cds.epochs={epochs}"
+    assert cli.main(_slurm_cli(suite.name, output, cache_dir, "--set", assignment)) == 0
+    spec = plan(suite, assignments=[assignment])[0]
+    run_dir = spec.run_dir(output)
+    return suite, assignment, run_dir, slurm.recorded_job(run_dir)
+
+
+def _restarts(job_id: str) -> int:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30).stdout
+    return int(out.split("Restarts=", 1)[1].split()[0]) if "Restarts=" in out else 0
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_relaunched_and_resumes_from_its_checkpoint(cluster, tmp_path, cache_dir, capsys):
+    suite, assignment, run_dir, job = _submit_one_long_run("test_slurm_kill", tmp_path, cache_dir, epochs=40)
+    _wait(lambda: _checkpoint_epoch(run_dir) >= 2, "two epochs checkpointed", tmp_path)
+    subprocess.run(["scancel", job], check=True, timeout=30)      # SIGTERM (submitit ignores it), SIGKILL 5 s later
+    _wait(lambda: _job_gone(job), f"job {job} to leave the queue", tmp_path, timeout=120)
+    killed_at = _checkpoint_epoch(run_dir)
+    assert store.run_status(run_dir) == "incomplete" and 2 <= killed_at < 40
+    capsys.readouterr()
+    # the next invocation sees it incomplete (its job gone) and submits it again
+    assert cli.main(_slurm_cli(suite.name, tmp_path, cache_dir, "--set", assignment)) == 0
+    assert "1 incomplete" in capsys.readouterr().out
+    assert slurm.recorded_job(run_dir) != job
+    _wait(lambda: store.run_status(run_dir) == "done", "the relaunched run DONE", tmp_path)
+    log = (run_dir / "log.txt").read_text()
+    resumed = [line for line in log.splitlines() if "resumed from" in line]
+    assert resumed and int(resumed[-1].rsplit(" ", 1)[1]) >= killed_at
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 41))
+
+
+@pytest.mark.slow
+def test_a_timeout_signal_requeues_the_job_and_the_run_resumes(cluster, tmp_path, cache_dir):
+    # SLURM sends USR2 before the time limit (submitit's --signal); sending it by hand simulates the timeout:
+    # submitit checkpoints the call and requeues the same job, which resumes the run from its last epoch.
+    _, _, run_dir, job = _submit_one_long_run("test_slurm_requeue", tmp_path, cache_dir, epochs=40)
+    _wait(lambda: _checkpoint_epoch(run_dir) >= 2, "two epochs checkpointed", tmp_path)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+    # Slurm holds a requeued batch job for 121 s (Reason=BeginTime); the test makes it eligible at once
+    _wait(lambda: _restarts(job) >= 1, f"job {job} requeued", tmp_path, timeout=120)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
+    _wait(lambda: store.run_status(run_dir) == "done", "the requeued run DONE", tmp_path)
+    assert slurm.recorded_job(run_dir) == job                        # the same job, requeued, not a new one
+    env = json.loads((run_dir / "env.json").read_text())
+    assert int(env["slurm"].get("SLURM_RESTART_COUNT", "0")) >= 1
+    assert "resumed from" in (run_dir / "log.txt").read_text()
+    err = "\n".join(p.read_text() for p in (tmp_path / slurm.LOG_FOLDER).glob(f"{job}/*.err"))
+    assert "Caught signal SIGUSR2" in err and "timed-out" in err
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 41))
+
+
+def test_ci_requires_the_cluster_tests():
+    # .ci/run exports CDR_REQUIRE_SLURM=1 after starting the cluster: the cluster tests above then fail, not skip.
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert "CDR_REQUIRE_SLURM=1" in ci and "setup_local_slurm.sh" in ci
+    assert shutil.which("bash")
