@@ -23,12 +23,12 @@ from datasets import real
 from datasets.registry import DATASETS, get_dataset
 from methods import get_method_class, method_names
 
-from . import store
+from . import slurm, store
 from .collect import is_ablation_suite, stored_summary, table_specs, tidy_frame
 from .errors import UserError
+from .figures import write_figures
 from .initialisation import (PRETRAINED_KINDS, find_pretrained, load_pretrained, missing_weights_message,
                              new_backbone)
-from . import slurm
 from .launchers import launch_local
 from .paper import ABLATION_SETTING, comparable, compare_with_paper, load_paper_results, write_comparison
 from .reports import aggregate, save_tidy, to_markdown, write_report
@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare-paper", action="store_true",
                         help="with --report (and --summary): the paper's numbers beside ours, with the difference, in "
                              "<output>/tables/<suite or summary>_vs_paper.{md,tex,csv}")
+    parser.add_argument("--figures", action="store_true",
+                        help="after the tables (a run or --report): figures from the stored runs, PNG and PDF, in "
+                             "<output>/figures/ (top-k retrievals of a fixed sample of queries per method, Avg per "
+                             "method with error bars, open-set detection accuracy); no retraining")
     parser.add_argument("--retry-failed", action="store_true", help="run FAILED runs again (from their checkpoint)")
     parser.add_argument("--check-data", action="store_true",
                         help="check the real datasets under --data-root against the published ones (image counts, "
@@ -215,6 +219,8 @@ def _main(args) -> int:
         return 0
     if args.check_data:
         return check_data_command(args.data_root, strict=args.strict)
+    if args.figures and args.summary:
+        raise UserError("--figures draws one suite's runs; use it with --report --suite NAME, not --summary")
     if (args.summary or args.compare_paper) and not args.report:
         raise UserError("--summary and --compare-paper read stored runs and train nothing: use them with --report")
     if args.summary:
@@ -253,7 +259,7 @@ def _main(args) -> int:
         elif args.launcher == "slurm":
             print("nothing to submit" + (f": {len(groups['queued']) + len(groups['running'])} run(s) still in the "
                                          f"SLURM queue" if groups["queued"] or groups["running"] else ""))
-    return _report(suite.name, specs, output_root, compare_paper=args.compare_paper)
+    return _report(suite.name, specs, output_root, compare_paper=args.compare_paper, figures=args.figures)
 
 
 def _print_census_details(groups: dict[str, list], output_root: Path) -> None:
@@ -380,9 +386,11 @@ def check_data_command(data_root: Path | None, strict: bool = False) -> int:
     return 0 if present and not incomplete else 1
 
 
-def _report(suite_name: str, specs, output_root: Path, summary: bool = False, compare_paper: bool = False) -> int:
-    """Tables of one suite (or, `summary`, across every suite with stored runs), and with `compare_paper` their
-    companions beside the paper's numbers. Exit status 1 when a run behind the tables failed."""
+def _report(suite_name: str, specs, output_root: Path, summary: bool = False, compare_paper: bool = False,
+            figures: bool = False) -> int:
+    """Tables of one suite (or, `summary`, across every suite with stored runs), with `compare_paper` their
+    companions beside the paper's numbers, with `figures` the suite's figures. Exit status 1 when a run behind the
+    tables failed."""
     paper_results = load_paper_results() if compare_paper else None   # a broken file stops before anything is written
     tables_dir = output_root / "tables"
     if summary:
@@ -409,5 +417,10 @@ def _report(suite_name: str, specs, output_root: Path, summary: bool = False, co
         for comparison in comparisons:
             print(f"{comparison.model.spec.title}: {comparison.summary_line()}")
         print(f"comparison with the paper: {compared['md']}, {compared['tex']}, {compared['csv']}")
+    if figures:
+        figures_dir = output_root / "figures"
+        paths = write_figures(suite_name, specs, output_root, figures_dir)
+        print(f"figures: {len(paths)} file(s) in {figures_dir}: "
+              + ", ".join(p.name for p in paths if p.suffix == ".png"))
     failed = (frame.drop_duplicates("run_id")["status"] == "failed").sum()
     return 1 if failed else 0

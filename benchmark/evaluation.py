@@ -7,6 +7,7 @@ Queries come from one domain, the gallery ("retrieval set") from the other. Ever
 * ``open_set_metrics``   -> shared-class retrieval metrics and private-query ("null") detection metrics
 * ``per_query_metrics``  -> the per-query terms the two above average (for checks and analysis)
 * ``ranked_topk``        -> gallery indices of the top k per query (for figures)
+* ``sample_queries``, ``retrieval_sample`` -> a fixed sample of queries and their top k, judged (for figures)
 
 Ranking
 -------
@@ -86,6 +87,8 @@ __all__ = [
     "per_query_metrics",
     "ranked_topk",
     "retrieval_metrics",
+    "retrieval_sample",
+    "sample_queries",
 ]
 
 
@@ -439,3 +442,82 @@ def ranked_topk(query_feats, gallery_feats, k, *, chunk_size=1024, device=None) 
     if not parts:
         return torch.empty(0, top, dtype=torch.long, device=target)
     return torch.cat(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A sample of queries for figures
+# ----------------------------------------------------------------------------------------------------------------
+
+def sample_queries(query_labels, gallery_labels, n_shared, *, seed, n_private=0) -> torch.Tensor:
+    """Indices of a fixed sample of queries: ``n_shared`` whose class occurs in the gallery, then ``n_private``
+    whose class does not (fewer when there are fewer), drawn with a generator seeded by ``seed``.
+
+    The sample depends on the labels and the seed only, so every method evaluated on the same split shows the same
+    queries. Within each part, classes are spread: one query per class in drawn order before any class repeats.
+    """
+    for name, value in (("n_shared", n_shared), ("n_private", n_private)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    q_labels = _as_label_vector(query_labels, "query_labels").cpu()
+    g_labels = _as_label_vector(gallery_labels, "gallery_labels").cpu()
+    generator = torch.Generator().manual_seed(int(seed))
+    private = torch.isin(q_labels, g_labels, invert=True)
+    # One permutation over all queries, then split: the shared part does not depend on n_private.
+    order = torch.randperm(q_labels.shape[0], generator=generator)
+    parts = [_one_per_class_first(order[~private[order]], q_labels, n_shared),
+             _one_per_class_first(order[private[order]], q_labels, n_private)]
+    return torch.cat(parts)
+
+
+def _one_per_class_first(candidates: torch.Tensor, labels: torch.Tensor, count: int) -> torch.Tensor:
+    """The first ``count`` of ``candidates`` (kept in their order), taking each class's first candidate before any
+    second one."""
+    if candidates.numel() == 0 or count == 0:
+        return candidates[:0]
+    _, class_of = torch.unique(labels[candidates], return_inverse=True)
+    positions = torch.arange(candidates.numel())
+    first_position = torch.full((int(class_of.max()) + 1,), candidates.numel()).scatter_reduce(
+        0, class_of, positions, reduce="amin")
+    is_first = torch.zeros(candidates.numel(), dtype=torch.bool)
+    is_first[first_position] = True
+    return torch.cat([candidates[is_first], candidates[~is_first]])[:count]
+
+
+def retrieval_sample(query_feats, query_labels, gallery_feats, gallery_labels, query_indices, k, *,
+                     private_pred=None, device=None) -> list[dict]:
+    """What a figure shows of the selected queries: for each, in the order given, a dict with
+
+    ``query_index``, ``label``, ``private`` (its class is absent from the gallery), ``returned_null``
+    (``private_pred`` at that query; None when no detector ran), ``retrieved_indices`` (the top ``k`` gallery
+    items, ranked as everywhere in this module), ``retrieved_labels`` and ``retrieved_correct`` (each item shares
+    the query's label). Plain Python values, ready for JSON.
+    """
+    q_feats, q_labels, g_feats, g_labels = _prepare_retrieval_inputs(
+        query_feats, query_labels, gallery_feats, gallery_labels, device
+    )
+    indices = _as_label_vector(query_indices, "query_indices").to(q_labels.device)
+    n_queries = q_labels.shape[0]
+    out_of_range = (indices < 0) | (indices >= n_queries)
+    if bool(out_of_range.any()):
+        raise ValueError(f"query_indices must lie in [0, {n_queries}), got {indices[out_of_range].tolist()}")
+    if private_pred is not None:
+        private_pred = _as_bool_vector(private_pred, "private_pred")
+        if private_pred.shape[0] != n_queries:
+            raise ValueError(f"private_pred has {private_pred.shape[0]} entries but there are {n_queries} queries")
+    top = ranked_topk(q_feats[indices], g_feats, k)
+    top_labels = g_labels[top]
+    labels = q_labels[indices]
+    private = torch.isin(labels, g_labels, invert=True)
+    correct = top_labels == labels[:, None]
+    sample = []
+    for row, query_index in enumerate(indices.tolist()):
+        sample.append({
+            "query_index": query_index,
+            "label": int(labels[row]),
+            "private": bool(private[row]),
+            "returned_null": None if private_pred is None else bool(private_pred[query_index]),
+            "retrieved_indices": top[row].tolist(),
+            "retrieved_labels": top_labels[row].tolist(),
+            "retrieved_correct": correct[row].tolist(),
+        })
+    return sample

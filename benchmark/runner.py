@@ -34,7 +34,7 @@ from methods import get_method_class
 from methods.base import Batch, Method, build_hparams, derive_seed
 
 from . import store
-from .evaluation import open_set_metrics, retrieval_metrics
+from .evaluation import open_set_metrics, retrieval_metrics, retrieval_sample, sample_queries
 from .initialisation import build_initial_backbone
 from .spec import RunSpec, load_spec
 
@@ -42,6 +42,12 @@ log = logging.getLogger("benchmark.run")
 
 EMBED_BATCH_SIZE = 256
 DEFAULT_DETECTOR_PREFIX = "default_detector_"   # metrics of the App. B.2 detector
+# The retrieval figure's sample (benchmark/figures.py): a few queries and their top k, stored by every run.
+RETRIEVALS_FILE = "retrievals.json"
+RETRIEVALS_FORMAT = 1
+FIGURE_SHARED_QUERIES = 4
+FIGURE_PRIVATE_QUERIES = 2      # open setting only: queries whose right answer is null
+FIGURE_TOP_K = 5
 
 
 class NonFiniteLoss(RuntimeError):
@@ -244,7 +250,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_e
         log.info("epoch %d/%d %s", epoch + 1, hparams.epochs,
                  " ".join(f"{k}={v:.4f}" for k, v in history[-1].items() if k != "epoch"))
 
-    metrics = evaluate(method, ctx, query, retrieval, spec)
+    metrics = evaluate(method, ctx, query, retrieval, spec, run_dir=run_dir)
     log.info("metrics: %s", json.dumps(metrics))
     store.atomic_write_json(run_dir / "metrics.json", {
         "metrics": metrics, "history": history, "seconds": round(time.time() - started, 3)})
@@ -282,12 +288,15 @@ def _train_epoch(method: Method, ctx: RunContext, optimizers: list, epoch: int) 
 
 
 def evaluate(method: Method, ctx: RunContext, query: LabelledDomain, retrieval: LabelledDomain,
-             spec: RunSpec) -> dict:
-    """Retrieval features of both domains (the last epoch's model: no selection on labels), then the metrics."""
+             spec: RunSpec, run_dir: Path | None = None) -> dict:
+    """Retrieval features of both domains (the last epoch's model: no selection on labels), then the metrics.
+
+    With `run_dir`, also stores the figures' retrieval sample there (`RETRIEVALS_FILE`)."""
     method.eval()
     query_features = ctx.embed_domain(0)
     retrieval_features = ctx.embed_domain(1)
     metrics = retrieval_metrics(query_features, query.labels, retrieval_features, retrieval.labels, ks=spec.ks)
+    private = None
     if spec.setting == "open":
         private = method.detect_private(query_features, retrieval_features, num_clusters=spec.num_classes_hint[0],
                                         seed=derive_seed(spec.seed, "detector"))
@@ -305,4 +314,24 @@ def evaluate(method: Method, ctx: RunContext, query: LabelledDomain, retrieval: 
                                                baseline.cpu(), ks=spec.ks)
         metrics.update({f"{DEFAULT_DETECTOR_PREFIX}{k}": baseline_scores[k] for k in
                         ("open_set_acc", "detection_acc", "shared_false_null_rate")})
+    if run_dir is not None:
+        store_retrieval_sample(run_dir, spec, query_features, query, retrieval_features, retrieval,
+                               None if private is None else private.cpu())
     return metrics
+
+
+def store_retrieval_sample(run_dir: Path, spec: RunSpec, query_features: torch.Tensor, query: LabelledDomain,
+                           retrieval_features: torch.Tensor, retrieval: LabelledDomain,
+                           private: torch.Tensor | None) -> None:
+    """Write the figures' sample: the top k of a few queries, drawn from the split alone (seed and labels), so every
+    method and every seed of a split shows the same queries and `--figures` needs no retraining."""
+    sample_seed = derive_seed(spec.split_seed, "figure_queries", spec.query_domain, spec.retrieval_domain)
+    indices = sample_queries(query.labels, retrieval.labels, FIGURE_SHARED_QUERIES, seed=sample_seed,
+                             n_private=FIGURE_PRIVATE_QUERIES if spec.setting == "open" else 0)
+    queries = retrieval_sample(query_features, query.labels, retrieval_features, retrieval.labels, indices,
+                               FIGURE_TOP_K, private_pred=private)
+    store.atomic_write_json(Path(run_dir) / RETRIEVALS_FILE, {
+        "format": RETRIEVALS_FORMAT, "top_k": FIGURE_TOP_K, "sample_seed": sample_seed,
+        "query_domain": spec.query_domain, "retrieval_domain": spec.retrieval_domain,
+        # the sizes of the split domains the indices point into: a figure checks them before showing images
+        "n_query_images": len(query), "n_retrieval_images": len(retrieval), "queries": queries})

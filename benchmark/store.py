@@ -7,6 +7,8 @@
         log.txt        the run's log
         ckpt/last.pt   the last finished epoch (model, optimisers, method state)
         metrics.json   the evaluation
+        retrievals.json  the top k of a fixed sample of queries (benchmark/figures.py)
+        slurm.json     the SLURM job that runs it (--launcher slurm; benchmark/slurm.py)
         DONE           written last — or FAILED, with the reason
 
 Status: `done` (DONE), `failed` (FAILED), `incomplete` (a folder without either: crashed, killed or still running),
