@@ -69,25 +69,26 @@ def table_specs(suite_name: str, specs: list[RunSpec]) -> list[TableSpec]:
                        "(fraction of private-class queries returned as null)" if setting == "open" else
                        "mAP@All (VOC-interpolated AP over the whole retrieval domain, class-balanced mean, "
                        "following CoDA)")
-        tables.append(TableSpec(title=f"{SETTING_TITLES[setting]} retrieval on the {info.name} dataset ({suite_name})",
+        label = DATASET_LABELS.get(info.name, info.name)
+        tables.append(TableSpec(title=f"{SETTING_TITLES[setting]} retrieval on {label} ({suite_name})",
                                 cell_metrics=cell_metrics(setting), metric_description=description, **common))
         if setting == "open":
-            tables += _detection_tables(suite_name, info.name, common)
+            tables += _detection_tables(suite_name, info.name, label, common)
     return tables
 
 
-def _detection_tables(suite_name: str, dataset_name: str, common: dict) -> list[TableSpec]:
+def _detection_tables(suite_name: str, dataset_name: str, label: str, common: dict) -> list[TableSpec]:
     """Open-set Acc alone rewards flagging every query null; Detection Acc (binary accuracy over all queries, shared
     kept and private flagged) shows whether a detector separates them."""
     description = ("Open-set Acc (fraction of private-class queries returned as null) and Detection Acc (fraction of "
                    "all queries classified correctly as shared or private)")
     prefix = DEFAULT_DETECTOR_PREFIX
     return [
-        TableSpec(title=f"Open-set detection on the {dataset_name} dataset ({suite_name}), each method's own "
+        TableSpec(title=f"Open-set detection on {label} ({suite_name}), each method's own "
                         f"detector (UEM: App. B.1; the others: App. B.2)",
                   cell_metrics=["open_set_acc", "detection_acc"], metric_description=description,
                   key=f"{dataset_name}-open-detection-own", **common),
-        TableSpec(title=f"Open-set detection on the {dataset_name} dataset ({suite_name}), every method with the "
+        TableSpec(title=f"Open-set detection on {label} ({suite_name}), every method with the "
                         f"baseline detector of App. B.2",
                   cell_metrics=[prefix + "open_set_acc", prefix + "detection_acc"], metric_description=description,
                   metric_short_names={prefix + "open_set_acc": "Acc", prefix + "detection_acc": "Detection Acc"},

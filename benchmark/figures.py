@@ -35,7 +35,7 @@ from datasets.base import DataError
 from datasets.registry import get_dataset
 
 from . import store
-from .collect import METHOD_LABELS, SETTING_TITLES, cell_metrics, table_specs, tidy_frame
+from .collect import DATASET_LABELS, METHOD_LABELS, SETTING_TITLES, cell_metrics, table_specs, tidy_frame
 from .reports import AVG_COLUMN, TableModel, aggregate
 from .runner import DEFAULT_DETECTOR_PREFIX, RETRIEVALS_FILE, RETRIEVALS_FORMAT, load_split_domains
 from .spec import RunSpec
@@ -171,7 +171,7 @@ def avg_chart(models: list[TableModel], colours: dict[str, tuple]) -> Figure:
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
     spec = models[0].spec
-    figure.suptitle(f"Avg per method on the {spec.dataset} dataset", fontsize=12)
+    figure.suptitle(f"Avg per method on {DATASET_LABELS.get(spec.dataset, spec.dataset)}", fontsize=12)
     _footnote(figure, "bar: mean over seeds of the per-seed Avg (pairs averaged within a seed); error bar: sample "
                       f"std (ddof=1) over seeds; {_seeds_text(spec)}")
     return figure
@@ -207,7 +207,7 @@ def detection_chart(own: TableModel, baseline: TableModel) -> Figure:
     ax.set_axisbelow(True)
     # Above the axes: bars near 100 % would run into a legend drawn inside.
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, fontsize=8, frameon=False)
-    figure.suptitle(f"Open-set detection on the {own.spec.dataset} dataset — Avg over {len(own.spec.pairs)} pair(s)",
+    figure.suptitle(f"Open-set detection on {DATASET_LABELS.get(own.spec.dataset, own.spec.dataset)} — Avg over {len(own.spec.pairs)} pair(s)",
                     fontsize=11)
     _footnote(figure, "Open-set Acc: fraction of private-class queries returned as null; Detection Acc: fraction of all "
                       "queries judged shared or private correctly; a method without a detector of its own uses App. "
