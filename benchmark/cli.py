@@ -31,7 +31,7 @@ from .initialisation import (PRETRAINED_KINDS, find_pretrained, load_pretrained,
                              new_backbone)
 from .launchers import launch_local
 from .paper import ABLATION_SETTING, comparable, compare_with_paper, load_paper_results, write_comparison
-from .reports import aggregate, save_tidy, to_markdown, write_report
+from .reports import LatexError, aggregate, compile_pdf, save_tidy, to_markdown, write_report
 from .spec import canonical_json
 from .suites import SUITES, get_suite, plan
 
@@ -262,6 +262,20 @@ def _main(args) -> int:
     return _report(suite.name, specs, output_root, compare_paper=args.compare_paper, figures=args.figures)
 
 
+def _compile_latex(tex_files: list[Path]) -> None:
+    """The LaTeX tables compiled to PDF beside them when pdflatex is installed (TeX Live); said when it is not."""
+    try:
+        pdfs = [compile_pdf(path) for path in tex_files]
+    except LatexError as error:
+        raise UserError(f"{error}\n(the .tex and the other tables are written; this is a bug of the report, please "
+                        f"report it)") from None
+    if None in pdfs:
+        print("pdflatex not found: the .tex files are standalone documents, compile them with TeX Live "
+              "(apt-get install texlive-latex-recommended) for PDFs")
+    else:
+        print(f"pdf: {', '.join(str(p) for p in pdfs)}")
+
+
 def _print_census_details(groups: dict[str, list], output_root: Path) -> None:
     """--dry-run: every run that is not done, with its folder; failed ones with their reason, SLURM ones with their
     job id (and, for incomplete ones, the job's last state from the cluster's accounting)."""
@@ -409,6 +423,7 @@ def _report(suite_name: str, specs, output_root: Path, summary: bool = False, co
         print(to_markdown(model))
     runs_note = "" if summary else f"; runs: {tables_dir / f'{suite_name}_runs.csv'}"
     print(f"\ntables: {paths['md']}, {paths['tex']}, {paths['csv']}{runs_note}")
+    latex_files = [paths["tex"]]
     if compare_paper:
         comparisons = [compare_with_paper(model, paper_results,
                                           ABLATION_SETTING if any(model is m for m in ablation_models) else None)
@@ -417,6 +432,8 @@ def _report(suite_name: str, specs, output_root: Path, summary: bool = False, co
         for comparison in comparisons:
             print(f"{comparison.model.spec.title}: {comparison.summary_line()}")
         print(f"comparison with the paper: {compared['md']}, {compared['tex']}, {compared['csv']}")
+        latex_files.append(compared["tex"])
+    _compile_latex(latex_files)
     if figures:
         figures_dir = output_root / "figures"
         paths = write_figures(suite_name, specs, output_root, figures_dir)

@@ -233,6 +233,11 @@ def test_report_with_figures_from_the_command_line(tiny_runs, capsys):
     assert cli.main(args + ["--report", "--figures"]) == 0
     out = capsys.readouterr().out
     assert "figures: " in out and str(output / "figures") in out
+    if shutil.which("pdflatex"):      # the tables compiled to PDF too (TeX Live: always in CI)
+        assert f"pdf: {output / 'tables' / 'test_figures.pdf'}" in out
+        assert (output / "tables" / "test_figures.pdf").read_bytes().startswith(b"%PDF")
+    else:
+        assert "pdflatex not found" in out
     assert (output / "figures" / "test_figures_avg_by_method.png").stat().st_size > 0
     assert sorted(output.joinpath("figures").glob("test_figures_retrievals_open_*.pdf"))
     assert cli.main(args + ["--report", "--summary", "--figures"]) == 2

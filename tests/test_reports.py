@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +21,7 @@ import pytest
 
 from benchmark import reports
 from benchmark.reports import (
-    TableSpec, aggregate, combine_averages, has_runs, latex_document, latex_escape, load_tidy, paired_p_value,
+    TableSpec, aggregate, combine_averages, compile_pdf, has_runs, latex_document, latex_escape, load_tidy, paired_p_value,
     save_tidy, to_csv_frame, to_latex, to_markdown, write_report,
 )
 
@@ -708,12 +707,23 @@ def test_latex_document_compiles_with_pdflatex(tmp_path):
     document = latex_document([to_latex(model) for model in (*small_suite_models(), escaped, summary, ablation,
                                                               escaped_averages, *companions)])
     (tmp_path / "report.tex").write_text(document, encoding="utf-8")
-    result = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert (tmp_path / "report.pdf").is_file()
+    pdf = compile_pdf(tmp_path / "report.tex")
+    assert pdf == tmp_path / "report.pdf" and pdf.read_bytes().startswith(b"%PDF")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.pdf", "report.tex"]     # no aux or log left
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (TeX Live comes in CI)")
+def test_a_latex_error_is_reported_with_pdflatex_own_lines_and_no_pdf(tmp_path):
+    (tmp_path / "broken.tex").write_text(latex_document([r"\begin{table}\undefinedmacro\end{table}"]))
+    with pytest.raises(reports.LatexError, match=r"broken.tex: ! Undefined control sequence"):
+        compile_pdf(tmp_path / "broken.tex")
+    assert not (tmp_path / "broken.pdf").exists()
+
+
+def test_without_pdflatex_no_pdf_is_made(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    (tmp_path / "a.tex").write_text(latex_document([]))
+    assert compile_pdf(tmp_path / "a.tex") is None and not (tmp_path / "a.pdf").exists()
 
 
 def test_open_suites_get_both_detection_tables(tmp_path):
