@@ -413,7 +413,8 @@ def _report(suite_name: str, specs, output_root: Path, summary: bool = False, co
         frame, models = stored.frame, stored.models
         ablation_models = [stored.ablation] if stored.ablation is not None else []
     else:
-        frame = tidy_frame(specs, output_root)
+        statuses = {spec.run_id: status for status, group in census(specs, output_root).items() for spec in group}
+        frame = tidy_frame(specs, output_root, statuses)
         save_tidy(frame, tables_dir / f"{suite_name}_runs.csv")
         models = [aggregate(frame, table) for table in table_specs(suite_name, specs)]
         ablation_models = models if is_ablation_suite(suite_name) else []

@@ -33,11 +33,15 @@ def cell_metrics(setting: str) -> list[str]:
     return ["shared_map_all", "open_set_acc"] if setting == "open" else ["map_all_coda"]
 
 
-def tidy_frame(specs: list[RunSpec], output_root) -> pd.DataFrame:
+def tidy_frame(specs: list[RunSpec], output_root, statuses: dict[str, str] | None = None) -> pd.DataFrame:
+    """`statuses` (run id -> status) refines the store's for runs that are not done: the census's "queued" and
+    "running" (on SLURM) instead of "incomplete"."""
     rows = []
     for spec in specs:
         run_dir = spec.run_dir(output_root)
         status = store.run_status(run_dir)
+        if status != "done" and statuses:
+            status = statuses.get(spec.run_id, status)
         metrics = store.read_metrics(run_dir) if status == "done" else {}
         info = get_dataset(spec.dataset)
         names = sorted(metrics) if metrics else cell_metrics(spec.setting)

@@ -1,7 +1,7 @@
 """Result tables of a suite: aggregate the tidy results over seeds, render them as markdown, LaTeX and CSV.
 
 Input: the tidy frame the store collects (DESIGN §3.7), one row per (run, metric), with the columns of `TIDY_COLUMNS`.
-Runs that are not done (failed, incomplete, missing) keep rows with value NaN, so that they can be counted.
+Runs that are not done (failed, queued or running on SLURM, incomplete, missing) keep rows with value NaN, so that they can be counted.
 
 A `TableSpec` says what one table shows (dataset, setting, methods in row order, pairs in column order, the metric or
 metrics of a cell, the expected seeds). `aggregate` turns the frame into a `TableModel`, from which every renderer
@@ -56,7 +56,7 @@ TIDY_COLUMNS = (
 _STRING_COLUMNS = tuple(c for c in TIDY_COLUMNS if c not in ("seed", "value"))
 
 DONE = "done"
-NOT_DONE_STATUSES = ("failed", "incomplete", "missing")  # the order in which footnotes count them
+NOT_DONE_STATUSES = ("failed", "queued", "running", "incomplete", "missing")  # footnotes count them in this order
 AVG_COLUMN = "Avg"
 METHOD_HEADER = "Method"
 MISSING_CELL = "–"

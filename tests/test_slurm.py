@@ -78,6 +78,9 @@ def test_census_counts_runs_still_in_the_queue_and_does_not_submit_them(tmp_path
     assert cli.main(["--suite", suite.name, "--output", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "job 7_0" in out and "job 7_2 (CANCELLED)" in out and "-> 1 to run" in out
+    # the tables' footnotes say which seeds are still on the cluster
+    assert cli.main(["--suite", suite.name, "--output", str(tmp_path), "--report"]) == 0
+    assert "n=0 of 3 seeds (1 queued, 1 running, 1 incomplete)" in capsys.readouterr().out
 
 
 def test_slurm_flags_without_the_slurm_launcher_are_refused(tmp_path, capsys):
