@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -246,12 +247,21 @@ def _main(args) -> int:
                       "channels_last": args.channels_last,
                       "pretrained": str(pretrained) if pretrained else None}
             spec_paths = []
+            new_run_dirs = [spec.run_dir(output_root) for spec in groups["missing"]]
             for spec in to_run:
                 run_dir = store.prepare_run_dir(spec, output_root, launch)
                 store.clear_failure(run_dir)
                 spec_paths.append(run_dir / "spec.json")
             if args.launcher == "slurm":
-                return _submit(suite.name, spec_paths, output_root, slurm_options, args)
+                try:
+                    return _submit(suite.name, spec_paths, output_root, slurm_options, args)
+                except UserError:
+                    # sbatch refused: the folders made for this submission go again (nothing half-written); runs
+                    # of an array that was accepted before the refusal keep theirs
+                    for run_dir in new_run_dirs:
+                        if slurm.recorded_job(run_dir) is None:
+                            shutil.rmtree(run_dir, ignore_errors=True)
+                    raise
             started = time.time()
             outcome = launch_local(spec_paths, jobs=args.jobs, device=args.device)
             print(f"trained {outcome['done']} run(s) in {time.time() - started:.0f} s; "

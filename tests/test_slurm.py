@@ -192,6 +192,16 @@ def test_a_suite_runs_end_to_end_as_a_slurm_job_array(cluster, tmp_path, cache_d
     assert "| CDS" in table and "Ph→Sk" in table and "Cl→Pa" in table and "–" not in table.split("| Method")[1]
 
 
+@pytest.mark.slow
+def test_a_refused_submission_says_why_and_leaves_no_run_folder(cluster, tmp_path, cache_dir, capsys):
+    # this cluster has no GPUs (no gres): sbatch refuses --gpus 1
+    tiny_suite("test_slurm_refused", methods=["pretrained"])
+    assert cli.main(_slurm_cli("test_slurm_refused", tmp_path, cache_dir, "--gpus", "1")) == 2
+    err = capsys.readouterr().err
+    assert "sbatch refused the array of 1 run(s)" in err and '"gpus_per_node": 1' in err
+    assert not list((tmp_path / "runs").rglob("spec.json"))
+
+
 def _submit_one_long_run(name: str, output: Path, cache_dir: Path, epochs: int):
     suite = tiny_suite(name, methods=["cds"])
     assignment = f"cds.epochs={epochs}"
