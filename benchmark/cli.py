@@ -103,19 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
         "SLURM (--launcher slurm; defaults from --slurm-profile, a TOML file with the same keys)")
     slurm.add_argument("--slurm-profile", type=Path, metavar="FILE", help="a site's defaults, e.g. partition = "
                                                                            "\"gpu\", gpus = 1, [sbatch] exclude = ...")
-    slurm.add_argument("--partition", help="partition (default: the cluster's)")
-    slurm.add_argument("--time", type=_positive_int, metavar="MIN",
+    slurm.add_argument("--partition", "--slurm-partition", help="partition (default: the cluster's)")
+    slurm.add_argument("--time", "--slurm-time", type=_positive_int, metavar="MIN",
                        help="time limit per run in minutes (default 60; a run that hits it is requeued and resumes)")
-    slurm.add_argument("--gpus", type=int, metavar="N", help="GPUs per run (default 0; the paper's suites want 1)")
-    slurm.add_argument("--cpus", type=_positive_int, metavar="N", help="CPUs per run (default 4)")
-    slurm.add_argument("--mem", type=_positive_int, metavar="GB", help="memory per run in GB (default: the "
+    slurm.add_argument("--gpus", "--slurm-gpus", type=int, metavar="N", help="GPUs per run (default 0; the paper's suites want 1)")
+    slurm.add_argument("--cpus", "--slurm-cpus", type=_positive_int, metavar="N", help="CPUs per run (default 4)")
+    slurm.add_argument("--mem", "--slurm-mem", type=_positive_int, metavar="GB", help="memory per run in GB (default: the "
                                                                         "partition's)")
-    slurm.add_argument("--array-parallelism", type=_positive_int, metavar="N",
+    slurm.add_argument("--array-parallelism", "--slurm-array-parallelism", type=_positive_int, metavar="N",
                        help="array tasks running at once (default 64)")
-    slurm.add_argument("--account")
-    slurm.add_argument("--qos")
-    slurm.add_argument("--constraint")
-    slurm.add_argument("--max-array-size", type=_positive_int, metavar="N",
+    slurm.add_argument("--account", "--slurm-account")
+    slurm.add_argument("--qos", "--slurm-qos")
+    slurm.add_argument("--constraint", "--slurm-constraint")
+    slurm.add_argument("--max-array-size", "--slurm-max-array-size", type=_positive_int, metavar="N",
                        help="split arrays at N tasks (default: the cluster's MaxArraySize)")
     slurm.add_argument("--sbatch", action="append", default=[], metavar="OPTION=VALUE",
                        help="any other sbatch option, e.g. --sbatch exclude=node7 --sbatch exclusive; repeatable")

@@ -39,6 +39,28 @@ def test_profile_then_command_line_then_sbatch_extras(tmp_path):
     assert params["slurm_setup"][0].startswith("export PYTHONPATH=") and params["slurm_setup"][1] == "module load cuda"
 
 
+def test_the_sbatch_script_asks_what_the_flags_say(tmp_path, monkeypatch):
+    # The #SBATCH lines submitit writes from our parameters (no cluster: sbatch is never called), and the flags'
+    # --slurm-* spellings.
+    import submitit
+    args = cli.build_parser().parse_args(["--launcher", "slurm", "--slurm-partition", "gpu", "--gpus", "1", "--cpus",
+                                          "8", "--mem", "32", "--time", "240", "--account", "lab", "--qos", "high",
+                                          "--constraint", "a100", "--sbatch", "exclude=node7", "--array-parallelism",
+                                          "16"])
+    options = cli._slurm_options(args)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")     # submitit looks for srun
+    executor = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm")
+    executor.update_parameters(**slurm.executor_parameters(options, "cdr-office_home_partial"))
+    text = executor._executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
+    lines = set(text.splitlines())
+    for expected in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=240",
+                     "--account=lab", "--qos=high", "--constraint=a100", "--exclude=node7", "--signal=USR2@90",
+                     "--job-name=cdr-office_home_partial", "--nodes=1", "--ntasks-per-node=1"):
+        assert f"#SBATCH {expected}" in lines, expected
+    assert any(line.startswith("export PYTHONPATH=") for line in lines)
+    assert executor._executor.parameters["array_parallelism"] == 16
+
+
 def test_bad_profiles_and_options_are_named(tmp_path):
     with pytest.raises(UserError, match="no such file"):
         slurm.build_options(tmp_path / "absent.toml", {}, [])
