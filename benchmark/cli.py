@@ -238,7 +238,10 @@ def _main(args) -> int:
     if not args.report:
         to_run = groups["missing"] + groups["incomplete"] + (groups["failed"] if args.retry_failed else [])
         _check_data(suite.dataset, args.data_root, domains=_domains_of(to_run), strict=args.strict)
-        slurm_options = _slurm_options(args) if args.launcher == "slurm" else _refuse_slurm_flags(args)
+        if args.launcher == "slurm":
+            slurm_options = _slurm_options(args)
+        else:
+            _refuse_slurm_flags(args)
         if to_run:
             cache_dir = (args.cache_dir or output_root / "cache").resolve()
             pretrained = _check_initialisation(suite, to_run, cache_dir, args.data_root, args.pretrained)
@@ -312,7 +315,6 @@ def _refuse_slurm_flags(args) -> None:
     given += ["--sbatch"] if args.sbatch else []
     if given:
         raise UserError(f"{', '.join(given)} only apply with --launcher slurm")
-    return None
 
 
 def _slurm_options(args) -> slurm.SlurmOptions:

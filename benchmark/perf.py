@@ -316,6 +316,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_common_options(command: argparse.ArgumentParser, device: str = "cpu") -> None:
+    """--device, --seed and --threads, the same for every command."""
+    command.add_argument("--device", choices=["cpu", "cuda"], default=device)
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--threads", type=_positive_int, default=None,
+                         help="torch CPU threads (default: torch's choice; 1 helps on a machine busy with other work)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark.perf", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -325,12 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gallery", type=_positive_int, default=10000)
     ev.add_argument("--dim", type=_positive_int, default=128)
     ev.add_argument("--classes", type=_positive_int, default=65)
-    ev.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ev.add_argument("--ks", type=_positive_int, nargs="+", default=[1, 5, 15])
     ev.add_argument("--chunk-size", type=_positive_int, default=1024)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--threads", type=_positive_int, default=None,
-                    help="torch CPU threads (default: torch's choice; 1 helps on a machine busy with other work)")
+    _add_common_options(ev)
     ev.add_argument(
         "--reference-queries", type=_positive_int, default=1000,
         help="time the slow reference on the first N queries and extrapolate linearly (default 1000; "
@@ -343,9 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--source-size", type=_positive_int, default=300)
     data.add_argument("--size", type=_positive_int, default=224)
     data.add_argument("--batch", type=_positive_int, default=64)
-    data.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--threads", type=_positive_int, default=None)
+    _add_common_options(data)
     data.set_defaults(handler=run_data)
 
     train = commands.add_parser("train", help="backbone training images/s: fp32, bf16 autocast, channels_last")
@@ -354,9 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch", type=_positive_int, default=64)
     train.add_argument("--steps", type=_positive_int, default=20)
     train.add_argument("--warmup", type=_positive_int, default=3)
-    train.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=_positive_int, default=None)
+    _add_common_options(train, device="cuda" if torch.cuda.is_available() else "cpu")
     train.set_defaults(handler=run_train)
     return parser
 

@@ -102,7 +102,10 @@ def build_options(profile: Path | None, overrides: dict, extra_sbatch: list[str]
 
 
 class SlurmRun(submitit.helpers.Checkpointable):
-    """The callable of every array task; submitit pickles it with its argument, the run's spec.json."""
+    """The callable of every array task; submitit pickles it with its argument, the run's spec.json.
+
+    On USR2 (time limit near, or preemption) Checkpointable's own `checkpoint` requeues the same call: the run's state
+    is already on disk (its last finished epoch), so that is all a resume needs."""
 
     def __call__(self, spec_path: str) -> dict:
         import torch
@@ -112,11 +115,6 @@ class SlurmRun(submitit.helpers.Checkpointable):
         if cpus:                              # torch's default is every core of the node, not the task's share
             torch.set_num_threads(int(cpus))
         return run_one(Path(spec_path))
-
-    def checkpoint(self, spec_path: str):
-        """Called by submitit on USR2 (time limit near, or preemption): the run's state is already on disk (its
-        last finished epoch), so requeuing the same call is all it takes to resume."""
-        return submitit.helpers.DelayedSubmission(self, spec_path)
 
 
 def cluster_max_array_size() -> int:

@@ -150,6 +150,12 @@ class Method(nn.Module):
                                        distance=self.open_set_distance)
 
 
+def both_domains(batch_a: Batch, batch_b: Batch) -> tuple[torch.Tensor, list[int]]:
+    """The two domains' images in one tensor (A, then B) and the size of each part: one forward pass over both,
+    split back with `.split(sizes)`."""
+    return torch.cat([batch_a.images, batch_b.images]), [len(batch_a.images), len(batch_b.images)]
+
+
 # --- seeds and optimisation shared by several methods ---------------------------------------------------------
 
 def derive_seed(*parts) -> int:

@@ -106,7 +106,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import moco_v2_view
-from .base import BaseHparams, Batch, Method, sgd_with_cosine
+from .base import BaseHparams, Batch, Method, both_domains, sgd_with_cosine
 from .momentum import KeyQueue, MomentumEncoder
 from .registry import register
 
@@ -225,7 +225,7 @@ class DARL(Method):
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         h = self.hparams
         batches = (batch_a, batch_b)
-        images = torch.cat([b.images for b in batches])
+        images, _ = both_domains(batch_a, batch_b)
         domain = torch.cat([torch.full((len(b.images),), b.domain_id, dtype=torch.long, device=images.device)
                             for b in batches])
         index = torch.cat([b.index for b in batches])

@@ -96,7 +96,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import moco_v2_view
-from .base import BaseHparams, Batch, Method, sgd_with_cosine
+from .base import BaseHparams, Batch, Method, both_domains, sgd_with_cosine
 from .clustering import kmeans
 from .momentum import KeyQueue, MomentumEncoder
 from .registry import register
@@ -335,9 +335,8 @@ class DGDIR(Method):
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         h = self.hparams
         batches = (batch_a, batch_b)
-        sizes = [len(b.images) for b in batches]
+        images, sizes = both_domains(batch_a, batch_b)
         n = sum(sizes)
-        images = torch.cat([b.images for b in batches])
         phase_q, rgb_q = self._views(images)
         phase_k, rgb_k = self._views(images)
 

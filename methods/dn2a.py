@@ -127,7 +127,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import moco_v2_view
-from .base import BaseHparams, Batch, Method, sgd_with_cosine
+from .base import BaseHparams, Batch, Method, both_domains, sgd_with_cosine
 from .momentum import KeyQueue, MomentumEncoder
 from .registry import register
 
@@ -469,9 +469,8 @@ class DN2A(Method):
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         h = self.hparams
         batches = (batch_a, batch_b)
-        sizes = [len(b.images) for b in batches]
+        images, sizes = both_domains(batch_a, batch_b)
         n = sum(sizes)
-        images = torch.cat([b.images for b in batches])
         view_strong = self._strong(images)
         view_anchor = self._strong(images) if h.strong_views == 2 else moco_v2_view(images,
                                                                                     min_crop_scale=h.min_crop_scale)

@@ -90,7 +90,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import moco_v2_view
-from .base import BaseHparams, Batch, Method, sgd_with_cosine
+from .base import BaseHparams, Batch, Method, both_domains, sgd_with_cosine
 from .clustering import kmeans
 from .losses import softmax_entropy
 from .momentum import MomentumEncoder
@@ -251,8 +251,7 @@ class UCDIR(Method):
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         h = self.hparams
         batches = (batch_a, batch_b)
-        sizes = [len(b.images) for b in batches]
-        images = torch.cat([b.images for b in batches])
+        images, sizes = both_domains(batch_a, batch_b)
         view_query = moco_v2_view(images, min_crop_scale=h.min_crop_scale)
         view_key = moco_v2_view(images, min_crop_scale=h.min_crop_scale)
         queries = self.backbone(view_query).split(sizes)          # one forward over A and B
