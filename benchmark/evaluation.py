@@ -6,41 +6,75 @@ Queries come from one domain, the gallery ("retrieval set") from the other. Ever
 * ``retrieval_metrics``  -> map_all, map_all_coda, p_at_{k}, n_queries, n_valid_queries
 * ``open_set_metrics``   -> shared-class retrieval metrics and private-query ("null") detection metrics
 * ``per_query_metrics``  -> the per-query terms the two above average (for checks and analysis)
-* ``ranked_topk``        -> gallery indices of the top k per query (for figures)
+* ``ranked_topk``        -> gallery indices of the top k per query, ties by gallery index (a utility)
 * ``sample_queries``, ``retrieval_sample`` -> a fixed sample of queries and their top k, judged (for figures)
 
 Ranking
 -------
 Features are L2-normalised here (whatever the caller did), so the score of gallery item ``j`` for query ``q`` is
 the cosine similarity ``s(q, j) = <f_q / |f_q|, g_j / |g_j|>`` (a zero feature vector stays zero and scores 0
-against everything). Each query ranks the **whole** gallery by descending score; **ties are broken by gallery
-index, lower index first** (``torch.sort(descending=True, stable=True)``), so results are deterministic.
-Scores are computed for ``chunk_size`` queries at a time on ``device``: memory per chunk is O(chunk_size x G)
-(about 20 bytes per element at the peak, during the sort), and there is never a Python loop over queries.
+against everything). Each query ranks the **whole** gallery by descending score. Scores are computed once per
+*distinct* gallery vector (the gallery is deduplicated, in a canonical order, before the matrix product), so
+identical gallery features always get bitwise equal scores and every score is the same whatever the gallery's
+storage order. Scores are computed for ``chunk_size`` queries at a time on ``device``: memory per chunk is
+O(chunk_size x G), and there is never a Python loop over queries.
+
+Ties
+----
+Items with equal scores form a **tied group**; the model does not order them, so no metric may depend on the
+order in which they happen to be stored. (Galleries are stored class by class: breaking ties by gallery index
+ranks the lowest class ids first, and a collapsed model — every image mapped to one vector — would be rewarded
+for it.) Every ranked quantity is the expected value over all orderings within each tied group, the field's
+standard (McSherry & Najork, "Computing information retrieval performance measures efficiently in the presence of
+tied scores", ECIR 2008). For a tied group of ``t`` items, ``r`` of them relevant, with ``c`` items and ``R_b``
+relevant items ranked above it, the position ``p = c + j`` (``j = 1..t``) holds a relevant item with probability
+``r / t`` and the expected number of hits in the top ``p`` is ``R_b + j r / t``. Tie-free rankings are the case
+``t = 1`` of every formula below, which then reduce to the usual definitions.
 
 Per-query quantities
 --------------------
-For query ``q`` with label ``y_q``: ``rel_q(r) = 1`` if the gallery item at rank ``r`` (1-based) has label
-``y_q``; ``R_q = sum_r rel_q(r)`` is the number of relevant gallery items; ``P_q(r) = (1/r) sum_{i<=r} rel_q(i)``
-is the precision at rank ``r``. A query is **valid** when ``R_q >= 1``; invalid queries (their class is absent
-from the gallery) are excluded from every average below and counted by ``n_valid_queries``.
+For query ``q`` with label ``y_q``: ``rel_q(p) = 1`` if the gallery item at rank ``p`` (1-based) has label
+``y_q``; ``R_q = sum_p rel_q(p)`` is the number of relevant gallery items. A query is **valid** when ``R_q >= 1``;
+invalid queries (their class is absent from the gallery) are excluded from every average below and counted by
+``n_valid_queries``.
 
-* Plain (non-interpolated) average precision over the whole ranking::
+* Plain (non-interpolated) average precision over the whole ranking, ``AP_q = (1 / R_q) sum_{p: rel(p) = 1} P(p)``
+  with ``P(p)`` the precision at rank ``p``. With ties, its exact expectation (McSherry & Najork, Eq. for AP)::
 
-      AP_q = (1 / R_q) * sum_{r : rel_q(r) = 1} P_q(r)
+      AP_q = (1 / R_q) sum_groups sum_{j=1..t} (r / t) (R_b + 1 + (j - 1)(r - 1) / (t - 1)) / (c + j)
 
-* VOC all-point interpolated average precision (the AP of CoDA's evaluation code). The precision envelope is
-  ``P~_q(r) = max_{r' >= r} P_q(r')``; recall only changes at relevant ranks, by ``1 / R_q`` each, so::
+  (the last fraction is 0 when t = 1). A collapsed model (one group holding the whole gallery, G items) scores
+  ``(R - 1)/(G - 1) + H_G (G - R) / (G (G - 1))`` (``H_G`` the G-th harmonic number): the expected AP of a
+  uniformly random ranking, exactly.
 
-      AP~_q = (1 / R_q) * sum_{r : rel_q(r) = 1} P~_q(r)          (AP~_q >= AP_q)
-
+* VOC all-point interpolated average precision (the AP of CoDA's evaluation code): the area under the
+  precision envelope ``P~(p) = max_{p' >= p} P(p')`` of the precision-recall curve. Tie-free, recall only changes at
+  relevant ranks, by ``1 / R_q`` each, so ``AP~_q = (1 / R_q) sum_{p: rel(p) = 1} P~(p)`` (>= AP_q).
   Example: relevance ``[1,0,0,1,1,0,1]`` gives AP = (1 + 2/4 + 3/5 + 4/7)/4 = 0.668 but
   AP~ = (1 + 3/5 + 3/5 + 4/7)/4 = 0.693.
 
-* Precision at k: ``P@k_q = (sum_{r<=k} rel_q(r)) / k``. If ``k > G`` the whole gallery (G items) is counted
-  but the denominator stays ``k`` (a query cannot score 1 on a gallery smaller than k; this keeps the value
-  comparable across galleries). Note this is *not* UCDIR's P@k, which caps the denominator at ``R_q`` and
-  micro-averages over queries.
+  With ties, the expected VOC AP over orderings has no closed form (the envelope couples the groups), so
+  ``AP~`` is the VOC AP of the **expected** precision-recall curve: at each rank the expected precision
+  ``P(p) = (R_b + j r / t) / p`` and the expected recall step ``r / (t R)`` (between two tied groups' end points
+  this is the interpolation of Davis & Goadrich, "The relationship between precision-recall and ROC curves",
+  ICML 2006, which is what a random order inside the group gives on average), then VOC's envelope::
+
+      AP~_q = (1 / R_q) sum_p (r / t) max_{p' >= p} P(p')
+
+  Why this one: it is exact and vectorised (O(G) per query); it equals the VOC AP on tie-free rankings; it does
+  not depend on the storage order; and a tied group only ever gets the precision it has on average, never that
+  of its luckiest order: the envelope of an average is at most the average of the envelopes, so ties never
+  earn credit (tests/test_evaluation.py checks AP~ <= the expected VOC AP over all orderings by enumeration). A
+  collapsed model scores the prevalence ``R / G``, below a random ranking's expected AP above. (Unlike the
+  tie-free case, AP~ can then be below AP.)
+
+* Precision at k: ``P@k_q = E[hits in the top k] / k`` (exact under ties: ``R_b + j r / t`` at ``p = k``). If
+  ``k > G`` the whole gallery (G items) is counted but the denominator stays ``k`` (a query cannot score 1 on a
+  gallery smaller than k; this keeps the value comparable across galleries). Note this is *not* UCDIR's P@k,
+  which caps the denominator at ``R_q`` and micro-averages over queries.
+
+* ``tied_top_k`` (label-free, for the collapse diagnostics of benchmark/diagnostics.py): whether a score among the
+  query's top k is shared with another gallery item.
 
 Averages
 --------
@@ -87,6 +121,7 @@ __all__ = [
     "per_query_metrics",
     "ranked_topk",
     "retrieval_metrics",
+    "tied_top_k",
     "retrieval_sample",
     "sample_queries",
 ]
@@ -169,8 +204,26 @@ def _resolve_device(query_feats, device) -> torch.device:
     return torch.device("cpu")
 
 
+@dataclass
+class _Gallery:
+    """The gallery as it is scored: its distinct vectors, L2-normalised, in a canonical order (sorted rows), and for
+    each gallery item the row of its vector. Scoring distinct vectors once makes identical items tie exactly (a
+    matrix product may round the same dot product differently in different columns) and makes every score the
+    same whatever the storage order."""
+    vectors: torch.Tensor        # [U, d] float, unit norm (or zero)
+    item_vector: torch.Tensor    # [G] int64, row of `vectors` for each gallery item
+
+    def __len__(self) -> int:
+        return self.item_vector.shape[0]
+
+    def scores(self, query_chunk: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities [c, G] of the (normalised) query chunk with every gallery item."""
+        return (query_chunk @ self.vectors.T).index_select(1, self.item_vector)
+
+
 def _normalised_feature_pair(q_feats: torch.Tensor, g_feats: torch.Tensor, target: torch.device):
-    """Check the gallery/dims; return both matrices L2-normalised on ``target``, in one dtype."""
+    """Check the gallery/dims; return the queries L2-normalised and the gallery as a `_Gallery`, on ``target``, in
+    one dtype."""
     if g_feats.shape[0] == 0:
         raise ValueError("the gallery is empty: gallery_feats has 0 rows")
     if q_feats.shape[1] != g_feats.shape[1]:
@@ -180,12 +233,13 @@ def _normalised_feature_pair(q_feats: torch.Tensor, g_feats: torch.Tensor, targe
     # Scores in float64 only when both sides are float64, otherwise float32.
     dtype = torch.float64 if q_feats.dtype == g_feats.dtype == torch.float64 else torch.float32
     q_feats = F.normalize(q_feats.to(device=target, dtype=dtype), dim=1)
-    g_feats = F.normalize(g_feats.to(device=target, dtype=dtype), dim=1)
-    return q_feats, g_feats
+    distinct, item_vector = torch.unique(g_feats.to(device=target, dtype=dtype), dim=0, return_inverse=True)
+    return q_feats, _Gallery(F.normalize(distinct, dim=1), item_vector.reshape(-1))
 
 
 def _prepare_retrieval_inputs(query_feats, query_labels, gallery_feats, gallery_labels, device):
-    """Validate, convert and move everything to the target device; features come back L2-normalised."""
+    """Validate, convert and move everything to the target device; queries come back L2-normalised, the gallery as a
+    `_Gallery`."""
     target = _resolve_device(query_feats, device)
     q_feats = _as_feature_matrix(query_feats, "query_feats")
     g_feats = _as_feature_matrix(gallery_feats, "gallery_feats")
@@ -199,18 +253,18 @@ def _prepare_retrieval_inputs(query_feats, query_labels, gallery_feats, gallery_
         raise ValueError(
             f"gallery_feats has {g_feats.shape[0]} rows but gallery_labels has {g_labels.shape[0]} entries"
         )
-    q_feats, g_feats = _normalised_feature_pair(q_feats, g_feats, target)
-    return q_feats, q_labels.to(target), g_feats, g_labels.to(target)
+    q_feats, gallery = _normalised_feature_pair(q_feats, g_feats, target)
+    return q_feats, q_labels.to(target), gallery, g_labels.to(target)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Ranking
 # ----------------------------------------------------------------------------------------------------------------
 
-def _rank_gallery(query_chunk: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """Gallery indices of every query of the chunk, best first; equal scores keep gallery order."""
-    scores = query_chunk @ gallery.T
-    return torch.sort(scores, dim=1, descending=True, stable=True).indices
+def _rank_gallery(query_chunk: torch.Tensor, gallery: _Gallery) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores in rank order, gallery indices in rank order) [c, G] for every query of the chunk; within a tied
+    group the indices keep gallery order (no metric depends on it)."""
+    return torch.sort(gallery.scores(query_chunk), dim=1, descending=True, stable=True)
 
 
 def _chunks(n: int, chunk_size: int):
@@ -226,9 +280,9 @@ def _chunks(n: int, chunk_size: int):
 class PerQueryMetrics:
     """Per-query values, all on the evaluation device; AP entries are nan for queries with no relevant item."""
 
-    average_precision: torch.Tensor  # [Q] float64, plain AP_q
-    interpolated_average_precision: torch.Tensor  # [Q] float64, VOC all-point AP~_q
-    precision_at: dict[int, torch.Tensor]  # k -> [Q] float64, P@k_q
+    average_precision: torch.Tensor  # [Q] float64, plain AP_q (expected over the orderings of tied groups)
+    interpolated_average_precision: torch.Tensor  # [Q] float64, VOC all-point AP~_q (of the expected PR curve)
+    precision_at: dict[int, torch.Tensor]  # k -> [Q] float64, P@k_q (expected)
     n_relevant: torch.Tensor  # [Q] int64, R_q
 
     @property
@@ -261,8 +315,8 @@ def _precision_envelope(precision: torch.Tensor) -> torch.Tensor:
     return precision.flip(1).cummax(dim=1).values.flip(1)
 
 
-def _chunk_metrics(relevant: torch.Tensor, ks: Sequence[int]):
-    """AP, interpolated AP, P@k and R for one chunk of relevance rows [c, G].
+def _untied_metrics(relevant: torch.Tensor, ks: Sequence[int]):
+    """AP, interpolated AP, P@k and R for relevance rows [c, G] of rankings without ties.
 
     Everything is computed from the ranks r_1 < r_2 < ... < r_R of the relevant items: the precision at r_m is
     m / r_m. Between two relevant ranks the precision only falls (same hits, larger rank), so the VOC envelope
@@ -280,27 +334,87 @@ def _chunk_metrics(relevant: torch.Tensor, ks: Sequence[int]):
     return ap, ap_interp, precision_at, n_relevant
 
 
-def _per_query_from_prepared(q_feats, q_labels, g_feats, g_labels, ks, chunk_size) -> PerQueryMetrics:
-    aps, aps_interp, n_rels = [], [], []
-    precisions: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
+def _tied_groups(sorted_scores: torch.Tensor):
+    """For every rank position (0-based) of rows of scores in rank order [c, G]: (start, end) of its tied group,
+    i.e. the number of items ranked above the group and that number plus the group's size."""
+    n_rows, n_items = sorted_scores.shape
+    position = torch.arange(n_items, device=sorted_scores.device).expand(n_rows, n_items)
+    opens = torch.ones_like(sorted_scores, dtype=torch.bool)
+    opens[:, 1:] = sorted_scores[:, 1:] != sorted_scores[:, :-1]
+    closes = torch.ones_like(opens)
+    closes[:, :-1] = opens[:, 1:]
+    start = torch.where(opens, position, 0).cummax(dim=1).values
+    end = torch.where(closes, position + 1, n_items).flip(1).cummin(dim=1).values.flip(1)
+    return start, end
+
+
+def _expected_relevance(sorted_scores: torch.Tensor, relevant: torch.Tensor):
+    """Under a uniformly random order inside each tied group, per rank position [c, G] (float64): the share r / t of
+    relevant items in its group, the relevant items above the group R_b, the group's size t and the position j in
+    it (1-based). See the module docstring."""
+    start, end = _tied_groups(sorted_scores)
+    hits = torch.zeros(relevant.shape[0], relevant.shape[1] + 1, dtype=torch.float64, device=relevant.device)
+    hits[:, 1:] = relevant.cumsum(dim=1)
+    above = hits.gather(1, start)
+    size = (end - start).to(torch.float64)
+    share = (hits.gather(1, end) - above) / size
+    within = (torch.arange(relevant.shape[1], device=relevant.device) - start + 1).to(torch.float64)
+    return share, above, size, within
+
+
+def _tied_metrics(sorted_scores: torch.Tensor, relevant: torch.Tensor, ks: Sequence[int]):
+    """AP (McSherry & Najork's exact expectation), VOC AP of the expected PR curve, expected P@k and R for rows of
+    rankings with tied groups, [c, G] each (module docstring, "Ties")."""
+    share, above, size, within = _expected_relevance(sorted_scores, relevant)
+    n_items = relevant.shape[1]
+    rank = torch.arange(1, n_items + 1, dtype=torch.float64, device=relevant.device)
+    n_relevant = relevant.sum(dim=1)
+    denom = n_relevant.to(torch.float64)
+    in_group = share * size
+    # E[hits in the top p | the item at p is relevant] - 1, from the other relevant items of its group
+    others_before = torch.where(size > 1, (within - 1) * (in_group - 1) / (size - 1).clamp_min(1), 0.0)
+    ap = (share * (above + 1 + others_before) / rank).sum(dim=1) / denom
+    expected_hits = above + within * share
+    ap_interp = (share * _precision_envelope(expected_hits / rank)).sum(dim=1) / denom
+    precision_at = {k: expected_hits[:, min(k, n_items) - 1] / k for k in ks}
+    return ap, ap_interp, precision_at, n_relevant
+
+
+TIED_ROWS_AT_ONCE = 256   # rows of the tied path at a time: it holds about ten [rows, G] float64 tensors
+
+
+def _chunk_metrics(sorted_scores: torch.Tensor, relevant: torch.Tensor, ks: Sequence[int]):
+    """AP, interpolated AP, P@k and R for one chunk [c, G]. Only a tied group that holds relevant and irrelevant
+    items changes a metric (inside a group of one kind every order gives the same relevance sequence), so rows
+    without such a group take the cheap path over relevant ranks and the others the expected values."""
+    mixed_tie = (sorted_scores[:, 1:] == sorted_scores[:, :-1]) & (relevant[:, 1:] != relevant[:, :-1])
+    tied_rows = torch.nonzero(mixed_tie.any(dim=1)).flatten()
+    ap, ap_interp, precision_at, n_relevant = _untied_metrics(relevant, ks)
+    for part in torch.split(tied_rows, TIED_ROWS_AT_ONCE):
+        tied = _tied_metrics(sorted_scores[part], relevant[part], ks)
+        ap[part], ap_interp[part], n_relevant[part] = tied[0], tied[1], tied[3]
+        for k in ks:
+            precision_at[k][part] = tied[2][k]
+    return ap, ap_interp, precision_at, n_relevant
+
+
+def _per_query_from_prepared(q_feats, q_labels, gallery, g_labels, ks, chunk_size) -> PerQueryMetrics:
+    parts = []
     for rows in _chunks(q_feats.shape[0], chunk_size):
-        order = _rank_gallery(q_feats[rows], g_feats)
+        sorted_scores, order = _rank_gallery(q_feats[rows], gallery)
         relevant = _relevance_in_rank_order(order, q_labels[rows], g_labels)
         del order
-        ap, ap_interp, precision_at, n_rel = _chunk_metrics(relevant, ks)
-        aps.append(ap)
-        aps_interp.append(ap_interp)
-        n_rels.append(n_rel)
-        for k in ks:
-            precisions[k].append(precision_at[k])
+        parts.append(_chunk_metrics(sorted_scores, relevant, ks))
     device = q_feats.device
     empty_f = torch.empty(0, dtype=torch.float64, device=device)
-    empty_l = torch.empty(0, dtype=torch.long, device=device)
+
+    def joined(index, empty):
+        return torch.cat([part[index] for part in parts]) if parts else empty
     return PerQueryMetrics(
-        average_precision=torch.cat(aps) if aps else empty_f,
-        interpolated_average_precision=torch.cat(aps_interp) if aps_interp else empty_f,
-        precision_at={k: torch.cat(v) if v else empty_f for k, v in precisions.items()},
-        n_relevant=torch.cat(n_rels) if n_rels else empty_l,
+        average_precision=joined(0, empty_f),
+        interpolated_average_precision=joined(1, empty_f),
+        precision_at={k: torch.cat([part[2][k] for part in parts]) if parts else empty_f for k in ks},
+        n_relevant=joined(3, torch.empty(0, dtype=torch.long, device=device)),
     )
 
 
@@ -368,10 +482,10 @@ def retrieval_metrics(
     """
     ks = _check_ks(ks)
     chunk_size = _check_chunk_size(chunk_size)
-    q_feats, q_labels, g_feats, g_labels = _prepare_retrieval_inputs(
+    q_feats, q_labels, gallery, g_labels = _prepare_retrieval_inputs(
         query_feats, query_labels, gallery_feats, gallery_labels, device
     )
-    per_query = _per_query_from_prepared(q_feats, q_labels, g_feats, g_labels, ks, chunk_size)
+    per_query = _per_query_from_prepared(q_feats, q_labels, gallery, g_labels, ks, chunk_size)
     everyone = torch.ones_like(per_query.valid)
     out = _summarise(per_query, q_labels, everyone)
     out["n_queries"] = int(q_labels.shape[0])
@@ -396,7 +510,7 @@ def open_set_metrics(
     """
     ks = _check_ks(ks)
     chunk_size = _check_chunk_size(chunk_size)
-    q_feats, q_labels, g_feats, g_labels = _prepare_retrieval_inputs(
+    q_feats, q_labels, gallery, g_labels = _prepare_retrieval_inputs(
         query_feats, query_labels, gallery_feats, gallery_labels, device
     )
     predicted_private = _as_bool_vector(private_pred, "private_pred").to(q_labels.device)
@@ -404,7 +518,7 @@ def open_set_metrics(
         raise ValueError(
             f"private_pred has {predicted_private.shape[0]} entries but there are {q_labels.shape[0]} queries"
         )
-    per_query = _per_query_from_prepared(q_feats, q_labels, g_feats, g_labels, ks, chunk_size)
+    per_query = _per_query_from_prepared(q_feats, q_labels, gallery, g_labels, ks, chunk_size)
     truly_private = torch.isin(q_labels, g_labels, invert=True)
     shared = ~truly_private
 
@@ -425,23 +539,44 @@ def open_set_metrics(
 
 
 def ranked_topk(query_feats, gallery_feats, k, *, chunk_size=1024, device=None) -> torch.Tensor:
-    """Gallery indices of the k best items per query, best first, ties by lower gallery index.
+    """Gallery indices of the k best items per query, best first, equal scores by lower gallery index.
 
-    Returns a LongTensor [Q, min(k, G)] on the evaluation device (k larger than the gallery is clipped to G).
+    A utility for looking at rankings: which items a tied group shows first depends on the storage order, so no
+    metric and no figure judges by it (`retrieval_sample` marks tied items). Returns a LongTensor [Q, min(k, G)] on
+    the evaluation device (k larger than the gallery is clipped to G).
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     chunk_size = _check_chunk_size(chunk_size)
     target = _resolve_device(query_feats, device)
-    q_feats, g_feats = _normalised_feature_pair(
+    q_feats, gallery = _normalised_feature_pair(
         _as_feature_matrix(query_feats, "query_feats"), _as_feature_matrix(gallery_feats, "gallery_feats"), target
     )
-    top = min(int(k), g_feats.shape[0])
+    top = min(int(k), len(gallery))
     # A full stable sort rather than torch.topk: topk does not promise the tie order.
-    parts = [_rank_gallery(q_feats[rows], g_feats)[:, :top] for rows in _chunks(q_feats.shape[0], chunk_size)]
+    parts = [_rank_gallery(q_feats[rows], gallery)[1][:, :top] for rows in _chunks(q_feats.shape[0], chunk_size)]
     if not parts:
         return torch.empty(0, top, dtype=torch.long, device=target)
     return torch.cat(parts)
+
+
+def tied_top_k(query_feats, gallery_feats, k, *, chunk_size=1024, device=None) -> torch.Tensor:
+    """Bool [Q] on the evaluation device: True where a score among the query's top k (scored as everywhere in this
+    module) is shared with another gallery item, the item just below the top k included. No labels: a diagnostic
+    of collapse (benchmark/diagnostics.py)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    chunk_size = _check_chunk_size(chunk_size)
+    target = _resolve_device(query_feats, device)
+    q_feats, gallery = _normalised_feature_pair(
+        _as_feature_matrix(query_feats, "query_feats"), _as_feature_matrix(gallery_feats, "gallery_feats"), target
+    )
+    width = min(int(k) + 1, len(gallery))
+    parts = []
+    for rows in _chunks(q_feats.shape[0], chunk_size):
+        best = gallery.scores(q_feats[rows]).topk(width, dim=1).values            # sorted, largest first
+        parts.append((best[:, 1:] == best[:, :-1]).any(dim=1))
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.bool, device=target)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -488,11 +623,15 @@ def retrieval_sample(query_feats, query_labels, gallery_feats, gallery_labels, q
     """What a figure shows of the selected queries: for each, in the order given, a dict with
 
     ``query_index``, ``label``, ``private`` (its class is absent from the gallery), ``returned_null``
-    (``private_pred`` at that query; None when no detector ran), ``retrieved_indices`` (the top ``k`` gallery
-    items, ranked as everywhere in this module), ``retrieved_labels`` and ``retrieved_correct`` (each item shares
-    the query's label). Plain Python values, ready for JSON.
+    (``private_pred`` at that query; None when no detector ran), and for the top ``k`` ranks:
+    ``retrieved_indices`` (the gallery item shown at each rank; inside a tied group, by gallery index),
+    ``retrieved_labels`` and ``retrieved_correct`` (that item shares the query's label), ``retrieved_tied`` (the
+    rank's score is shared with another gallery item: which of them sits at this rank is arbitrary) and
+    ``retrieved_expected_correct`` (the probability that the rank holds an item of the query's class under a random
+    order of its tied group: r / t, equal to ``retrieved_correct`` where not tied). A figure judges tied ranks by
+    the expected value, so nothing it shows depends on the storage order. Plain Python values, ready for JSON.
     """
-    q_feats, q_labels, g_feats, g_labels = _prepare_retrieval_inputs(
+    q_feats, q_labels, gallery, g_labels = _prepare_retrieval_inputs(
         query_feats, query_labels, gallery_feats, gallery_labels, device
     )
     indices = _as_label_vector(query_indices, "query_indices").to(q_labels.device)
@@ -504,11 +643,13 @@ def retrieval_sample(query_feats, query_labels, gallery_feats, gallery_labels, q
         private_pred = _as_bool_vector(private_pred, "private_pred")
         if private_pred.shape[0] != n_queries:
             raise ValueError(f"private_pred has {private_pred.shape[0]} entries but there are {n_queries} queries")
-    top = ranked_topk(q_feats[indices], g_feats, k)
-    top_labels = g_labels[top]
     labels = q_labels[indices]
+    sorted_scores, order = _rank_gallery(q_feats[indices], gallery)
+    relevant = _relevance_in_rank_order(order, labels, g_labels)
+    share, _, size, _ = _expected_relevance(sorted_scores, relevant)
+    top = min(int(k), len(gallery))
+    top_indices, top_labels = order[:, :top], g_labels[order[:, :top]]
     private = torch.isin(labels, g_labels, invert=True)
-    correct = top_labels == labels[:, None]
     sample = []
     for row, query_index in enumerate(indices.tolist()):
         sample.append({
@@ -516,8 +657,10 @@ def retrieval_sample(query_feats, query_labels, gallery_feats, gallery_labels, q
             "label": int(labels[row]),
             "private": bool(private[row]),
             "returned_null": None if private_pred is None else bool(private_pred[query_index]),
-            "retrieved_indices": top[row].tolist(),
+            "retrieved_indices": top_indices[row].tolist(),
             "retrieved_labels": top_labels[row].tolist(),
-            "retrieved_correct": correct[row].tolist(),
+            "retrieved_correct": relevant[row, :top].tolist(),
+            "retrieved_tied": (size[row, :top] > 1).tolist(),
+            "retrieved_expected_correct": share[row, :top].tolist(),
         })
     return sample

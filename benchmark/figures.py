@@ -7,7 +7,11 @@
                                              own detector and with the paper's baseline detector (App. B.2).
     <suite>_retrievals_<setting>_<query>-<retrieval>_seed<seed>.{png,pdf}
                                              the poster's retrieval figure: a few queries (rows), each with its top k
-                                             for up to four methods side by side, framed green (right class) or red.
+                                             for up to four methods side by side, framed green (right class) or red
+                                             (dashed orange: a tie, judged by the share of right items in it).
+    <suite>_training_<method>.{png,pdf}      per method, every quantity of its runs' histories over the epochs: the
+                                             loss terms and what the method logged (cluster counts, merged
+                                             prototypes, accept or trust rates), a line per run.
 
 The retrieval figure reads the sample each run stores (`runner.RETRIEVALS_FILE`: the same queries for every method of
 a split) and the images from the dataset the run was trained on (its launch.json). Runs done before runs stored a
@@ -47,6 +51,7 @@ MAX_RETRIEVAL_METHODS = 4       # columns of top-k blocks; more would make thumb
 CORRECT_COLOUR = "#1a9641"
 WRONG_COLOUR = "#d7191c"
 PRIVATE_COLOUR = "#7b3294"
+TIED_COLOUR = "#e08214"     # a rank whose score ties with other items: judged by the expected share, not the image
 NULL_FACE = "#e3e3e3"
 
 # Retrieval figure layout, in inches.
@@ -104,6 +109,11 @@ def write_figures(suite_name: str, specs: list[RunSpec], output_root: Path, out_
                 for model in retrieval_models for method in model.methods}
     for group in _retrieval_groups(specs):
         written += _write_retrieval_figure(suite_name, group, output_root, out_dir, averages, say)
+    for method in dict.fromkeys(s.method for s in specs):
+        histories = _histories([s for s in specs if s.method == method], output_root)
+        if histories:
+            written += save_figure(training_curves(METHOD_LABELS.get(method, method), histories),
+                                   out_dir / f"{suite_name}_training_{_file_part(method)}")
     return written
 
 
@@ -217,6 +227,64 @@ def detection_chart(own: TableModel, baseline: TableModel) -> Figure:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Training curves, from the runs' histories
+# ---------------------------------------------------------------------------------------------------------------------
+
+HISTORY_SKIP = ("epoch", "seconds")
+SEED_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _histories(specs: list[RunSpec], output_root: Path) -> dict[tuple[str, int], list[dict]]:
+    """(pair label, seed) -> the per-epoch history of each done run of `specs` that trained (has epochs)."""
+    histories = {}
+    for spec in specs:
+        run_dir = spec.run_dir(output_root)
+        if store.run_status(run_dir) != "done":
+            continue
+        history = store.read_history(run_dir)
+        if any(set(row) - set(HISTORY_SKIP) for row in history):
+            pair = get_dataset(spec.dataset).pair_label(spec.query_domain, spec.retrieval_domain)
+            histories[(f"{SETTING_TITLES.get(spec.setting, spec.setting)} {pair}", spec.seed)] = history
+    return histories
+
+
+def training_curves(method_label: str, histories: dict[tuple[str, int], list[dict]]) -> Figure:
+    """One panel per quantity of the histories (loss terms, logged decisions), epoch on x, one line per run: colour
+    by pair, line style by seed. Quantities a run did not log in an epoch (e.g. cluster counts before clustering
+    starts) are left out of its line there."""
+    keys = list(dict.fromkeys(key for history in histories.values() for row in history for key in row
+                              if key not in HISTORY_SKIP))
+    n_columns = min(4, len(keys))
+    n_rows = math.ceil(len(keys) / n_columns)
+    figure = Figure(figsize=(3.3 * n_columns, 2.3 * n_rows + 1.0), layout="constrained")
+    axes = figure.subplots(n_rows, n_columns, squeeze=False).flatten()
+    pairs = list(dict.fromkeys(pair for pair, _ in histories))
+    seeds = sorted({seed for _, seed in histories})
+    colours = method_colours(pairs)
+    for ax, key in zip(axes, keys):
+        for (pair, seed), history in histories.items():
+            points = [(row["epoch"], row[key]) for row in history
+                      if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+            if points:
+                ax.plot(*zip(*points), color=colours[pair], linestyle=SEED_LINESTYLES[seeds.index(seed) % 4],
+                        linewidth=1.0, marker="." if len(points) < 15 else None, markersize=3)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    from matplotlib.lines import Line2D
+    handles = ([Line2D([], [], color=colours[pair], label=pair) for pair in pairs]
+               + [Line2D([], [], color="black", linestyle=SEED_LINESTYLES[i % 4], label=f"seed {seed}")
+                  for i, seed in enumerate(seeds)])
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), fontsize=8,
+                  frameon=False)
+    figure.suptitle(f"{method_label}: loss terms and logged decisions per epoch (epoch means)", fontsize=11)
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The retrieval figure
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -240,7 +308,7 @@ def _retrieval_groups(specs: list[RunSpec]) -> list[list[RunSpec]]:
 
 
 QUERY_KEYS = ("query_index", "label", "private", "returned_null", "retrieved_indices", "retrieved_labels",
-              "retrieved_correct")
+              "retrieved_correct", "retrieved_tied", "retrieved_expected_correct")
 
 
 def read_retrieval_sample(run_dir: Path) -> dict | None:
@@ -436,11 +504,16 @@ def retrieval_figure(panel: RetrievalPanel) -> Figure:
                 label_under(left, top, "✓ returned null" if right else "✗ returned null",
                             CORRECT_COLOUR if right else WRONG_COLOUR)
                 continue
-            for rank, (index, label, correct) in enumerate(zip(sample["retrieved_indices"], sample["retrieved_labels"],
-                                                               sample["retrieved_correct"])):
+            ranks = zip(sample["retrieved_indices"], sample["retrieved_labels"], sample["retrieved_correct"],
+                        sample["retrieved_tied"], sample["retrieved_expected_correct"])
+            for rank, (index, label, correct, tied, expected) in enumerate(ranks):
                 tile_left = left + rank * (TILE + TILE_GAP)
                 ax = add_tile(tile_left, top)
                 ax.imshow(_thumbnail(panel.retrieval_images, index))
+                if tied:        # which tied item sits here is arbitrary: show the share of right answers instead
+                    _frame(ax, TIED_COLOUR, 3.5, "--")
+                    label_under(tile_left, top, f"= tie: {expected:.0%} ✓", TIED_COLOUR)
+                    continue
                 colour = CORRECT_COLOUR if correct else WRONG_COLOUR
                 _frame(ax, colour, 3.5)
                 label_under(tile_left, top, f"{'✓' if correct else '✗'} {_short(panel.class_names[label])}", colour)
@@ -449,6 +522,10 @@ def retrieval_figure(panel: RetrievalPanel) -> Figure:
                      label="green ✓ = correct: same class as the query"),
                Patch(facecolor="white", edgecolor=WRONG_COLOUR, linewidth=3,
                      label="red ✗ = wrong: another class")]
+    if any(any(q["retrieved_tied"]) for sample in panel.samples.values() for q in sample["queries"]):
+        handles.append(Patch(facecolor="white", edgecolor=TIED_COLOUR, linewidth=3, linestyle="--",
+                             label="dashed orange = tie: the score equals other items' (image: one of them); "
+                                   "% = the tied items of the query's class"))
     if panel.open_setting:
         handles += [Patch(facecolor="white", edgecolor=PRIVATE_COLOUR, linewidth=2, linestyle="--",
                           label="private query: its class is absent from the retrieval domain (right answer: null)"),

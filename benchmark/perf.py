@@ -17,6 +17,15 @@ prints images/s of each and the ratio, measured in one run; the one-time decode 
 
     python -m benchmark.perf train [--arch resnet50] [--size 224] [--batch 64] [--steps 20] [--device cuda]
 
+    python -m benchmark.perf elbow [--points 4400] [--dim 128] [--classes 65] [--k-max 130] [--device cpu|cuda]
+
+``elbow`` times UEM's elbow (k-means for every K in [2, k-max] on one bank, K by the knee of the inertia curve) two
+ways on the same bank: the previous one (faiss, one uniformly drawn start per K, 20 iterations: what UEM ran until
+2026-11-30) and `methods.clustering.elbow_kmeans` (greedy k-means++ chains, restarts, LocalSearch++ swaps, on the
+bank's device). It prints the seconds per elbow of each and their ratio, measured in one run, on an Office-Home-
+sized bank of overlapping clusters; then, as a check of what the time buys, the K each picks on plainly separate
+clusters of the same size (the true K is the class count).
+
 ``train`` times training steps of the backbone (forward of two views, a contrastive loss, backward, SGD step — the
 shape of every method's step) on random images already on the device, in four configurations: fp32, bf16 autocast,
 channels_last, and both; it prints images/s of each and its ratio to fp32, measured in one run, after warm-up steps.
@@ -306,6 +315,61 @@ def run_train(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# elbow: UEM's elbow, before and after 2026-11-30
+# ----------------------------------------------------------------------------------------------------------------
+
+def faiss_single_start_elbow(features: torch.Tensor, k_range: range, seed: int):
+    """The previous elbow: one faiss k-means start (k points drawn uniformly) and 20 iterations per K."""
+    from methods.clustering import elbow_k, faiss_kmeans, inertia
+    results = {}
+    for k in k_range:
+        centroids, assignment = faiss_kmeans(features, k, seed=seed, niter=20)
+        results[k] = (centroids, assignment, inertia(features.float().cpu(), centroids.cpu(), assignment.cpu()))
+    k = elbow_k({k: r[2] for k, r in results.items()})
+    return results[k][0], results[k][1], k
+
+
+def _clustered_bank(args, noise: float, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(args.seed)
+    centres = torch.nn.functional.normalize(torch.randn(args.classes, args.dim, generator=generator), dim=1)
+    labels = torch.arange(args.points) % args.classes
+    noise_term = noise * 4 / args.dim ** 0.5 * torch.randn(args.points, args.dim, generator=generator)
+    return torch.nn.functional.normalize(2 * centres[labels] + noise_term, dim=1).to(device)
+
+
+def run_elbow(args) -> int:
+    from methods.clustering import ELBOW_RESTARTS, elbow_kmeans
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda was asked for but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    k_range = range(2, args.k_max + 1)
+    restarts = args.restarts or ELBOW_RESTARTS
+    print(f"UEM's elbow: a bank of {args.points} x {args.dim} ({args.classes} clusters), K in [2, {args.k_max}], "
+          f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+                                f", torch threads {torch.get_num_threads()}") + f"; median of {args.repeats} runs")
+    bank = _clustered_bank(args, noise=0.6, device=device)      # overlapping clusters, as real banks are
+    elbow_kmeans(bank[:256], range(2, 6), seed=args.seed)         # warm-up (CUDA context, kernel loading)
+    old_times, new_times = [], []
+    for _ in range(args.repeats):                                 # interleaved: both see the same machine
+        old_times.append(_timed(lambda: faiss_single_start_elbow(bank, k_range, args.seed), device)[1])
+        new_times.append(_timed(lambda: elbow_kmeans(bank, k_range, seed=args.seed, restarts=restarts), device)[1])
+    old_s, new_s = float(np.median(old_times)), float(np.median(new_times))
+    print(f"  previous (faiss, 1 start per K, 20 iterations; on the CPU): {old_s:8.2f} s per elbow  "
+          f"({', '.join(f'{t:.2f}' for t in old_times)})")
+    print(f"  elbow_kmeans ({restarts} chains, k-means++, local search):   {new_s:8.2f} s per elbow  "
+          f"({', '.join(f'{t:.2f}' for t in new_times)})")
+    print(f"  ratio previous / new: {old_s / new_s:.2f}x")
+    separated = _clustered_bank(args, noise=0.3, device=device)
+    old_k = faiss_single_start_elbow(separated, k_range, args.seed)[2]
+    new_k = elbow_kmeans(separated, k_range, seed=args.seed, restarts=restarts)[2]
+    print(f"  K picked on {args.classes} plainly separate clusters (noise 0.3): previous {old_k}, new {new_k}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -350,6 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--batch", type=_positive_int, default=64)
     _add_common_options(data)
     data.set_defaults(handler=run_data)
+
+    elbow = commands.add_parser("elbow", help="UEM's elbow: the previous faiss k-means against the current one")
+    elbow.add_argument("--points", type=_positive_int, default=4400)
+    elbow.add_argument("--dim", type=_positive_int, default=128)
+    elbow.add_argument("--classes", type=_positive_int, default=65)
+    elbow.add_argument("--k-max", type=_positive_int, default=130)
+    elbow.add_argument("--repeats", type=_positive_int, default=3)
+    elbow.add_argument("--restarts", type=_positive_int, default=None, help="chains of the new elbow (default: "
+                       "methods.clustering.ELBOW_RESTARTS)")
+    _add_common_options(elbow, device="cuda" if torch.cuda.is_available() else "cpu")
+    elbow.set_defaults(handler=run_elbow)
 
     train = commands.add_parser("train", help="backbone training images/s: fp32, bf16 autocast, channels_last")
     train.add_argument("--arch", choices=["resnet50", "resnet18", "small_cnn"], default="resnet50")

@@ -28,6 +28,9 @@ Aggregation rule
   whose advantage is significant carries "†". Fewer than two paired seeds: no test, no mark.
 - Nothing is dropped silently: a method without any done run still gets its row; a cell with fewer done seeds than
   expected carries a footnote "n=k of N seeds (1 failed, ...)", and a cell without any shows "–" with such a footnote.
+- Collapse is marked: a cell with a done run whose features collapsed (the rule of benchmark/diagnostics.py, read
+  from the run's stored `diag_*` values) carries a footnote "Collapsed: k of n done runs", and the caption states
+  the rule. Its number stays: it is what the protocol measures, but it ranks ties, not retrieval.
   Seeds outside `expected_seeds` and methods or pairs outside the spec are not part of the table.
 
 Tables of averages (`combine_averages`): the Avg columns of several tables (one per dataset and setting) side by side,
@@ -47,6 +50,7 @@ import pandas as pd
 from scipy import stats
 from tabulate import tabulate
 
+from . import diagnostics
 from .store import atomic_write_text
 
 TIDY_COLUMNS = (
@@ -217,6 +221,10 @@ class Cell:
     seed_values: list[dict[int, float]] = field(default_factory=list)
     significant: list[bool] = field(default_factory=list)
     run_counts: dict[str, int] = field(default_factory=dict)
+    # Done runs behind the cell (a pair cell: its seeds; Avg: every pair x seed) that collapsed, by the rule of
+    # benchmark/diagnostics.py, and how many done runs had diagnostics to judge.
+    collapsed_runs: int = 0
+    judged_runs: int = 0
 
     @property
     def is_missing(self) -> bool:
@@ -466,6 +474,19 @@ def _n_text(cell: Cell, spec: TableSpec) -> str:
 
 
 def _footnote_text(cell: Cell, spec: TableSpec) -> str | None:
+    parts = [text for text in (_missing_seeds_text(cell, spec), _collapse_text(cell)) if text]
+    return " ".join(parts) or None
+
+
+def _collapse_text(cell: Cell) -> str | None:
+    if not cell.collapsed_runs:
+        return None
+    runs = "run" if cell.judged_runs == 1 else "runs"
+    where = " behind this average" if cell.kind == "avg" else ""
+    return f"Collapsed: {cell.collapsed_runs} of {cell.judged_runs} done {runs}{where} (rule in the caption)."
+
+
+def _missing_seeds_text(cell: Cell, spec: TableSpec) -> str | None:
     if all(s.n == cell.n_expected for s in cell.summaries):
         return None
     n_text = f"{_n_text(cell, spec)} of {cell.n_expected} seeds"
@@ -551,12 +572,39 @@ def caption_body(spec: TableSpec, ranking: bool = True) -> str:
     return " ".join(sentences)
 
 
+def _collapse_of_runs(rows: pd.DataFrame) -> dict[tuple[str, str, int], bool]:
+    """(method, pair, seed) -> whether the done run collapsed (benchmark/diagnostics.py), for done runs that stored
+    the diagnostics."""
+    done = rows[(rows["status"] == DONE) & rows["metric"].isin(diagnostics.NAMES)]
+    verdicts = {}
+    for (method, pair, seed), run_rows in done.groupby(["method", "pair", "seed"], sort=False):
+        verdict = diagnostics.is_collapsed(dict(zip(run_rows["metric"], run_rows["value"])))
+        if verdict is not None:
+            verdicts[(str(method), str(pair), int(seed))] = verdict
+    return verdicts
+
+
+def _count_collapsed(cell: Cell, spec: TableSpec, verdicts: dict[tuple[str, str, int], bool]) -> None:
+    pairs = spec.pairs if cell.kind == "avg" else [cell.column]
+    judged = [verdicts[key] for key in ((cell.method, pair, seed) for pair in pairs for seed in spec.expected_seeds)
+              if key in verdicts]
+    cell.collapsed_runs, cell.judged_runs = sum(judged), len(judged)
+
+
+def _with_collapse_rule(body: str, cells: dict[tuple[str, str], Cell]) -> str:
+    """The caption states the collapse rule when a footnote marks a collapsed cell."""
+    if not any(cell.collapsed_runs for cell in cells.values()):
+        return body
+    return f"{body} Collapsed: {diagnostics.COLLAPSE_RULE}; such numbers rank ties, not retrieval."
+
+
 def aggregate(frame: pd.DataFrame, spec: TableSpec) -> TableModel:
     """The table model of `spec` from the tidy frame (see the module docstring for the rule)."""
     _check_tidy_columns(frame, f"aggregate({spec.title!r})")
     rows = _select_rows(frame, spec)
     statuses = _run_statuses(rows)
     values = _done_values(rows, sorted({m for column in spec.columns for m in spec.metrics_of(column)}))
+    verdicts = _collapse_of_runs(rows)
 
     cells: dict[tuple[str, str], Cell] = {}
     for method in spec.methods:
@@ -564,11 +612,13 @@ def aggregate(frame: pd.DataFrame, spec: TableSpec) -> TableModel:
             cells[(method, pair)] = _pair_cell(method, pair, spec, statuses, values)
         if spec.show_avg:
             cells[(method, AVG_COLUMN)] = _avg_cell(method, spec, statuses, values)
+    for cell in cells.values():
+        _count_collapsed(cell, spec, verdicts)
 
     significance = _rank_and_test(cells, spec)
     footnotes = _assign_footnotes(cells, spec)
-    return TableModel(spec=spec, cells=cells, footnotes=footnotes, caption_body=caption_body(spec),
-                      significance=significance)
+    return TableModel(spec=spec, cells=cells, footnotes=footnotes,
+                      caption_body=_with_collapse_rule(caption_body(spec), cells), significance=significance)
 
 
 def has_runs(model: TableModel, method: str, column: str | None = None) -> bool:
@@ -625,8 +675,8 @@ def combine_averages(title: str, key: str, sources: list[tuple[str, TableModel]]
                     run_counts={"missing": len(source.spec.pairs) * n_expected})
     significance = _rank_and_test(cells, spec)
     footnotes = _assign_footnotes(cells, spec)
-    return TableModel(spec=spec, cells=cells, footnotes=footnotes, caption_body=caption_body(spec),
-                      significance=significance,
+    return TableModel(spec=spec, cells=cells, footnotes=footnotes,
+                      caption_body=_with_collapse_rule(caption_body(spec), cells), significance=significance,
                       column_sources={label: (source.spec.dataset, source.spec.setting) for label, source in sources})
 
 

@@ -34,7 +34,8 @@ from methods import get_method_class
 from methods.base import Batch, Method, build_hparams, derive_seed
 
 from . import store
-from .evaluation import open_set_metrics, retrieval_metrics, retrieval_sample, sample_queries
+from .diagnostics import feature_diagnostics
+from .evaluation import open_set_metrics, retrieval_metrics, retrieval_sample, sample_queries, tied_top_k
 from .initialisation import build_initial_backbone
 from .spec import RunSpec, load_spec
 
@@ -44,7 +45,7 @@ EMBED_BATCH_SIZE = 256
 DEFAULT_DETECTOR_PREFIX = "default_detector_"   # metrics of the App. B.2 detector
 # The retrieval figure's sample (benchmark/figures.py): a few queries and their top k, stored by every run.
 RETRIEVALS_FILE = "retrievals.json"
-RETRIEVALS_FORMAT = 1
+RETRIEVALS_FORMAT = 2          # 2: with the tie marks of each rank
 FIGURE_SHARED_QUERIES = 4
 FIGURE_PRIVATE_QUERIES = 2      # open setting only: queries whose right answer is null
 FIGURE_TOP_K = 5
@@ -284,18 +285,21 @@ def _train_epoch(method: Method, ctx: RunContext, optimizers: list, epoch: int) 
     bad = [name for name, value in summary.items() if not math.isfinite(value)]
     if bad:
         raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}: " + ", ".join(f"{n}={summary[n]}" for n in bad))
-    return {"epoch": epoch + 1, **summary}
+    return {"epoch": epoch + 1, **summary, **method.pop_epoch_log()}
 
 
 def evaluate(method: Method, ctx: RunContext, query: LabelledDomain, retrieval: LabelledDomain,
              spec: RunSpec, run_dir: Path | None = None) -> dict:
-    """Retrieval features of both domains (the last epoch's model: no selection on labels), then the metrics.
+    """Retrieval features of both domains (the last epoch's model: no selection on labels), then the metrics and the
+    label-free diagnostics of the features (benchmark/diagnostics.py).
 
     With `run_dir`, also stores the figures' retrieval sample there (`RETRIEVALS_FILE`)."""
     method.eval()
     query_features = ctx.embed_domain(0)
     retrieval_features = ctx.embed_domain(1)
     metrics = retrieval_metrics(query_features, query.labels, retrieval_features, retrieval.labels, ks=spec.ks)
+    metrics.update(feature_diagnostics(query_features, retrieval_features,
+                                       tied_top_k(query_features, retrieval_features, max(spec.ks))))
     private = None
     if spec.setting == "open":
         private = method.detect_private(query_features, retrieval_features, num_clusters=spec.num_classes_hint[0],

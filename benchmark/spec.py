@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # Bump when a change to splits, metrics or the training loop changes what a stored number means.
-PROTOCOL_VERSION = 1
+# 2 (2026-11-30): tied scores count as the expected value over their orderings; UEM's and the detectors' k-means is
+# k-means++ with restarts; CDS's entropy takes the official log(p + 1e-5); runs store feature diagnostics.
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)

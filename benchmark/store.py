@@ -106,3 +106,9 @@ def clear_failure(run_dir: Path) -> None:
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())["metrics"]
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """The per-epoch history of a done run: one dict per epoch (its number, the mean of every loss term the method
+    returned, what it logged, seconds)."""
+    return json.loads((Path(run_dir) / "metrics.json").read_text()).get("history", [])

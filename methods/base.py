@@ -36,6 +36,9 @@ from .memory_bank import MemoryBank
 from .open_set import cluster_radius_detector
 
 
+DOMAIN_ROLES = ("query", "retrieval")     # domain 0 and domain 1, as logged names say them
+
+
 @dataclass
 class Batch:
     """One domain's mini-batch as a method receives it."""
@@ -90,6 +93,18 @@ class Method(nn.Module):
         super().__init__()
         self.hparams = hparams
         self.backbone = backbone
+        self._epoch_log: dict[str, float] = {}
+
+    def log(self, name: str, value) -> None:
+        """Record a decision of the current epoch (a cluster count, merged pairs, a weight) under `name`, from any
+        hook: the runner writes the last value logged in an epoch into the run's history beside the loss terms.
+        Per-step quantities (an accept rate) go in `training_step`'s dict instead, which the runner averages."""
+        self._epoch_log[name] = float(value)
+
+    def pop_epoch_log(self) -> dict[str, float]:
+        """The values `log` recorded since the last call (the runner calls it at the end of every epoch)."""
+        logged, self._epoch_log = self._epoch_log, {}
+        return logged
 
     def check_choices(self, **allowed) -> None:
         """Refuse a switch outside its values, e.g. `self.check_choices(head=("init", "linear"))`."""

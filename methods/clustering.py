@@ -1,18 +1,380 @@
-"""k-means through faiss, with every parameter pinned (faiss's defaults would fix seed=1234 for every run and
-subsample to 256 points per centroid silently)."""
+"""k-means: the harness's own (greedy k-means++, local search, restarts, on the features' device) and the baselines'.
+
+Where the harness decides with a clustering — UEM's prototypes and elbow (Eq. 8-9, App. B.1), the paper's baseline
+open-set detector (App. B.2) — it uses `kmeans` / `elbow_kmeans` below:
+
+- seeding: greedy k-means++ (Arthur & Vassilvitskii, "k-means++: the advantages of careful seeding", SODA 2007; the
+  greedy variant of scikit-learn's `KMeans`, `sklearn/cluster/_kmeans.py`: at each step 2 + int(ln k) candidates
+  are drawn with probability proportional to D(x)^2 and the one that lowers the potential most is kept);
+- Lloyd iterations until at most `LLOYD_TOLERANCE` of the points change cluster (or `KMEANS_MAX_ITER`); an empty
+  cluster is moved to the point farthest from its centre;
+- LocalSearch++ swaps (Lattanzi & Sohler, "A better k-means++ algorithm via local search", ICML 2019): a point
+  drawn by D^2 replaces the centre whose replacement lowers the inertia most, when it lowers it by more than
+  `SWAP_GAIN`, then Lloyd again. Two centres on one cluster while another centre covers two clusters is a fixed
+  point of Lloyd's iterations that no restart count reliably avoids at 20 clusters or more; a swap undoes it;
+- independent starts (`KMEANS_RESTARTS`; the elbow's chains: `ELBOW_RESTARTS`), run side by side as one batch of
+  matrix products; the lowest inertia is kept;
+- the random draws come from a generator seeded with `seed` on the features' device, and the points are put in a
+  canonical order (by a fixed projection of their coordinates) before anything is drawn: the result is the same
+  for any order in which the points are stored (a gallery stored class by class gives the clusters a shuffled one
+  gives), and the same on every call with the same seed. Ties in the canonical key only join identical points,
+  which are interchangeable.
+
+Why not faiss here: faiss seeds with k points drawn uniformly. On clusters that are plainly separate one such start
+converges to merged-and-split solutions (a centre on two clusters, two centres on one), the inertia curve then has
+no clean elbow, and one split pair makes Eq. 9's threshold tiny so that nothing merges (tests/test_clustering.py
+holds the input). `python -m benchmark.perf elbow` times both.
+
+The baselines keep their official code's clustering: `faiss_kmeans` with the settings their repositories pass
+(PCS, UCDIR, DGDIR, CoDA; each module's docstring names them).
+"""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+__all__ = ["ELBOW_RESTARTS", "KMEANS_RESTARTS", "elbow_k", "elbow_kmeans", "empty_clusters", "faiss_kmeans",
+           "inertia", "kmeans"]
 
-def kmeans(features: torch.Tensor, k: int, *, seed: int, niter: int = 20, nredo: int = 1, spherical: bool = False,
-           max_points_per_centroid: int = 100_000, init_centroids: torch.Tensor | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (centroids [k, d] float32, assignments [N] int64) on the features' device. `spherical` normalises the
+KMEANS_RESTARTS = 4       # independent k-means++ starts of `kmeans`; the lowest inertia is kept
+ELBOW_RESTARTS = 2        # independent chains of `elbow_kmeans`; per K the lowest inertia is kept
+KMEANS_MAX_ITER = 100     # Lloyd iterations at most
+LLOYD_TOLERANCE = 1e-2    # a restart's Lloyd iterations stop when at most this fraction of the points changes cluster
+SWAP_GAIN = 1e-3          # a LocalSearch++ swap is made when it lowers the inertia by more than this fraction
+SWAP_CANDIDATES = 64      # points drawn by D^2 for a swap step: in high dimensions a merged pair of clusters holds
+                          # a few % of the D^2 mass only, so the 2 + ln k draws of seeding would often miss it
+ELBOW_SWAPS_PER_K = 1     # LocalSearch++ swap steps after each K of the elbow's chains
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The harness's k-means (torch)
+# ----------------------------------------------------------------------------------------------------------------
+
+def _check_points(features: torch.Tensor, name: str = "features") -> torch.Tensor:
+    if features.dim() != 2 or features.shape[0] == 0:
+        raise ValueError(f"k-means needs {name} of shape [N, d] with N >= 1, got {tuple(features.shape)}")
+    points = features.detach().float()
+    if not bool(torch.isfinite(points).all()):
+        raise ValueError(f"k-means: {name} contain NaN or inf values")
+    return points
+
+
+def _canonical_order(points: torch.Tensor) -> torch.Tensor:
+    """A permutation that sorts the points by a fixed projection of their coordinates (float64): the same set of
+    points gives the same sorted tensor however it was stored."""
+    direction = torch.randn(points.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    key = (points.double() * direction.to(points.device)).sum(dim=1)
+    return torch.sort(key, stable=True).indices
+
+
+@dataclass
+class _State:
+    """r restarts side by side: centres [r, k, d]; per point its squared distance to the nearest centre [r, N] and
+    that centre's index [r, N]."""
+    centres: torch.Tensor
+    nearest: torch.Tensor
+    assignment: torch.Tensor
+
+    def select(self, rows: torch.Tensor) -> "_State":
+        return _State(self.centres[rows], self.nearest[rows], self.assignment[rows])
+
+    def update(self, rows: torch.Tensor, part: "_State") -> "_State":
+        merged = _State(self.centres.clone(), self.nearest.clone(), self.assignment.clone())
+        merged.centres[rows], merged.nearest[rows], merged.assignment[rows] = part.centres, part.nearest, part.assignment
+        return merged
+
+    def inertias(self) -> torch.Tensor:
+        return self.nearest.double().sum(dim=1)
+
+
+def _squared_distances(points: torch.Tensor, point_norms: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """||x - c||^2 for points [N, d] and a few centres per restart [r, t, d] -> [r, t, N] (clamped at 0: the
+    expanded form rounds)."""
+    restarts, count, dim = centres.shape
+    flat = centres.reshape(restarts * count, dim)
+    distances = torch.addmm(point_norms[None, :], flat, points.t(), alpha=-2).add_((flat * flat).sum(dim=1)[:, None])
+    return distances.clamp_min_(0).view(restarts, count, -1)
+
+
+def _partial_distances(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """||c||^2 - 2 x.c for points [N, d] and centres [r, k, d] -> [N, r, k]: the squared distances less the points'
+    own norms, which are the same for every centre. One matrix product with the centres' norms fused in."""
+    restarts, k, dim = centres.shape
+    flat = centres.reshape(restarts * k, dim)
+    return torch.addmm((flat * flat).sum(dim=1)[None, :], points, flat.t(), alpha=-2).view(len(points), restarts, k)
+
+
+def _assign(points: torch.Tensor, point_norms: torch.Tensor, centres: torch.Tensor) -> _State:
+    """The nearest centre of every point, for r restarts side by side."""
+    values, assignment = _partial_distances(points, centres).min(dim=2)
+    nearest = (values + point_norms[:, None]).clamp_min_(0)
+    return _State(centres, nearest.t().contiguous(), assignment.t().contiguous())
+
+
+def _second_nearest(points: torch.Tensor, point_norms: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Squared distance of every point to its second nearest centre [r, N] (k >= 2)."""
+    second = _partial_distances(points, centres).topk(2, dim=2, largest=False).values[..., 1]
+    return (second + point_norms[:, None]).clamp_min_(0).t().contiguous()
+
+
+def _draw_candidates(weights: torch.Tensor, n_candidates: int, generator: torch.Generator) -> torch.Tensor:
+    """[r, n_candidates] point indices drawn with probability proportional to `weights` [r, N] (uniform where a row
+    is all zero: every point already sits on a centre)."""
+    empty = weights.sum(dim=1, keepdim=True) <= 0
+    weights = torch.where(empty, torch.ones_like(weights), weights)
+    return torch.multinomial(weights, n_candidates, replacement=True, generator=generator)
+
+
+def _greedy_seeding_step(points, point_norms, closest, n_candidates, generator):
+    """One greedy k-means++ step for r seedings side by side: draw candidates by D^2 (`closest`, [r, N]), keep the
+    one that lowers the potential sum(min(D^2, d(x, candidate)^2)) most. Returns (chosen [r], the squared distances
+    of every point to it [r, N])."""
+    candidates = _draw_candidates(closest, n_candidates, generator)                     # [r, t]
+    candidate_distances = _squared_distances(points, point_norms, points[candidates])   # [r, t, N]
+    best = torch.minimum(closest[:, None, :], candidate_distances).sum(dim=2).argmin(dim=1)   # [r]
+    rows = torch.arange(len(best), device=points.device)
+    return candidates[rows, best], candidate_distances[rows, best]
+
+
+def _kmeans_pp_seeds(points, point_norms, k, restarts, generator, n_candidates) -> torch.Tensor:
+    """[restarts, k, d] greedy k-means++ seeds (the first uniformly at random)."""
+    first = torch.randint(len(points), (restarts,), generator=generator, device=points.device)
+    closest = _squared_distances(points, point_norms, points[first][:, None, :])[:, 0]
+    chosen = [first]
+    for _ in range(1, k):
+        index, distances = _greedy_seeding_step(points, point_norms, closest, n_candidates, generator)
+        closest = torch.minimum(closest, distances)
+        chosen.append(index)
+    return points[torch.stack(chosen, dim=1)]
+
+
+def _cluster_sums(points: torch.Tensor, assignment: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per restart and cluster, the sum of the member points [r, k, d] and their number [r, k]. On CUDA a one-hot
+    product (deterministic; index_add_ uses atomics there), elsewhere index_add_ (O(N d))."""
+    if points.is_cuda:
+        one_hot = torch.nn.functional.one_hot(assignment, k).to(points.dtype)             # [r, N, k]
+        return one_hot.transpose(1, 2) @ points, one_hot.sum(dim=1)
+    sums = torch.zeros(assignment.shape[0], k, points.shape[1], dtype=points.dtype, device=points.device)
+    for restart, members in enumerate(assignment):
+        sums[restart].index_add_(0, members, points)
+    counts = torch.stack([torch.bincount(members, minlength=k) for members in assignment]).to(points.dtype)
+    return sums, counts
+
+
+def _move_empty_centres(points, centres, empty, nearest):
+    """Each empty cluster takes one of the points farthest from their centres (distinct points, farthest first)."""
+    centres = centres.clone()
+    for restart in torch.nonzero(empty.any(dim=1)).flatten().tolist():
+        slots = torch.nonzero(empty[restart]).flatten()
+        farthest = nearest[restart].topk(min(len(slots), len(points))).indices
+        centres[restart, slots[:len(farthest)]] = points[farthest]
+    return centres
+
+
+def _lloyd(points, point_norms, state: _State, max_iter: int) -> _State:
+    """Lloyd iterations from `state` (its assignment must be the nearest centres' or a start to improve on); a
+    restart stops when none of its assignments changes, all stop after `max_iter`."""
+    k = state.centres.shape[1]
+    active = torch.arange(len(state.centres), device=points.device)
+    for _ in range(max_iter):
+        current = state.select(active)
+        sums, counts = _cluster_sums(points, current.assignment, k)
+        empty = counts == 0
+        moved = torch.where(empty[..., None], current.centres, sums / counts.clamp_min(1)[..., None])
+        if bool(empty.any()):
+            moved = _move_empty_centres(points, moved, empty, current.nearest)
+        new = _assign(points, point_norms, moved)
+        changed = (new.assignment != current.assignment).sum(dim=1) > LLOYD_TOLERANCE * len(points)
+        state = state.update(active, new)
+        active = active[changed]
+        if len(active) == 0:
+            break
+    return state
+
+
+def _local_search(points, point_norms, state: _State, steps: int, n_candidates: int, generator,
+                  max_iter: int) -> _State:
+    """`steps` swap steps of LocalSearch++ (Lattanzi & Sohler, ICML 2019), each followed by Lloyd where a swap was
+    made: draw candidates by D^2, find the (candidate, centre) swap that lowers the inertia most, and make it in
+    the restarts where it lowers it by more than `SWAP_GAIN`. Two centres left on one cluster while another centre
+    covers two clusters is a fixed point of Lloyd's iterations; one swap undoes it."""
+    restarts, k, _ = state.centres.shape
+    if k < 2:
+        return state
+    for _ in range(steps):
+        candidates = _draw_candidates(state.nearest, n_candidates, generator)                   # [r, t]
+        to_candidate = _squared_distances(points, point_norms, points[candidates])              # [r, t, N]
+        kept = torch.minimum(to_candidate, state.nearest[:, None, :])
+        # Removing centre j sends its members to their second centre, or to the candidate if it is nearer.
+        second = _second_nearest(points, point_norms, state.centres)
+        removal = torch.zeros(restarts, candidates.shape[1], k, dtype=points.dtype, device=points.device)
+        removal.scatter_add_(2, state.assignment[:, None, :].expand_as(kept),
+                             torch.minimum(to_candidate, second[:, None, :]) - kept)
+        best_cost, best = (kept.double().sum(dim=2, keepdim=True) + removal.double()).flatten(1).min(dim=1)
+        rows = torch.nonzero(best_cost < state.inertias() * (1 - SWAP_GAIN)).flatten()
+        if len(rows) == 0:
+            continue
+        swapped = state.centres[rows].clone()
+        swapped[torch.arange(len(rows), device=points.device), best[rows] % k] = points[candidates[rows,
+                                                                                                  best[rows] // k]]
+        state = state.update(rows, _lloyd(points, point_norms, _assign(points, point_norms, swapped), max_iter))
+    return state
+
+
+def _best_restart(points: torch.Tensor, state: _State) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(centroids [k, d], assignment [N], inertia) of the restart with the lowest inertia; the centroids are the
+    means of the final assignment's members (Lloyd may stop with up to LLOYD_TOLERANCE of the points just moved)."""
+    inertias = state.inertias()
+    best = int(inertias.argmin())
+    assignment = state.assignment[best]
+    sums, counts = _cluster_sums(points, assignment[None], state.centres.shape[1])
+    centroids = torch.where(counts[0, :, None] > 0, sums[0] / counts[0].clamp_min(1)[:, None], state.centres[best])
+    return centroids, assignment, float(inertias[best])
+
+
+def _n_candidates(k: int) -> int:
+    return 2 + int(math.log(k))         # scikit-learn's n_local_trials
+
+
+class _Points:
+    """The points in canonical order, their squared norms and the seeded generator of one clustering call."""
+
+    def __init__(self, features: torch.Tensor, seed: int):
+        points = _check_points(features)
+        self.order = _canonical_order(points)
+        self.points = points[self.order]
+        self.norms = (self.points * self.points).sum(dim=1)
+        self.generator = torch.Generator(device=points.device).manual_seed(int(seed) % (2 ** 63))
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def in_given_order(self, assignment: torch.Tensor) -> torch.Tensor:
+        restored = torch.empty_like(assignment)
+        restored[self.order] = assignment
+        return restored
+
+
+def kmeans(features: torch.Tensor, k: int, *, seed: int, restarts: int = KMEANS_RESTARTS,
+           max_iter: int = KMEANS_MAX_ITER) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean k-means: greedy k-means++ seeding, Lloyd, k LocalSearch++ swap steps, `restarts` times side by
+    side, the lowest inertia kept (the module docstring says more).
+
+    features: [N, d] float (any float dtype; computed in float32), on any device. Returns (centroids [k, d] float32,
+    assignment [N] int64), both on the features' device; the centroids are the means of their members. The same
+    for any order of the rows. Raises ValueError unless 1 <= k <= N, or when the features are not [N, d] finite
+    values."""
+    data = _Points(features, seed)
+    if isinstance(k, bool) or not 1 <= int(k) <= len(data):
+        raise ValueError(f"k-means with k={k} on {len(data)} points")
+    if restarts < 1:
+        raise ValueError(f"k-means needs at least one restart, got restarts={restarts}")
+    k = int(k)
+    seeds = _kmeans_pp_seeds(data.points, data.norms, k, restarts, data.generator, _n_candidates(k))
+    state = _lloyd(data.points, data.norms, _assign(data.points, data.norms, seeds), max_iter)
+    state = _local_search(data.points, data.norms, state, k, SWAP_CANDIDATES, data.generator, max_iter)
+    centroids, assignment, _ = _best_restart(data.points, state)
+    return centroids, data.in_given_order(assignment)
+
+
+def empty_clusters(assignment: torch.Tensor, k: int) -> int:
+    """How many of the k clusters have no member in `assignment` ([N] int64 cluster ids): what methods log."""
+    return int(k) - int(torch.unique(assignment).numel())
+
+
+def inertia(features: torch.Tensor, centroids: torch.Tensor, assignment: torch.Tensor) -> float:
+    """Sum of squared Euclidean distances of the points to their centroids (k-means' objective)."""
+    return float(((features.float() - centroids[assignment]) ** 2).sum())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The elbow
+# ----------------------------------------------------------------------------------------------------------------
+
+def elbow_k(inertias: dict[int, float]) -> int:
+    """The elbow of an inertia curve: the K farthest below the chord from the first to the last point, both axes
+    scaled to [0, 1] (the "knee" criterion). Ties go to the smaller K; fewer than three points give the smallest K."""
+    ks = sorted(inertias)
+    if len(ks) < 3:
+        return ks[0]
+    k0, k1 = ks[0], ks[-1]
+    low, high = min(inertias.values()), max(inertias.values())
+    span = (high - low) or 1.0
+    best, best_gap = k0, 0.0
+    for k in ks:
+        x = (k - k0) / (k1 - k0)
+        y = (inertias[k] - low) / span
+        chord = (inertias[k0] - low) / span * (1 - x) + (inertias[k1] - low) / span * x
+        if chord - y > best_gap + 1e-12:
+            best, best_gap = k, chord - y
+    return best
+
+
+def elbow_kmeans(features: torch.Tensor, k_range: range, *, seed: int, restarts: int = ELBOW_RESTARTS,
+                 max_iter: int = KMEANS_MAX_ITER, return_inertias: bool = False):
+    """k-means for every K of `k_range` (clipped to the number of points), K chosen by `elbow_k`.
+
+    Each restart is a chain over K: its first K centres are greedy k-means++ seeds; each next K keeps the converged
+    centres of the previous one and adds one centre the k-means++ way (D^2 sampling, greedy over 2 + int(ln K_max)
+    candidates), then runs Lloyd iterations; the chain with the lowest inertia also takes one LocalSearch++ swap
+    step. Per K the restart with the lowest
+    inertia is kept, so the inertia curve never rises with K (neither Lloyd's iterations nor an accepted swap raise
+    a chain's inertia, and one more centre can only lower it): the elbow is read from a clean curve, and a K costs a
+    few Lloyd iterations instead of a fresh start.
+
+    features: [N, d] float on any device. Returns (centroids [K, d] float32, assignment [N] int64, K), and with
+    `return_inertias` also {K: inertia} for every K tried. The same for any order of the rows. Raises ValueError
+    when no K of the range fits the points.
+    """
+    data = _Points(features, seed)
+    ks = [k for k in k_range if 1 <= k <= len(data)]
+    if not ks:
+        raise ValueError(f"elbow k-means: no K of {k_range} fits {len(data)} points")
+    if restarts < 1:
+        raise ValueError(f"k-means needs at least one restart, got restarts={restarts}")
+    points, norms, generator = data.points, data.norms, data.generator
+    n_candidates = _n_candidates(max(ks))
+    seeds = _kmeans_pp_seeds(points, norms, ks[0], restarts, generator, n_candidates)
+    state = _lloyd(points, norms, _assign(points, norms, seeds), max_iter)
+    results = {ks[0]: _best_restart(points, state)}
+    for k in range(ks[0] + 1, ks[-1] + 1):
+        index, to_new_centre = _greedy_seeding_step(points, norms, state.nearest, n_candidates, generator)
+        centres = torch.cat([state.centres, points[index][:, None, :]], dim=1)
+        closer = to_new_centre < state.nearest            # the points the new centre takes, before any iteration
+        start = _State(centres, torch.where(closer, to_new_centre, state.nearest),
+                       torch.where(closer, k - 1, state.assignment))
+        state = _lloyd(points, norms, start, max_iter)
+        # The swap step goes to the chain with the lowest inertia, the one the curve reads at this K.
+        best = state.inertias().argmin().reshape(1)
+        state = state.update(best, _local_search(points, norms, state.select(best), ELBOW_SWAPS_PER_K,
+                                                 SWAP_CANDIDATES, generator, max_iter))
+        if k in ks:
+            results[k] = _best_restart(points, state)
+    inertias = {k: result[2] for k, result in results.items()}
+    chosen = elbow_k(inertias)
+    centroids, assignment, _ = results[chosen]
+    if return_inertias:
+        return centroids, data.in_given_order(assignment), chosen, inertias
+    return centroids, data.in_given_order(assignment), chosen
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The baselines' k-means (faiss, as their official code runs it)
+# ----------------------------------------------------------------------------------------------------------------
+
+def faiss_kmeans(features: torch.Tensor, k: int, *, seed: int, niter: int = 20, nredo: int = 1,
+                 spherical: bool = False, max_points_per_centroid: int = 100_000,
+                 init_centroids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """faiss k-means with every parameter pinned (faiss's defaults would fix seed=1234 for every run and subsample to
+    256 points per centroid silently): the clustering of the baselines' official code (PCS, UCDIR, DGDIR, CoDA).
+
+    Returns (centroids [k, d] float32, assignments [N] int64) on the features' device. `spherical` normalises the
     centroids after each iteration and assigns by inner product (cosine k-means). `init_centroids` ([k, d]) starts
     the iterations from these centroids instead of k random points (faiss `train(x, init_centroids=...)`; CoDA's
-    shared initialisation)."""
+    shared initialisation). Raises ValueError unless 1 <= k <= N, or for initial centroids of the wrong shape."""
     import faiss
 
     # faiss runs its own OpenMP pool; follow torch's thread count so a process set to one thread (tests, several
@@ -35,43 +397,3 @@ def kmeans(features: torch.Tensor, k: int, *, seed: int, niter: int = 20, nredo:
     _, assignment = clustering.index.search(x, 1)
     centroids = torch.from_numpy(clustering.centroids.copy())
     return centroids.to(features.device), torch.from_numpy(assignment[:, 0].astype(np.int64)).to(features.device)
-
-
-def inertia(features: torch.Tensor, centroids: torch.Tensor, assignment: torch.Tensor) -> float:
-    """Sum of squared Euclidean distances of the points to their centroids (k-means' objective)."""
-    return float(((features - centroids[assignment]) ** 2).sum())
-
-
-def elbow_k(inertias: dict[int, float]) -> int:
-    """The elbow of an inertia curve: the K farthest below the chord from the first to the last point, both axes
-    scaled to [0, 1] (the "knee" criterion). Ties go to the smaller K; fewer than three points give the smallest K."""
-    ks = sorted(inertias)
-    if len(ks) < 3:
-        return ks[0]
-    k0, k1 = ks[0], ks[-1]
-    low, high = min(inertias.values()), max(inertias.values())
-    span = (high - low) or 1.0
-    best, best_gap = k0, 0.0
-    for k in ks:
-        x = (k - k0) / (k1 - k0)
-        y = (inertias[k] - low) / span
-        chord = (inertias[k0] - low) / span * (1 - x) + (inertias[k1] - low) / span * x
-        if chord - y > best_gap + 1e-12:
-            best, best_gap = k, chord - y
-    return best
-
-
-def elbow_kmeans(features: torch.Tensor, k_range: range, *, seed: int, niter: int = 20
-                 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """k-means for every K of `k_range` (clipped to the number of points), K chosen by `elbow_k`.
-    Returns (centroids, assignments, K)."""
-    results = {}
-    for k in k_range:
-        if k > len(features):
-            break
-        centroids, assignment = kmeans(features, k, seed=seed, niter=niter)
-        results[k] = (centroids, assignment, inertia(features.float(), centroids, assignment))
-    if not results:
-        raise ValueError(f"elbow k-means: no K of {k_range} fits {len(features)} points")
-    k = elbow_k({k: r[2] for k, r in results.items()})
-    return results[k][0], results[k][1], k

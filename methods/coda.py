@@ -70,6 +70,10 @@ Quirks of the official code and what is done about them:
 - a StepLR (7 epochs, x0.1) and a poly schedule are defined but never stepped: the lr is constant, as here.
 - the classifier initialisation is switchable in the code (`kmeans_all_features`, on in the released script):
   `shared_init=False` clusters each bank from random starts instead (an ablation: rows then do not correspond).
+
+Logged per epoch (the run's history, not used by the method): `clusters_query`, `clusters_retrieval` (K of the
+first granularity) and `empty_clusters_query`, `empty_clusters_retrieval` (clusters of that classifier to which no
+bank entry of the domain is assigned by argmax).
 """
 from __future__ import annotations
 
@@ -80,8 +84,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import crop_flip_view
-from .base import BaseHparams, Batch, Method
-from .clustering import kmeans
+from .base import DOMAIN_ROLES, BaseHparams, Batch, Method
+from .clustering import empty_clusters, faiss_kmeans
 from .open_set import radius_detector_from_assignment
 from .registry import register
 
@@ -133,9 +137,9 @@ def shared_cluster_heads(bank_a: torch.Tensor, bank_b: torch.Tensor, k: int, *, 
     centroids of a spherical k-means on both banks together (`shared`), so row c of both refers to the same
     cross-domain cluster. Returns (W^A [k, d], W^B [k, d]), unit rows."""
     options = dict(seed=seed, niter=niter, spherical=True, max_points_per_centroid=10_000)
-    start = kmeans(torch.cat([bank_a, bank_b]), k, **options)[0] if shared else None
-    weights_a = kmeans(bank_a, k, init_centroids=start, **options)[0]
-    weights_b = kmeans(bank_b, k, init_centroids=start, **options)[0]
+    start = faiss_kmeans(torch.cat([bank_a, bank_b]), k, **options)[0] if shared else None
+    weights_a = faiss_kmeans(bank_a, k, init_centroids=start, **options)[0]
+    weights_b = faiss_kmeans(bank_b, k, init_centroids=start, **options)[0]
     return weights_a, weights_b
 
 
@@ -176,6 +180,15 @@ class CoDA(Method):
             with torch.no_grad():
                 for domain_heads, w in zip(self.heads, weights):
                     domain_heads[r].weight.copy_(w)
+
+    @torch.no_grad()
+    def on_epoch_start(self, epoch: int, ctx) -> None:
+        # Logged, not used: how many of the K clusters of the first granularity each domain's classifier still
+        # assigns some bank entry to (argmax of its logits).
+        for role, bank, domain_heads in zip(DOMAIN_ROLES, self.banks, self.heads):
+            k = domain_heads[0].weight.shape[0]
+            self.log(f"clusters_{role}", k)
+            self.log(f"empty_clusters_{role}", empty_clusters(domain_heads[0](bank.features).argmax(dim=1), k))
 
     def configure_optimizers(self):
         h = self.hparams

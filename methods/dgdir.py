@@ -81,10 +81,13 @@ Quirks of the official code and what is done here:
   encoder keeps its own BatchNorm running statistics (`MomentumEncoder` moves parameters only).
 - The official clustering pass uses Resize(256) + CenterCrop(224); here the stored images as the harness gives them
   (no augmentation). faiss `Clustering` with max 2000 / min 2 points per centroid is run through the shared
-  `clustering.kmeans` with max 2000 / min 1 (min only changes a warning).
+  `clustering.faiss_kmeans` with max 2000 / min 1 (min only changes a warning).
 - Hyper-parameters are the official script's (`scripts/train.sh`: lr 2e-4, 200 epochs, batch 64 = 32 per domain,
   moco-k 5120, T 0.2, hpf_range 50, hpf_alpha 0.4, aug_alpha 1.0, warm-up 20, cluster_loss_w 0.1, contrast weights
   0.5), not the argparse defaults.
+
+Logged per epoch once clustering starts (the run's history): `clusters` (the joint k-means' k) and `empty_clusters`
+(clusters without a member).
 """
 from __future__ import annotations
 
@@ -97,7 +100,7 @@ from torch import nn
 
 from .augment import moco_v2_view
 from .base import BaseHparams, Batch, Method, both_domains, sgd_with_cosine
-from .clustering import kmeans
+from .clustering import empty_clusters, faiss_kmeans
 from .momentum import KeyQueue, MomentumEncoder
 from .registry import register
 
@@ -317,10 +320,13 @@ class DGDIR(Method):
             return
         features = [ctx.embed_domain(d, embed=self.phase_embed) for d in (0, 1)]
         joint = torch.cat(features)
-        centroids, assignment = kmeans(joint, min(self.num_prototypes, len(joint)), seed=ctx.seed * 1000 + epoch,
-                                       niter=h.kmeans_niter, nredo=h.kmeans_nredo, max_points_per_centroid=2000)
+        centroids, assignment = faiss_kmeans(joint, min(self.num_prototypes, len(joint)),
+                                             seed=ctx.seed * 1000 + epoch, niter=h.kmeans_niter,
+                                             nredo=h.kmeans_nredo, max_points_per_centroid=2000)
         self.centroids = F.normalize(centroids, dim=1)
         self.assignments = list(assignment.split([len(f) for f in features]))
+        self.log("clusters", len(centroids))                   # one clustering of both domains together
+        self.log("empty_clusters", empty_clusters(assignment, len(centroids)))
 
     def _views(self, images: torch.Tensor):
         """(phase view, RGB view) of one MoCo v2 view per image, each with its own partner."""

@@ -14,9 +14,10 @@ Network: the backbone with its L2-normalised head output f (the retrieval featur
   before training with the initial model's features and updated after each optimiser step with that step's features,
   m_i <- normalize(0.5 m_i + 0.5 f_i) (`loss_params.m` 0.5).
 - Clustering (`on_epoch_start`, every epoch, as the code's first iteration of each epoch): per domain d, spherical
-  faiss k-means (`clustering.kmeans(spherical=True)`, niter 40, at least 1 and at most 10,000 points per centroid) on
-  the bank for every k in the code's list [K_d, 2 K_d] x `n_kmeans` (15 as released: R = 30 clusterings per domain),
-  K_d = `ctx.num_classes_hint[d]` (the class count of domain d: UEM's partial setting gave PCS the true count).
+  faiss k-means (`clustering.faiss_kmeans(spherical=True)`, niter 40, at least 1 and at most 10,000 points per
+  centroid) on the bank for every k in the code's list [K_d, 2 K_d] x `n_kmeans` (15 as released: R = 30
+  clusterings per domain), K_d = `ctx.num_classes_hint[d]` (the class count of domain d: UEM's partial setting gave
+  PCS the true count).
   Each clustering r gives unit centroids mu^r_c, the assignment c^r(i) of every bank entry, and the concentration
   (`cluster_concentration`)
       phi^r_c = sum_{i in c} ||m_i - mu^r_c||_2 / (n_c log(n_c + 10)),
@@ -81,6 +82,10 @@ Quirks of the official code and what is done about them:
 - early stopping and model selection on labelled target accuracy: not done (the fixed budget above).
 - the loss module skips its terms at an epoch equal to the term's start epoch (`epoch <= start`); the code's epochs
   count from 1 and start at 0, so nothing is skipped there, and nothing is here.
+
+Logged per epoch (the run's history): `clusters_query`, `clusters_retrieval` (K_d of the list [K_d, 2 K_d]) and
+`empty_clusters_query`, `empty_clusters_retrieval` (clusters without a bank entry, summed over the epoch's R
+clusterings of the domain).
 """
 from __future__ import annotations
 
@@ -91,8 +96,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import crop_flip_view
-from .base import BaseHparams, Batch, Method, derive_seed
-from .clustering import kmeans
+from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, derive_seed
+from .clustering import empty_clusters, faiss_kmeans
 from .losses import softmax_entropy
 from .registry import register
 
@@ -244,8 +249,8 @@ class PCS(Method):
         h = self.hparams
         result = []
         for r, count in enumerate(cluster_counts(k, h.n_kmeans, len(bank))):
-            centroids, assignment = kmeans(bank, count, seed=derive_seed(seed, r), niter=h.kmeans_niter, spherical=True,
-                                           max_points_per_centroid=10_000)
+            centroids, assignment = faiss_kmeans(bank, count, seed=derive_seed(seed, r), niter=h.kmeans_niter,
+                                                 spherical=True, max_points_per_centroid=10_000)
             centroids = F.normalize(centroids.to(bank), dim=1)
             phi, counts = cluster_concentration(bank, centroids, assignment, alpha=h.phi_alpha, floor=h.phi_floor)
             include = counts > 0 if h.empty_cluster == "exclude" else None
@@ -255,6 +260,10 @@ class PCS(Method):
     def on_epoch_start(self, epoch: int, ctx) -> None:
         self.clusterings = [self.cluster_bank(bank.features, ctx.num_classes_hint[d], derive_seed(ctx.seed, epoch, d))
                             for d, bank in enumerate(self.banks)]
+        for role, hint, clusterings in zip(DOMAIN_ROLES, ctx.num_classes_hint, self.clusterings):
+            self.log(f"clusters_{role}", hint)             # K of [K, 2K]; the empty ones summed over the R clusterings
+            self.log(f"empty_clusters_{role}",
+                     sum(empty_clusters(c.assignment, len(c.centroids)) for c in clusterings))
 
     # --- losses ----------------------------------------------------------------------------------------------------
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:

@@ -35,7 +35,8 @@ Loss terms (q = query of view 1, k = key of view 2, T = `temperature` 0.2), in `
   0.1 DN).
 - total: [(L_inst^A + w_cw L_cw^A) + (L_inst^B + w_cw L_cw^B)] / 2 + w_e L_ent + w_d L_DoD.
 Logged beside `loss`: `instance`, `cluster`, `cluster_weight`, `kept` (fraction of the batch the filter keeps),
-`entropy`, `dod` (each the unweighted mean over domains).
+`entropy`, `dod` (each the unweighted mean over domains); per epoch once clustering starts, `clusters_query`,
+`clusters_retrieval` (k) and `empty_clusters_query`, `empty_clusters_retrieval` (clusters without a member).
 
 Optimiser: SGD (lr 2e-4, momentum 0.9, weight decay 1e-4) on the query encoder, lr x 1/2 (1 + cos(pi e / E)) set at
 the start of every epoch, 200 epochs, batch 64 per domain. Retrieval feature (`embed`): the key encoder's 128-d
@@ -90,8 +91,8 @@ import torch
 import torch.nn.functional as F
 
 from .augment import moco_v2_view
-from .base import BaseHparams, Batch, Method, both_domains, sgd_with_cosine
-from .clustering import kmeans
+from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, both_domains, sgd_with_cosine
+from .clustering import empty_clusters, faiss_kmeans
 from .losses import softmax_entropy
 from .momentum import MomentumEncoder
 from .registry import register
@@ -240,9 +241,11 @@ class UCDIR(Method):
         for d in range(2):
             features = ctx.embed_domain(d)                        # key encoder, eval mode, no augmentation
             k = max(1, min(int(ctx.num_classes_hint[d]), len(features)))
-            centroids, assignment = kmeans(features, k, seed=ctx.seed * 1000 + 2 * epoch + d, niter=h.kmeans_niter,
-                                           nredo=h.kmeans_nredo)
+            centroids, assignment = faiss_kmeans(features, k, seed=ctx.seed * 1000 + 2 * epoch + d,
+                                                 niter=h.kmeans_niter, nredo=h.kmeans_nredo)
             self.clusters.append(DomainClusters(assignment, F.normalize(centroids, dim=1)))
+            self.log(f"clusters_{DOMAIN_ROLES[d]}", k)
+            self.log(f"empty_clusters_{DOMAIN_ROLES[d]}", empty_clusters(assignment, k))
 
     def _keys(self, views: torch.Tensor) -> torch.Tensor:
         """Key-encoder features; with BatchNorm, a shuffled batch in `key_bn_splits` chunks (split BN)."""

@@ -28,9 +28,13 @@ Stage 2, cross-domain semantic-matched learning (CDSM), epochs E..E+E2-1:
 - L_CDSM = L_DAL + L_SPR^A + L_SPR^B + L_SN2M^A + L_SN2M^B                                                (Eq. 18)
 Each stage-2 epoch re-extracts both domains' features (no augmentation) and rebuilds prototypes and merges from them.
 
-Open set (`detect_private`, App. B.1): k-means on both domains' final features, translate, pair, merge; for every
-merged pair the largest cross-domain delta between their members bounds it; a query is null if its nearest own
-prototype is unmerged, or if its nearest retrieval item is farther than its pair's bound.
+Open set (`detect_private`, App. B.1, `open_set_detector_b1`): k-means on both domains' final features, translate,
+pair, merge; for every merged pair the largest cross-domain delta between their members bounds it; a query is null
+if its nearest own prototype is unmerged, or if its nearest retrieval item is farther than its pair's bound.
+
+Logged per epoch (the run's history): `clusters_query`, `clusters_retrieval` (K of each domain's elbow; absent
+before the first clustering), `merged_pairs`, `alpha`, and in stage 2 `sn2m_trust` (the fraction of anchors whose
+switch trusts the cross-domain neighbour, Eq. 17).
 
 Choices where the paper is silent or ambiguous (uem.md §9), each the best reading unless a switch says otherwise:
 - A1/A3: a per-instance memory bank (as written, not a key encoder); 128-d L2-normalised features; bank entries
@@ -40,7 +44,10 @@ Choices where the paper is silent or ambiguous (uem.md §9), each the best readi
   bank entries (Eq. 6's j = 1..B).
 - A4: k-means + elbow on the banks at the start of every stage-1 epoch once alpha >= `alpha_floor` (1e-3; before
   that alpha L_PNCE is numerically zero), K in [`k_min`, `k_max`]; the elbow is the K farthest below the chord
-  of the normalised inertia curve. faiss k-means, 20 iterations, seed from the run seed and epoch.
+  of the normalised inertia curve. The harness's k-means (`clustering.elbow_kmeans`: greedy k-means++ seeding,
+  restarts keeping the lowest inertia, Lloyd to convergence, on the features' device), seed from the run seed and
+  epoch: one faiss start per K (uniform random seeds) split and merged plainly separate clusters, which over-split
+  the elbow and left Eq. 9's threshold too small for anything to merge (tests/test_clustering.py).
 - A5: an instance's positive prototype is the entry of P^{d'} that replaced its own cluster.
 - A6: the merge thresholds use distinct pairs inside a set; with fewer than 2 prototypes in a set nothing merges.
 - A7: stage 2 refreshes features (eval mode, no augmentation), prototypes and merges at every epoch; the
@@ -217,11 +224,13 @@ def _pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
 
 def switchable_nn_match(features: torch.Tensor, own_prototypes: torch.Tensor, unified: UnifiedPrototypes,
                         retrieval_features: torch.Tensor, retrieval_prototypes: torch.Tensor,
-                        temperature: float, anchor_is_a: bool = True, merging: bool = True) -> torch.Tensor:
+                        temperature: float, anchor_is_a: bool = True, merging: bool = True,
+                        return_trust: bool = False):
     """L_SN2M (Eq. 15-17) for anchors of one domain against the other ("retrieval") domain.
 
     own_prototypes: the anchor domain's raw k-means centres; retrieval_prototypes: the other domain's;
-    unified: the merge of the two (anchor = A if `anchor_is_a`)."""
+    unified: the merge of the two (anchor = A if `anchor_is_a`). With `return_trust`, also the switch's decision
+    per anchor (bool [B]: the neighbour is a second positive)."""
     target_set = unified.set_b if anchor_is_a else unified.set_a
     own_in_target = unified.a_in_b if anchor_is_a else unified.b_in_a
     other_in_target = unified.b_in_b if anchor_is_a else unified.a_in_a
@@ -243,7 +252,8 @@ def switchable_nn_match(features: torch.Tensor, own_prototypes: torch.Tensor, un
     positive = torch.logsumexp(torch.cat([positive, neighbour_logit.masked_fill(~trusted[:, None], -math.inf)],
                                          dim=1), dim=1)
     denominator = torch.logsumexp(torch.cat([prototype_logits, instance_logits], dim=1), dim=1)
-    return (denominator - positive).mean()                                                        # Eq. 17
+    loss = (denominator - positive).mean()                                                        # Eq. 17
+    return (loss, trusted) if return_trust else loss
 
 
 def nearest_neighbour_match(features: torch.Tensor, retrieval_features: torch.Tensor,
@@ -330,12 +340,14 @@ class UEM(Method):
         seed = ctx.seed * 1000 + epoch
         if not self.in_stage2(epoch):
             self.alpha = progressive_weight(epoch, h.stage1_epochs)
+            self.log("alpha", self.alpha)
             if self.alpha >= h.alpha_floor:
                 self._build_prototypes([bank.features for bank in self.banks], seed)
             else:
                 self.prototypes = self.unified = None
             return
         self.alpha = 1.0
+        self.log("alpha", self.alpha)
         if epoch == h.stage1_epochs:                                   # the stage switch: freeze f'
             self.frozen.load_state_dict(self.backbone.state_dict())
         features = [ctx.embed_domain(d) for d in (0, 1)]              # A7: refreshed every stage-2 epoch
@@ -348,6 +360,9 @@ class UEM(Method):
         self.prototypes = [elbow_kmeans(f, k_range, seed=seed + d)[:2] for d, f in enumerate(features)]
         self.unified = merge_prototypes(self.prototypes[0][0], self.prototypes[1][0], features[0].mean(dim=0),
                                         features[1].mean(dim=0), merging=h.prototype_merging)
+        self.log("clusters_query", len(self.prototypes[0][0]))
+        self.log("clusters_retrieval", len(self.prototypes[1][0]))
+        self.log("merged_pairs", len(self.unified.merged_pairs))
 
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         batches = (batch_a, batch_b)
@@ -381,8 +396,7 @@ class UEM(Method):
                     terms["sel"] = terms["sel"] + semantic_enhanced_loss(f, own_set, h.temperature)  # Eq. 11
         loss = terms["ince"] + self.alpha * terms["pnce"] + self.alpha * terms["sel"]            # Eq. 12
         self._pending_bank_updates = [(b.index, f.detach()) for b, f in zip(batches, features)]
-        return {"loss": loss, **{k: torch.as_tensor(v).detach() for k, v in terms.items()},
-                "alpha": torch.tensor(self.alpha)}
+        return {"loss": loss, **{k: torch.as_tensor(v).detach() for k, v in terms.items()}}
 
     def _stage2_losses(self, batches, views, features) -> dict[str, torch.Tensor]:
         h = self.hparams
@@ -397,17 +411,22 @@ class UEM(Method):
                 frozen = self.frozen(views).split([len(f) for f in features])
             spr = sum(semantic_preserving_regulariser(f, g) for f, g in zip(features, frozen))         # Eq. 14
         match = torch.zeros((), device=both.device)
+        trusted = []
         for d, f in enumerate(features):
             other = 1 - d
             if h.match == "nearest_neighbour":
                 match = match + nearest_neighbour_match(f, self.retrieval_features[other], h.temperature)
             else:
-                match = match + switchable_nn_match(
+                loss, trust = switchable_nn_match(
                     f, self.prototypes[d][0], self.unified, self.retrieval_features[other],
                     self.prototypes[other][0], h.temperature, anchor_is_a=(d == 0),
-                    merging=h.prototype_merging)                                                        # Eq. 17
+                    merging=h.prototype_merging, return_trust=True)                                     # Eq. 17
+                match, trusted = match + loss, trusted + [trust]
         self._pending_bank_updates = []
-        return {"loss": dal + spr + match, "dal": dal.detach(), "spr": spr.detach(), "sn2m": match.detach()}  # Eq. 18
+        terms = {"loss": dal + spr + match, "dal": dal.detach(), "spr": spr.detach(), "sn2m": match.detach()}  # Eq. 18
+        if trusted:
+            terms["sn2m_trust"] = torch.cat(trusted).float().mean()
+        return terms
 
     def on_train_batch_end(self, step: int) -> None:
         for (index, features), bank in zip(self._pending_bank_updates, self.banks):          # Eq. 5
@@ -419,14 +438,41 @@ class UEM(Method):
         """UEM's detector; `num_clusters` (the class hint) is not used: K comes from the elbow, as in training.
         It always merges (the w/o-PM ablation removes merging from training, not from this evaluation step)."""
         h = self.hparams
-        k_range = range(h.k_min, h.k_max + 1)
-        query_prototypes, query_assignment, _ = elbow_kmeans(query_features, k_range, seed=seed)
-        retrieval_prototypes, retrieval_assignment, _ = elbow_kmeans(retrieval_features, k_range, seed=seed + 1)
-        unified = merge_prototypes(query_prototypes, retrieval_prototypes, query_features.mean(dim=0),
-                                   retrieval_features.mean(dim=0))
-        bounds = merged_pair_bounds(query_features, retrieval_features, query_assignment, retrieval_assignment,
-                                    unified.merged_pairs)
-        return private_by_merged_bounds(query_features, retrieval_features, query_prototypes, bounds)
+        return open_set_detector_b1(query_features, retrieval_features, k_range=range(h.k_min, h.k_max + 1),
+                                    seed=seed).private
+
+
+@dataclass
+class DetectionB1:
+    """What UEM's detector decided: `private` bool [Q] (True = null), each domain's clusters (the elbow's K and the
+    assignment of every image) and the merged (query cluster, retrieval cluster) pairs."""
+    private: torch.Tensor
+    query_assignment: torch.Tensor
+    retrieval_assignment: torch.Tensor
+    merged_pairs: list[tuple[int, int]]
+
+    @property
+    def clusters_query(self) -> int:
+        return int(self.query_assignment.max()) + 1
+
+    @property
+    def clusters_retrieval(self) -> int:
+        return int(self.retrieval_assignment.max()) + 1
+
+
+def open_set_detector_b1(query_features: torch.Tensor, retrieval_features: torch.Tensor, *, k_range: range,
+                         seed: int) -> DetectionB1:
+    """App. B.1: elbow k-means on each domain's features (query [Q, d], retrieval [G, d]), Eq. 8 translation,
+    Hungarian pairing, Eq. 9 merge, Eq. 25 bounds, then `private_by_merged_bounds`. Nothing here depends on the
+    order in which either domain is stored (the k-means puts its points in a canonical order)."""
+    query_prototypes, query_assignment, _ = elbow_kmeans(query_features, k_range, seed=seed)
+    retrieval_prototypes, retrieval_assignment, _ = elbow_kmeans(retrieval_features, k_range, seed=seed + 1)
+    unified = merge_prototypes(query_prototypes, retrieval_prototypes, query_features.mean(dim=0),
+                               retrieval_features.mean(dim=0))
+    bounds = merged_pair_bounds(query_features, retrieval_features, query_assignment, retrieval_assignment,
+                                unified.merged_pairs)
+    private = private_by_merged_bounds(query_features, retrieval_features, query_prototypes, bounds)
+    return DetectionB1(private, query_assignment, retrieval_assignment, unified.merged_pairs)
 
 
 def private_by_merged_bounds(query_features, retrieval_features, query_prototypes, bounds: dict[int, float]):

@@ -12,7 +12,7 @@ import methods.coda as coda
 from benchmark.runner import run_one
 from benchmark.suites import plan
 from methods.base import Batch, resolve_hparams
-from methods.clustering import kmeans
+from methods.clustering import faiss_kmeans
 from methods.coda import CoDA, CoDAHparams, classifier_alignment, self_matching_loss, shared_cluster_heads
 from methods.memory_bank import MemoryBank
 
@@ -24,13 +24,14 @@ def test_kmeans_starts_from_given_centroids():
     # at (2, 0) and (2, 1) every point is nearest to the centroid of its own row, so it stays at the split by y:
     # centroids (2, 0), (2, 1), inertia 4 x 4 = 16, assignment by row.
     x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [4.0, 0.0], [4.0, 1.0]])
-    centroids, assignment = kmeans(x, 2, seed=0, niter=10, init_centroids=torch.tensor([[2.0, 0.0], [2.0, 1.0]]))
+    centroids, assignment = faiss_kmeans(x, 2, seed=0, niter=10,
+                                         init_centroids=torch.tensor([[2.0, 0.0], [2.0, 1.0]]))
     assert centroids.tolist() == [[2.0, 0.0], [2.0, 1.0]]
     assert assignment.tolist() == [0, 1, 0, 1]
-    free, _ = kmeans(x, 2, seed=0, niter=10)                          # unchanged behaviour without a start
+    free, _ = faiss_kmeans(x, 2, seed=0, niter=10)                          # unchanged behaviour without a start
     assert sorted(free.tolist()) == [[0.0, 0.5], [4.0, 0.5]]
     with pytest.raises(ValueError, match="initial centroids of shape"):
-        kmeans(x, 2, seed=0, init_centroids=torch.zeros(3, 2))
+        faiss_kmeans(x, 2, seed=0, init_centroids=torch.zeros(3, 2))
 
 
 def test_self_matching_loss_sharpened_bank_targets():
@@ -81,9 +82,9 @@ def test_shared_initialisation_pairs_rows_through_the_shared_centroids(monkeypat
 
     def recording_kmeans(features, k, **options):
         starts.append(options.get("init_centroids"))
-        return kmeans(features, k, **options)
+        return faiss_kmeans(features, k, **options)
 
-    monkeypatch.setattr(coda, "kmeans", recording_kmeans)
+    monkeypatch.setattr(coda, "faiss_kmeans", recording_kmeans)
     weights_a, weights_b = shared_cluster_heads(bank_a, bank_b, 3, seed=0, niter=40)
     # Calls: the union (random start), then each domain started from the union's centroids C.
     assert starts[0] is None and starts[1] is starts[2] and starts[1].shape == (3, 3)

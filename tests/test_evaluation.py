@@ -5,6 +5,7 @@ is 2, so the normalised entries are +-0.5 and every cosine is a multiple of 0.25
 whatever the summation order, so the oracle (numpy, float64) sees exactly the same ties as the torch code.
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from benchmark.evaluation import open_set_metrics, per_query_metrics, ranked_topk, retrieval_metrics
+from benchmark import evaluation
+from benchmark.evaluation import (open_set_metrics, per_query_metrics, ranked_topk, retrieval_metrics,
+                                  retrieval_sample, tied_top_k)
 
 KS = (1, 5, 15)
 LABELS = np.array([3, 17, 40, 1001])  # non-contiguous class ids
@@ -40,12 +43,51 @@ def features_in_rank_order(n):
 # Brute-force oracle: one query at a time, straight from the definitions (loops on purpose)
 # ----------------------------------------------------------------------------------------------------------------
 
-def oracle_relevance(query_feat, query_label, gallery_feats, gallery_labels):
+def oracle_groups(query_feat, query_label, gallery_feats, gallery_labels):
+    """The ranking as tied groups, best first: each group the relevance (0/1) of its items (any order inside)."""
     q = query_feat / np.linalg.norm(query_feat)
     scores = [float(np.dot(q, g / np.linalg.norm(g))) for g in gallery_feats]
-    # Descending score; equal scores keep the lower gallery index first.
-    order = sorted(range(len(scores)), key=lambda j: (-scores[j], j))
-    return [int(gallery_labels[j] == query_label) for j in order]
+    return [[int(gallery_labels[j] == query_label) for j in range(len(scores)) if scores[j] == level]
+            for level in sorted(set(scores), reverse=True)]
+
+
+def oracle_expected_ap(groups):
+    """McSherry & Najork's expected AP, position by position: a relevant item at position j of a group of t with r
+    relevant (probability r/t) has, in expectation, (j - 1)(r - 1)/(t - 1) relevant group members above it."""
+    n_relevant = sum(map(sum, groups))
+    total, above, relevant_above = 0.0, 0, 0
+    for group in groups:
+        t, r = len(group), sum(group)
+        for j in range(1, t + 1):
+            others = (j - 1) * (r - 1) / (t - 1) if t > 1 else 0.0
+            total += r / t * (relevant_above + 1 + others) / (above + j)
+        above, relevant_above = above + t, relevant_above + r
+    return total / n_relevant
+
+
+def oracle_expected_curve(groups):
+    """(expected relevance, expected hits) at every rank position, group by group."""
+    relevance, hits, found = [], [], 0.0
+    for group in groups:
+        share = sum(group) / len(group)
+        for _ in group:
+            found += share
+            relevance.append(share)
+            hits.append(found)
+    return relevance, hits
+
+
+def oracle_voc_of_expected_curve(groups):
+    """VOC all-point AP of the expected PR curve: recall steps r/(t R), precision E[hits]/p, VOC's envelope."""
+    relevance, hits = oracle_expected_curve(groups)
+    n_relevant = sum(map(sum, groups))
+    precision = [h / (p + 1) for p, h in enumerate(hits)]
+    return sum(relevance[p] * max(precision[p:]) for p in range(len(precision))) / n_relevant
+
+
+def oracle_expected_precision_at(groups, k):
+    _, hits = oracle_expected_curve(groups)
+    return hits[min(k, len(hits)) - 1] / k
 
 
 def oracle_plain_ap(rel):
@@ -74,17 +116,27 @@ def oracle_voc_ap(rel):
     )
 
 
+def every_ordering(groups):
+    """Every distinct relevance sequence the tied groups can give (each as likely as the others)."""
+    per_group = []
+    for group in groups:
+        t, r = len(group), sum(group)
+        per_group.append([[int(i in chosen) for i in range(t)] for chosen in itertools.combinations(range(t), r)])
+    for parts in itertools.product(*per_group):
+        yield [x for part in parts for x in part]
+
+
 def oracle_metrics(query_feats, query_labels, gallery_feats, gallery_labels, ks):
     plain, precision_at = [], {k: [] for k in ks}
     voc_by_class = {}
     for feat, label in zip(query_feats, query_labels):
-        rel = oracle_relevance(feat, label, gallery_feats, gallery_labels)
-        if sum(rel) == 0:
+        groups = oracle_groups(feat, label, gallery_feats, gallery_labels)
+        if sum(map(sum, groups)) == 0:
             continue  # invalid query
-        plain.append(oracle_plain_ap(rel))
-        voc_by_class.setdefault(int(label), []).append(oracle_voc_ap(rel))
+        plain.append(oracle_expected_ap(groups))
+        voc_by_class.setdefault(int(label), []).append(oracle_voc_of_expected_curve(groups))
         for k in ks:
-            precision_at[k].append(sum(rel[:k]) / k)
+            precision_at[k].append(oracle_expected_precision_at(groups, k))
     nan = float("nan")
     out = {
         "map_all": float(np.mean(plain)) if plain else nan,
@@ -217,22 +269,125 @@ def test_class_balanced_mean_differs_from_query_mean():
     assert metrics["p_at_1"] == pytest.approx(2 / 4)  # hits at rank 1: the first two queries only
 
 
-def test_equal_scores_are_ranked_by_gallery_index():
+def test_a_tied_group_scores_its_expected_value_not_its_storage_order():
     # Every gallery row is [1, 0] and the query is [-1, 0]: all scores are -1 (negative scores must still count
-    # as retrieved, unlike torchmetrics). Ranking = gallery order; labels [5,9,5,9,9] -> rel [0,1,0,1,1].
-    # precision at ranks 2, 4, 5: 1/2, 2/4, 3/5 -> plain AP = (0.5 + 0.5 + 0.6) / 3 = 0.5333333
-    # envelope: 0.6 at all three -> interpolated AP = 0.6. P@1 = 0, P@5 = 3/5.
-    # (Reverse index order would give rel [1,1,0,1,0] and AP = (1 + 1 + 3/4) / 3 = 0.9166667.)
+    # as retrieved, unlike torchmetrics), one tied group of t = G = 5 items, r = R = 3 relevant (labels [5,9,5,9,9],
+    # query label 9). Gallery order would give rel [0,1,0,1,1] and AP 0.533; the reverse order 0.917.
+    # Expected AP (McSherry & Najork): (1/3) sum_{j=1..5} (3/5) (1 + (j - 1)(3 - 1)/(5 - 1)) / j
+    #   = (1/5) (1/1 + 1.5/2 + 2/3 + 2.5/4 + 3/5) = (1/5) 3.6416667 = 0.7283333,
+    # the random-ranking value (R - 1)/(G - 1) + H_5 (G - R)/(G (G - 1)) = 2/4 + 2.2833333 * 2/20 = 0.7283333.
+    # Expected precision is 3/5 at every rank, so the VOC AP of the expected curve is 0.6; P@1 = P@5 = 3/5.
     gallery_feats = np.tile([1.0, 0.0], (5, 1))
     gallery_labels = np.array([5, 9, 5, 9, 9])
     query_feats, query_labels = np.array([[-1.0, 0.0]]), np.array([9])
 
-    metrics = retrieval_metrics(query_feats, query_labels, gallery_feats, gallery_labels, ks=(1, 5))
-    assert metrics["map_all"] == pytest.approx(1.6 / 3, abs=1e-12)
-    assert metrics["map_all_coda"] == pytest.approx(0.6, abs=1e-12)
-    assert metrics["p_at_1"] == 0.0
-    assert metrics["p_at_5"] == pytest.approx(0.6)
+    for order in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [1, 3, 4, 0, 2]):
+        metrics = retrieval_metrics(query_feats, query_labels, gallery_feats[order], gallery_labels[order], ks=(1, 5))
+        assert metrics["map_all"] == pytest.approx(0.7283333333, abs=1e-9)
+        assert metrics["map_all"] == pytest.approx(2 / 4 + (1 + 1 / 2 + 1 / 3 + 1 / 4 + 1 / 5) * 2 / 20, abs=1e-12)
+        assert metrics["map_all_coda"] == pytest.approx(0.6, abs=1e-12)
+        assert metrics["p_at_1"] == pytest.approx(0.6, abs=1e-12)
+        assert metrics["p_at_5"] == pytest.approx(0.6, abs=1e-12)
+    # ranked_topk, a utility for looking at rankings, shows a tied group in gallery order.
     np.testing.assert_array_equal(ranked_topk(query_feats, gallery_feats, 5).numpy(), [[0, 1, 2, 3, 4]])
+
+
+def random_ranking_expected_ap(n_relevant, n_gallery):
+    """E[AP] of a uniformly random ranking: (R - 1)/(G - 1) + H_G (G - R) / (G (G - 1))."""
+    harmonic = sum(1 / i for i in range(1, n_gallery + 1))
+    return (n_relevant - 1) / (n_gallery - 1) + harmonic * (n_gallery - n_relevant) / (n_gallery * (n_gallery - 1))
+
+
+def test_collapsed_model_scores_a_random_ranking_whatever_the_gallery_order():
+    # The issue's input: 4 classes x 5 images, every image mapped to one vector. Gallery index order used to give
+    # map_all_coda 0.521 (per-class AP 1.0, 0.5, 0.33, 0.25) and another value for a shuffled gallery.
+    # Now: every query has one tied group of G = 20 items with R = 5 relevant.
+    #   map_all = (5 - 1)/19 + H_20 * 15/(20 * 19) = 0.2105263 + 3.5977397 * 0.0394737 = 0.3525424
+    #   P@k = 5/20 = 0.25 for every k; map_all_coda = prevalence R/G = 0.25.
+    labels = torch.arange(4).repeat_interleave(5)
+    feats = torch.ones(20, 8)
+    expected_ap = random_ranking_expected_ap(5, 20)
+    assert expected_ap == pytest.approx(0.3525424, abs=1e-7)
+    # The exact expected VOC AP of a random ranking, over all C(20, 5) = 15504 relevance patterns.
+    expected_voc = np.mean([oracle_voc_ap(rel) for rel in every_ordering([[1] * 5 + [0] * 15])])
+    torch.manual_seed(0)
+    for permutation in [torch.arange(20)] + [torch.randperm(20) for _ in range(3)]:
+        metrics = retrieval_metrics(feats, labels, feats[permutation], labels[permutation], ks=(1, 5, 15))
+        assert metrics["map_all"] == pytest.approx(expected_ap, abs=1e-12)
+        assert metrics["map_all_coda"] == pytest.approx(0.25, abs=1e-12)
+        assert metrics["map_all_coda"] <= expected_ap < expected_voc       # never above a random ranking
+        for k in (1, 5, 15):
+            assert metrics[f"p_at_{k}"] == pytest.approx(0.25, abs=1e-12)
+
+
+def tied_gallery(levels, relevant):
+    """2-D unit features whose score against the query [1, 0] falls with the level: equal levels tie exactly."""
+    angles = 0.1 * np.asarray(levels, dtype=float)
+    feats = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return feats, np.where(np.asarray(relevant) == 1, 7, 3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tie_formulas_are_the_average_over_every_ordering(seed):
+    # Small galleries with random tied groups: enumerate every relevance sequence the groups allow (all equally
+    # likely) and average the tie-free metrics. Plain AP and P@k must equal that average exactly; the VOC AP of
+    # the expected curve must not exceed the average VOC AP (ties never earn credit) and must equal it without ties.
+    rng = np.random.default_rng(seed)
+    query = np.array([[1.0, 0.0]])
+    for _ in range(15):
+        n_gallery = int(rng.integers(2, 10))
+        levels = rng.integers(0, 4, size=n_gallery)
+        relevant = rng.integers(0, 2, size=n_gallery)
+        relevant[rng.integers(n_gallery)] = 1
+        feats, labels = tied_gallery(levels, relevant)
+        groups = [[int(r) for r, l in zip(relevant, levels) if l == level] for level in sorted(set(levels))]
+        orderings = list(every_ordering(groups))
+        metrics = retrieval_metrics(query, np.array([7]), feats, labels, ks=(1, 2, 5))
+        assert metrics["map_all"] == pytest.approx(np.mean([oracle_plain_ap(o) for o in orderings]), abs=1e-12)
+        for k in (1, 2, 5):
+            assert metrics[f"p_at_{k}"] == pytest.approx(np.mean([sum(o[:k]) / k for o in orderings]), abs=1e-12)
+        average_voc = np.mean([oracle_voc_ap(o) for o in orderings])
+        assert metrics["map_all_coda"] <= average_voc + 1e-12
+        assert metrics["map_all_coda"] == pytest.approx(oracle_voc_of_expected_curve(groups), abs=1e-12)
+        if len(orderings) == 1:
+            assert metrics["map_all_coda"] == pytest.approx(average_voc, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [20, 21, 22])
+def test_every_ranked_quantity_is_the_same_for_any_gallery_order(seed):
+    # Quantised features (many partial ties) plus exact duplicates, stored class by class, then shuffled: every
+    # metric, open-set metric and the figures' judgements per rank are equal, not merely close.
+    rng = np.random.default_rng(seed)
+    gallery_feats = quantised_features(rng, 40)
+    gallery_feats[10:14] = gallery_feats[3]
+    gallery_labels = rng.choice(LABELS[:3], size=40)
+    by_class = np.argsort(gallery_labels, kind="stable")
+    query_feats = quantised_features(rng, 25)
+    query_labels = rng.choice(LABELS, size=25)          # label 1001 is absent from the gallery: private queries
+    private_pred = rng.random(25) < 0.4
+    reference = None
+    for order in [by_class, by_class[::-1]] + [rng.permutation(40) for _ in range(3)]:
+        g, gl = gallery_feats[order], gallery_labels[order]
+        result = (retrieval_metrics(query_feats, query_labels, g, gl, KS),
+                  open_set_metrics(query_feats, query_labels, g, gl, private_pred, KS),
+                  [(q["retrieved_tied"], q["retrieved_expected_correct"])
+                   for q in retrieval_sample(query_feats, query_labels, g, gl, np.arange(25), 5)])
+        reference = reference or result
+        assert result == reference
+    assert 0 < int(tied_top_k(query_feats, gallery_feats, 15).sum()) <= 25    # the input really ties in the top 15
+
+
+def test_tied_path_equals_the_untied_path_on_tie_free_rankings():
+    # The general (tied) formulas reduce to the usual ones when every group has one item.
+    rng = np.random.default_rng(30)
+    relevant = torch.from_numpy(rng.random((12, 50)) < 0.3)
+    relevant[:, 0] = True
+    distinct_scores = torch.linspace(1, -1, 50, dtype=torch.float64).expand(12, 50)
+    untied = evaluation._untied_metrics(relevant, KS)
+    tied = evaluation._tied_metrics(distinct_scores, relevant, KS)
+    for a, b in [(untied[0], tied[0]), (untied[1], tied[1])] + [(untied[2][k], tied[2][k]) for k in KS]:
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert torch.equal(untied[3], tied[3])
 
 
 def test_queries_without_relevant_items_are_excluded_and_counted():

@@ -14,7 +14,7 @@ from PIL import Image
 from benchmark import store
 from benchmark.collect import table_specs, tidy_frame
 from benchmark.evaluation import retrieval_sample, sample_queries
-from benchmark.figures import avg_chart, choose_methods, method_colours, write_figures
+from benchmark.figures import avg_chart, choose_methods, method_colours, training_curves, write_figures
 from benchmark.reports import aggregate
 from benchmark.runner import (FIGURE_PRIVATE_QUERIES, FIGURE_SHARED_QUERIES, FIGURE_TOP_K, RETRIEVALS_FILE,
                               load_split_domains, run_one)
@@ -56,14 +56,27 @@ def test_retrieval_sample_ranks_and_judges_by_hand():
     # index first); q2 -> (0, -1, -.6, 0): 0, 3 (tie), then 2.
     sample = retrieval_sample(queries, query_labels, gallery, gallery_labels, [2, 0, 1], 3,
                               private_pred=torch.tensor([False, True, True]))
+    # Ranks inside a tied group are marked; their expected correctness is the share of the group of the query's class
+    # (q1's third rank ties items 0 and 3, labels 0 and 2: share 0 for label 1).
     assert sample == [
         {"query_index": 2, "label": 3, "private": True, "returned_null": True, "retrieved_indices": [0, 3, 2],
-         "retrieved_labels": [0, 2, 1], "retrieved_correct": [False, False, False]},
+         "retrieved_labels": [0, 2, 1], "retrieved_correct": [False, False, False],
+         "retrieved_tied": [True, True, False], "retrieved_expected_correct": [0.0, 0.0, 0.0]},
         {"query_index": 0, "label": 0, "private": False, "returned_null": False, "retrieved_indices": [0, 2, 1],
-         "retrieved_labels": [0, 1, 1], "retrieved_correct": [True, False, False]},
+         "retrieved_labels": [0, 1, 1], "retrieved_correct": [True, False, False],
+         "retrieved_tied": [False, False, False], "retrieved_expected_correct": [1.0, 0.0, 0.0]},
         {"query_index": 1, "label": 1, "private": False, "returned_null": True, "retrieved_indices": [1, 2, 0],
-         "retrieved_labels": [1, 1, 0], "retrieved_correct": [True, True, False]},
+         "retrieved_labels": [1, 1, 0], "retrieved_correct": [True, True, False],
+         "retrieved_tied": [False, False, True], "retrieved_expected_correct": [1.0, 1.0, 0.0]},
     ]
+    # Three items tie at the top, two of them of the query's class: each tied rank is right with probability 2/3,
+    # whichever of them the gallery stores first.
+    tied_gallery = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    for labels in ([1, 2, 2, 1], [2, 2, 1, 1], [2, 1, 2, 1]):
+        top = retrieval_sample(torch.tensor([[1.0, 0.0]]), torch.tensor([2]), tied_gallery, torch.tensor(labels),
+                               [0], 4)[0]
+        assert top["retrieved_tied"] == [True, True, True, False]
+        assert top["retrieved_expected_correct"] == pytest.approx([2 / 3, 2 / 3, 2 / 3, 0.0])
     assert retrieval_sample(queries, query_labels, gallery, gallery_labels, [1], 2)[0]["returned_null"] is None
     with pytest.raises(ValueError, match=r"query_indices must lie in \[0, 3\), got \[3\]"):
         retrieval_sample(queries, query_labels, gallery, gallery_labels, [0, 3], 2)
@@ -136,7 +149,8 @@ def test_figures_are_written_as_png_and_pdf(tiny_runs, tmp_path):
     names = sorted(p.name for p in paths)
     stems = ["test_figures_avg_by_method", "test_figures_open_detection",
              "test_figures_retrievals_open_photo-sketch_seed2024",
-             "test_figures_retrievals_partial_photo-sketch_seed2024"]
+             "test_figures_retrievals_partial_photo-sketch_seed2024",
+             "test_figures_training_cds"]               # `pretrained` trains no epoch: no curves
     assert names == sorted(f"{stem}.{ext}" for stem in stems for ext in ("pdf", "png"))
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == names    # no temporary file left
     assert messages == []
@@ -154,6 +168,25 @@ def test_figures_are_written_as_png_and_pdf(tiny_runs, tmp_path):
     # chart max(6, 1.15 x 2 + 2) = 6 in by 5 in -> 720 x 600 px.
     assert _png_size(figures / "test_figures_avg_by_method.png") == (960, 588)
     assert _png_size(figures / "test_figures_open_detection.png") == (720, 600)
+    # CDS's curves: one panel per history quantity (loss, instance, cross_domain_entropy): 3 x 3.3 in wide, one row
+    # of 2.3 in + 1 in for title and legend -> 1188 x 396 px.
+    assert _png_size(figures / "test_figures_training_cds.png") == (1188, 396)
+
+
+def test_training_curves_draw_every_quantity_of_the_histories():
+    # Two runs of one pair; the cluster count is logged from epoch 2 on only (before clustering starts).
+    histories = {
+        ("Partial Ph→Sk", 2024): [{"epoch": 1, "loss": 3.0, "seconds": 0.5},
+                                  {"epoch": 2, "loss": 2.5, "clusters_query": 9.0, "seconds": 0.5}],
+        ("Partial Ph→Sk", 2025): [{"epoch": 1, "loss": 3.1}, {"epoch": 2, "loss": 2.4, "clusters_query": 8.0}],
+    }
+    figure = training_curves("UEM (Ours)", histories)
+    titles = [ax.get_title() for ax in figure.axes if ax.get_visible()]
+    assert titles == ["loss", "clusters_query"]                  # seconds and epoch are not quantities
+    loss_lines = figure.axes[0].get_lines()
+    assert [list(line.get_xdata()) for line in loss_lines] == [[1, 2], [1, 2]]
+    assert [list(line.get_ydata()) for line in figure.axes[1].get_lines()] == [[9.0], [8.0]]
+    assert [line.get_linestyle() for line in loss_lines] == ["-", "--"]       # one style per seed
 
 
 def test_runs_without_a_sample_are_left_out_with_a_message(tiny_runs, tmp_path):

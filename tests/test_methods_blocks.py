@@ -32,15 +32,16 @@ def test_bank_instance_nce_by_hand():
 def test_cds_cross_domain_entropy_by_hand():
     # f = (1, 0); other bank rows (1, 0), (0, 1), (-1, 0); t = 1. logits (1, 0, -1).
     # Top-2 keeps (1, 0): p = (e/(e+1), 1/(e+1)) = (0.73106, 0.26894);
-    # H = -(0.73106 ln 0.73106 + 0.26894 ln 0.26894) = 0.22920 + 0.35302 = 0.58220.
+    # H = -(0.73106 ln(0.73106 + 1e-5) + 0.26894 ln(0.26894 + 1e-5)) = 0.22900 + 0.35318 = 0.58218 (the official
+    # code's offset 1e-5 inside the log lowers the exact 0.582204 by sum_j p_j 1e-5 / p_j = 2e-5).
     f = torch.tensor([[1.0, 0.0]])
     other = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    p = torch.tensor([math.e / (math.e + 1), 1 / (math.e + 1)])
-    expected_top2 = -(p * p.log()).sum().item()
-    assert expected_top2 == pytest.approx(0.58220, abs=1e-4)
+    p = torch.tensor([math.e / (math.e + 1), 1 / (math.e + 1)], dtype=torch.float64)
+    expected_top2 = -(p * (p + 1e-5).log()).sum().item()
+    assert expected_top2 == pytest.approx(0.582204 - 2e-5, abs=1e-6)
     assert cross_domain_entropy(f, other, 1.0, n_neighbors=2).item() == pytest.approx(expected_top2, abs=1e-6)
-    # All three neighbours: p = (e, 1, e^-1) / (e + 1 + e^-1) = (0.66524, 0.24473, 0.09003); H = 0.83240.
-    assert cross_domain_entropy(f, other, 1.0, n_neighbors=700).item() == pytest.approx(0.83240, abs=1e-4)
+    # All three neighbours: p = (e, 1, e^-1) / (e + 1 + e^-1) = (0.66524, 0.24473, 0.09003); H = 0.83240 - 3e-5.
+    assert cross_domain_entropy(f, other, 1.0, n_neighbors=700).item() == pytest.approx(0.83237, abs=1e-5)
 
 
 def test_softmax_entropy_uniform_is_log_n():
