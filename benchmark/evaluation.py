@@ -371,7 +371,7 @@ def _tied_metrics(sorted_scores: torch.Tensor, relevant: torch.Tensor, ks: Seque
     n_relevant = relevant.sum(dim=1)
     denom = n_relevant.to(torch.float64)
     in_group = share * size
-    # E[hits in the top p | the item at p is relevant] - 1, from the other relevant items of its group
+    # Given a relevant item at position j of its group, the expected number of the group's other relevant items above it
     others_before = torch.where(size > 1, (within - 1) * (in_group - 1) / (size - 1).clamp_min(1), 0.0)
     ap = (share * (above + 1 + others_before) / rank).sum(dim=1) / denom
     expected_hits = above + within * share
@@ -538,6 +538,19 @@ def open_set_metrics(
     return out
 
 
+def _unlabelled_inputs(query_feats, gallery_feats, k, chunk_size, device):
+    """Checks of the label-free functions (`ranked_topk`, `tied_top_k`): (normalised queries, `_Gallery`, chunk
+    size)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    chunk_size = _check_chunk_size(chunk_size)
+    target = _resolve_device(query_feats, device)
+    q_feats, gallery = _normalised_feature_pair(
+        _as_feature_matrix(query_feats, "query_feats"), _as_feature_matrix(gallery_feats, "gallery_feats"), target
+    )
+    return q_feats, gallery, chunk_size
+
+
 def ranked_topk(query_feats, gallery_feats, k, *, chunk_size=1024, device=None) -> torch.Tensor:
     """Gallery indices of the k best items per query, best first, equal scores by lower gallery index.
 
@@ -545,18 +558,12 @@ def ranked_topk(query_feats, gallery_feats, k, *, chunk_size=1024, device=None) 
     metric and no figure judges by it (`retrieval_sample` marks tied items). Returns a LongTensor [Q, min(k, G)] on
     the evaluation device (k larger than the gallery is clipped to G).
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    chunk_size = _check_chunk_size(chunk_size)
-    target = _resolve_device(query_feats, device)
-    q_feats, gallery = _normalised_feature_pair(
-        _as_feature_matrix(query_feats, "query_feats"), _as_feature_matrix(gallery_feats, "gallery_feats"), target
-    )
+    q_feats, gallery, chunk_size = _unlabelled_inputs(query_feats, gallery_feats, k, chunk_size, device)
     top = min(int(k), len(gallery))
     # A full stable sort rather than torch.topk: topk does not promise the tie order.
     parts = [_rank_gallery(q_feats[rows], gallery)[1][:, :top] for rows in _chunks(q_feats.shape[0], chunk_size)]
     if not parts:
-        return torch.empty(0, top, dtype=torch.long, device=target)
+        return torch.empty(0, top, dtype=torch.long, device=q_feats.device)
     return torch.cat(parts)
 
 
@@ -564,19 +571,13 @@ def tied_top_k(query_feats, gallery_feats, k, *, chunk_size=1024, device=None) -
     """Bool [Q] on the evaluation device: True where a score among the query's top k (scored as everywhere in this
     module) is shared with another gallery item, the item just below the top k included. No labels: a diagnostic
     of collapse (benchmark/diagnostics.py)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    chunk_size = _check_chunk_size(chunk_size)
-    target = _resolve_device(query_feats, device)
-    q_feats, gallery = _normalised_feature_pair(
-        _as_feature_matrix(query_feats, "query_feats"), _as_feature_matrix(gallery_feats, "gallery_feats"), target
-    )
+    q_feats, gallery, chunk_size = _unlabelled_inputs(query_feats, gallery_feats, k, chunk_size, device)
     width = min(int(k) + 1, len(gallery))
     parts = []
     for rows in _chunks(q_feats.shape[0], chunk_size):
         best = gallery.scores(q_feats[rows]).topk(width, dim=1).values            # sorted, largest first
         parts.append((best[:, 1:] == best[:, :-1]).any(dim=1))
-    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.bool, device=target)
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.bool, device=q_feats.device)
 
 
 # ----------------------------------------------------------------------------------------------------------------

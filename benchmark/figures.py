@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from datasets.base import DataError
 from datasets.registry import get_dataset
@@ -252,8 +253,8 @@ def training_curves(method_label: str, histories: dict[tuple[str, int], list[dic
     """One panel per quantity of the histories (loss terms, logged decisions), epoch on x, one line per run: colour
     by pair, line style by seed. Quantities a run did not log in an epoch (e.g. cluster counts before clustering
     starts) are left out of its line there."""
-    keys = list(dict.fromkeys(key for history in histories.values() for row in history for key in row
-                              if key not in HISTORY_SKIP))
+    keys = sorted(dict.fromkeys(key for history in histories.values() for row in history for key in row
+                                if key not in HISTORY_SKIP), key=lambda key: (key != "loss", key))
     n_columns = min(4, len(keys))
     n_rows = math.ceil(len(keys) / n_columns)
     figure = Figure(figsize=(3.3 * n_columns, 2.3 * n_rows + 1.0), layout="constrained")
@@ -270,6 +271,7 @@ def training_curves(method_label: str, histories: dict[tuple[str, int], list[dic
                         linewidth=1.0, marker="." if len(points) < 15 else None, markersize=3)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes[len(keys):]:

@@ -205,24 +205,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_e
     log.info("run %s: %s %s %s->%s seed %d on %s", spec.run_id, spec.method, spec.setting, spec.query_domain,
              spec.retrieval_domain, spec.seed, device)
 
-    query, retrieval = load_split_domains(spec, data_root, cache_dir)
-    seed_everything(spec.seed)
-    backbone = build_initial_backbone(spec.backbone, cache_dir, data_root, device,
-                                      pretrained=launch.get("pretrained"))
-    method_cls = get_method_class(spec.method)
-    hparams = build_hparams(method_cls, spec.hparams)
-    seed_everything(spec.seed)
-    method = method_cls(hparams, backbone).to(device)
-    memory_format = torch.channels_last if launch.get("channels_last") else torch.contiguous_format
-    method.to(memory_format=memory_format)
-    domains = (query.unlabeled(0), retrieval.unlabeled(1))
-    steps = method.steps_per_epoch(len(domains[0]), len(domains[1]))
-    ctx = RunContext(domains, device, hparams.epochs, steps, spec.num_classes_hint, spec.seed, method,
-                     precision=launch.get("precision", "fp32"), memory_format=memory_format)
-
-    seed_everything(derive_seed(spec.seed, "fit_start"))
-    method.on_fit_start(ctx)
-    method.to(device)
+    query, retrieval, method, ctx = _prepare_fit(spec, launch, data_root, cache_dir, device)
+    hparams = method.hparams
     optimizers, schedulers = split_optimizers(method.configure_optimizers())
     checkpoint_path = run_dir / "ckpt" / "last.pt"
     first_epoch, history = 0, []
@@ -257,6 +241,45 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_e
         "metrics": metrics, "history": history, "seconds": round(time.time() - started, 3)})
     store.mark_done(run_dir)
     return metrics
+
+
+def _prepare_fit(spec: RunSpec, launch: dict, data_root, cache_dir, device: torch.device):
+    """The split's labelled domains, the method on its initial backbone after `on_fit_start`, and its context."""
+    query, retrieval = load_split_domains(spec, data_root, cache_dir)
+    seed_everything(spec.seed)
+    backbone = build_initial_backbone(spec.backbone, cache_dir, data_root, device,
+                                      pretrained=launch.get("pretrained"))
+    method_cls = get_method_class(spec.method)
+    hparams = build_hparams(method_cls, spec.hparams)
+    seed_everything(spec.seed)
+    method = method_cls(hparams, backbone).to(device)
+    memory_format = torch.channels_last if launch.get("channels_last") else torch.contiguous_format
+    method.to(memory_format=memory_format)
+    domains = (query.unlabeled(0), retrieval.unlabeled(1))
+    steps = method.steps_per_epoch(len(domains[0]), len(domains[1]))
+    ctx = RunContext(domains, device, hparams.epochs, steps, spec.num_classes_hint, spec.seed, method,
+                     precision=launch.get("precision", "fp32"), memory_format=memory_format)
+    seed_everything(derive_seed(spec.seed, "fit_start"))
+    method.on_fit_start(ctx)
+    method.to(device)
+    return query, retrieval, method, ctx
+
+
+def trained_features(run_dir, device: str = "cpu"):
+    """The retrieval features of a stored run's last checkpoint (the initial model when it trained no epoch), for
+    label-using analyses outside the methods (benchmark/mechanism.py). Returns (query features [Q, d], query labels
+    [Q], retrieval features [G, d], retrieval labels [G], the method). Raises FileNotFoundError without spec.json."""
+    run_dir = Path(run_dir)
+    spec = load_spec(run_dir / "spec.json")
+    launch = json.loads((run_dir / "launch.json").read_text()) if (run_dir / "launch.json").is_file() else {}
+    data_root = Path(launch["data_root"]) if launch.get("data_root") else None
+    cache_dir = Path(launch.get("cache_dir") or run_dir / "cache")
+    query, retrieval, method, ctx = _prepare_fit(spec, launch, data_root, cache_dir, torch.device(device))
+    checkpoint_path = run_dir / "ckpt" / "last.pt"
+    if checkpoint_path.is_file():
+        method.load_state_dict(torch.load(checkpoint_path, map_location=device, weights_only=False)["method"])
+    method.eval()
+    return ctx.embed_domain(0), query.labels, ctx.embed_domain(1), retrieval.labels, method
 
 
 def _train_epoch(method: Method, ctx: RunContext, optimizers: list, epoch: int) -> dict:

@@ -177,12 +177,12 @@ def test_training_curves_draw_every_quantity_of_the_histories():
     # Two runs of one pair; the cluster count is logged from epoch 2 on only (before clustering starts).
     histories = {
         ("Partial Ph→Sk", 2024): [{"epoch": 1, "loss": 3.0, "seconds": 0.5},
-                                  {"epoch": 2, "loss": 2.5, "clusters_query": 9.0, "seconds": 0.5}],
+                                  {"epoch": 2, "clusters_query": 9.0, "loss": 2.5, "seconds": 0.5}],
         ("Partial Ph→Sk", 2025): [{"epoch": 1, "loss": 3.1}, {"epoch": 2, "loss": 2.4, "clusters_query": 8.0}],
     }
     figure = training_curves("UEM (Ours)", histories)
     titles = [ax.get_title() for ax in figure.axes if ax.get_visible()]
-    assert titles == ["loss", "clusters_query"]                  # seconds and epoch are not quantities
+    assert titles == ["loss", "clusters_query"]         # loss first; seconds and epoch are not quantities
     loss_lines = figure.axes[0].get_lines()
     assert [list(line.get_xdata()) for line in loss_lines] == [[1, 2], [1, 2]]
     assert [list(line.get_ydata()) for line in figure.axes[1].get_lines()] == [[9.0], [8.0]]
