@@ -191,6 +191,29 @@ def census_text(groups: dict[str, list], retry_failed: bool) -> str:
             f"{len(groups['incomplete'])} incomplete, {len(groups['missing'])} not started -> {to_run} to run")
 
 
+def census_problems(groups: dict[str, list], output_root: Path) -> list[str]:
+    """Files of the planned runs that cannot be read, or were moved aside as unreadable, one line each: what the
+    next invocation does about them."""
+    lines = []
+    for status in CENSUS_STATUSES:
+        for spec in groups[status]:
+            run_dir = spec.run_dir(output_root)
+            where = f"{spec.method} {spec.setting} {spec.query_domain}->{spec.retrieval_domain} seed {spec.seed}"
+            if status == "incomplete" and (run_dir / "DONE").is_file():
+                for name, reason in store.unreadable_files(run_dir).items():
+                    lines.append(f"  unreadable {where}: {run_dir / name} ({reason}); counted as incomplete: the "
+                                 f"next run of the suite evaluates it again from its checkpoint")
+            last = run_dir / "ckpt" / "last.pt"
+            if status in ("incomplete", "failed") and last.is_file() and not store.checkpoint_looks_readable(last):
+                lines.append(f"  unreadable {where}: {last} (not a whole checkpoint: truncated?); the next run of "
+                             f"the suite moves it aside and resumes from ckpt/previous.pt, or from epoch 0")
+            aside = store.moved_aside(run_dir)
+            if aside:
+                lines.append(f"  recovered  {where}: {len(aside)} unreadable file(s) moved aside "
+                             f"({', '.join(str(p.relative_to(run_dir)) for p in aside)})")
+    return lines
+
+
 def configure_terminal_logging(verbose: bool) -> None:
     """Runs log INFO to their own log.txt; the terminal shows warnings (everything with -v)."""
     terminal = logging.StreamHandler(sys.stderr)
@@ -232,6 +255,8 @@ def _main(args) -> int:
     output_root = args.output.resolve()
     groups = census(specs, output_root)
     print(census_text(groups, args.retry_failed))
+    for line in census_problems(groups, output_root):
+        print(line)
     if args.dry_run:
         _print_census_details(groups, output_root)
         return 0

@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 
 PREFIX = "diag_"
-# A run is called collapsed when its features, both domains together, span less than this effective rank ...
+# A run is called collapsed when the features of either domain span less than this effective rank ...
 COLLAPSED_EFFECTIVE_RANK = 2.0
 # ... or when more than this fraction of its queries have a tie in their top k.
 COLLAPSED_TIED_FRACTION = 0.5
-COLLAPSE_RULE = (f"a run is marked collapsed when the effective rank of its retrieval features (both domains, exp "
-                 f"of the entropy of the normalised singular values) is below {COLLAPSED_EFFECTIVE_RANK:g}, or when "
+COLLAPSE_RULE = (f"a run is marked collapsed when the retrieval features of either domain have an effective rank (exp "
+                 f"of the entropy of the normalised singular values) below {COLLAPSED_EFFECTIVE_RANK:g}, or when "
                  f"more than {COLLAPSED_TIED_FRACTION:.0%} of its queries have tied scores in their top k")
 NAMES = tuple(PREFIX + name for name in (
     "effective_rank_query", "effective_rank_retrieval", "effective_rank_both",
@@ -85,9 +85,10 @@ def feature_diagnostics(query_features: torch.Tensor, retrieval_features: torch.
 
 def is_collapsed(diagnostics: dict[str, float]) -> bool | None:
     """The collapse rule (`COLLAPSE_RULE`) on a run's stored diagnostics; None when the run has none (a run stored
-    before diagnostics existed)."""
-    rank = diagnostics.get(PREFIX + "effective_rank_both")
+    before diagnostics existed). Either domain counts: a gallery collapsed onto one point leaves every query to rank
+    rounding noise, however varied the queries are."""
+    ranks = [diagnostics.get(PREFIX + f"effective_rank_{domain}") for domain in ("query", "retrieval")]
     tied = diagnostics.get(PREFIX + "tied_top_k")
-    if rank is None or tied is None or math.isnan(rank):
+    if any(rank is None or math.isnan(rank) for rank in ranks) or tied is None:
         return None
-    return rank < COLLAPSED_EFFECTIVE_RANK or (not math.isnan(tied) and tied > COLLAPSED_TIED_FRACTION)
+    return min(ranks) < COLLAPSED_EFFECTIVE_RANK or (not math.isnan(tied) and tied > COLLAPSED_TIED_FRACTION)

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from datasets.cache import build_once
 from datasets.registry import get_dataset, load_domain
 from methods.augment import moco_v2_view
 from methods.backbones import EmbeddingNet, build_backbone
@@ -166,31 +166,14 @@ def _init_key(backbone_spec: dict) -> str:
 
 
 def cached_simclr_state(backbone_spec: dict, cache_dir: Path, data_root: Path | None, device: torch.device) -> dict:
+    """The SimCLR-pretrained state of `backbone_spec`, trained once per cache folder (one process trains, the others
+    wait for its file: datasets/cache.py) and shared by every method and seed."""
     path = cache_dir / "backbones" / f"{backbone_spec['arch']}-simclr-{_init_key(backbone_spec)}.pt"
-    if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
-    lock = path.with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One process trains, the others wait for its file (several local jobs or array tasks may start together).
-    while True:
-        try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            if path.is_file():
-                return torch.load(path, map_location="cpu", weights_only=True)
-            if time.time() - lock.stat().st_mtime > 3600:   # a lock left by a killed process
-                lock.unlink(missing_ok=True)
-            time.sleep(2)
-    try:
-        os.close(descriptor)
-        if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=True)
-        state = pretrain_simclr(backbone_spec, cache_dir, data_root, device)
-        atomic_torch_save(path, state)
-        return state
-    finally:
-        lock.unlink(missing_ok=True)
+    return build_once(path,
+                      lambda target: atomic_torch_save(target, pretrain_simclr(backbone_spec, cache_dir, data_root,
+                                                                               device)),
+                      lambda target: torch.load(target, map_location="cpu", weights_only=True),
+                      what=f"the {backbone_spec['arch']} backbone pretrained with SimCLR")
 
 
 def pretrain_simclr(backbone_spec: dict, cache_dir: Path, data_root: Path | None, device: torch.device) -> dict:

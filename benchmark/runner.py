@@ -8,6 +8,10 @@ batches and augmentations of epoch k+1 do not depend on whether the process rest
 the checkpointed model, optimiser, scheduler and method state, a resumed run ends with the metrics of an uninterrupted
 one (tests/test_runner.py checks it on the CPU).
 
+Unreadable files are recovered from, never a crash of the run: a checkpoint that cannot be read is named in the log,
+moved aside, and the run resumes from the one before (ckpt/previous.pt) or from epoch 0; a DONE run whose metrics.json
+or spec.json cannot be read is evaluated again from its checkpoint.
+
 Losses are summed on the device and checked once per epoch (no host synchronisation per step); a NaN or infinite loss
 fails the run with its reason (FAILED) and the suite goes on.
 """
@@ -184,6 +188,12 @@ def run_one(spec_path, *, stop_after_epochs: int | None = None, device: str | No
     if device is not None:
         launch["device"] = device
     with run_logging(run_dir):
+        if (run_dir / "DONE").is_file():         # done, but its metrics cannot be read: evaluate again
+            for name, reason in store.unreadable_files(run_dir).items():
+                aside = store.move_aside(run_dir / name) if (run_dir / name).is_file() else None
+                log.error("%s is unreadable (%s)%s; the run is evaluated again from its checkpoint", run_dir / name,
+                          reason, f": moved to {aside.name}" if aside else "")
+            (run_dir / "DONE").unlink()
         try:
             return _train_and_evaluate(spec, run_dir, launch, stop_after_epochs)
         except NonFiniteLoss as error:
@@ -208,10 +218,10 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_e
     query, retrieval, method, ctx = _prepare_fit(spec, launch, data_root, cache_dir, device)
     hparams = method.hparams
     optimizers, schedulers = split_optimizers(method.configure_optimizers())
-    checkpoint_path = run_dir / "ckpt" / "last.pt"
     first_epoch, history = 0, []
-    if checkpoint_path.is_file():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+    found = store.readable_checkpoint(run_dir, lambda path: _read_checkpoint(path, device), log.error)
+    if found is not None:
+        checkpoint_path, checkpoint = found
         method.load_state_dict(checkpoint["method"])
         for optimizer, state in zip(optimizers, checkpoint["optimizers"]):
             optimizer.load_state_dict(state)
@@ -219,6 +229,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_e
             scheduler.load_state_dict(state)
         first_epoch, history = checkpoint["epoch"], checkpoint["history"]
         log.info("resumed from %s after epoch %d", checkpoint_path, first_epoch)
+    elif store.moved_aside(run_dir / "ckpt"):
+        log.warning("no readable checkpoint left: the run starts again from epoch 0")
 
     for epoch in range(first_epoch, hparams.epochs):
         if stop_after_epochs is not None and epoch - first_epoch >= stop_after_epochs:
@@ -229,7 +241,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_e
         for scheduler in schedulers:
             scheduler.step()
         history[-1]["seconds"] = round(time.time() - epoch_started, 3)
-        store.atomic_torch_save(checkpoint_path, {
+        store.save_checkpoint(run_dir, {
             "epoch": epoch + 1, "history": history, "method": method.state_dict(),
             "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers]})
         log.info("epoch %d/%d %s", epoch + 1, hparams.epochs,
@@ -241,6 +253,17 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_e
         "metrics": metrics, "history": history, "seconds": round(time.time() - started, 3)})
     store.mark_done(run_dir)
     return metrics
+
+
+CHECKPOINT_KEYS = ("epoch", "history", "method", "optimizers", "schedulers")
+
+
+def _read_checkpoint(path: Path, device: torch.device) -> dict:
+    """A checkpoint read whole before any of it is applied (a damaged one must not leave a half-loaded method)."""
+    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(checkpoint, dict) or not set(CHECKPOINT_KEYS) <= set(checkpoint):
+        raise ValueError(f"not a checkpoint of this harness (expected the keys {', '.join(CHECKPOINT_KEYS)})")
+    return checkpoint
 
 
 def _prepare_fit(spec: RunSpec, launch: dict, data_root, cache_dir, device: torch.device):
@@ -275,9 +298,9 @@ def trained_features(run_dir, device: str = "cpu"):
     data_root = Path(launch["data_root"]) if launch.get("data_root") else None
     cache_dir = Path(launch.get("cache_dir") or run_dir / "cache")
     query, retrieval, method, ctx = _prepare_fit(spec, launch, data_root, cache_dir, torch.device(device))
-    checkpoint_path = run_dir / "ckpt" / "last.pt"
-    if checkpoint_path.is_file():
-        method.load_state_dict(torch.load(checkpoint_path, map_location=device, weights_only=False)["method"])
+    found = store.readable_checkpoint(run_dir, lambda path: _read_checkpoint(path, torch.device(device)), log.error)
+    if found is not None:
+        method.load_state_dict(found[1]["method"])
     method.eval()
     return ctx.embed_domain(0), query.labels, ctx.embed_domain(1), retrieval.labels, method
 

@@ -5,23 +5,28 @@
         launch.json    where to find data and cache, which device (not part of the identity)
         env.json       versions, git sha, device, host, SLURM ids
         log.txt        the run's log
-        ckpt/last.pt   the last finished epoch (model, optimisers, method state)
+        ckpt/last.pt   the last finished epoch (model, optimisers, method state); ckpt/previous.pt the one before
+                       (kept until the run is done: an unreadable last.pt is moved aside and the run resumes from it)
         metrics.json   the evaluation
         retrievals.json  the top k of a fixed sample of queries (benchmark/figures.py)
         slurm.json     the SLURM job that runs it (--launcher slurm; benchmark/slurm.py)
         DONE           written last — or FAILED, with the reason
 
-Status: `done` (DONE), `failed` (FAILED), `incomplete` (a folder without either: crashed, killed or still running),
-`missing` (no folder).
+Status: `done` (DONE, with a readable spec.json and metrics.json), `failed` (FAILED), `incomplete` (a folder without
+either — crashed, killed or still running — or a DONE run whose spec.json or metrics.json cannot be read:
+`unreadable_files` names them, and running the run again evaluates it again from its checkpoint), `missing` (no
+folder).
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
+import zipfile
 from pathlib import Path
 
-import torch
+from datasets.cache import atomic_torch_save  # noqa: F401  (re-exported: the store's writer of checkpoints)
 
 from .spec import RunSpec
 
@@ -51,23 +56,30 @@ def atomic_write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
-def atomic_torch_save(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _check_spec(path: Path) -> None:
+    RunSpec.from_dict(json.loads(path.read_text()))
+
+
+def _check_metrics(path: Path) -> None:
+    if not isinstance(json.loads(path.read_text())["metrics"], dict):
+        raise ValueError("its 'metrics' is not a mapping")
+
+
+def unreadable_files(run_dir: Path) -> dict[str, str]:
+    """The files a done run needs (spec.json, metrics.json) that cannot be read: file name -> why."""
+    problems = {}
+    for name, check in (("spec.json", _check_spec), ("metrics.json", _check_metrics)):
+        try:
+            check(Path(run_dir) / name)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            problems[name] = f"{type(error).__name__}: {error}"
+    return problems
 
 
 def run_status(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     if (run_dir / "DONE").is_file():
-        return "done"
+        return "incomplete" if unreadable_files(run_dir) else "done"
     if (run_dir / "FAILED").is_file():
         return "failed"
     if run_dir.is_dir():
@@ -75,12 +87,78 @@ def run_status(run_dir: Path) -> str:
     return "missing"
 
 
+def move_aside(path: Path) -> Path:
+    """Rename an unreadable file to `<name>.unreadable-<time>` beside it (kept for a look, never read again)."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    os.replace(path, aside)
+    return aside
+
+
+def moved_aside(run_dir: Path) -> list[Path]:
+    """The files of a run moved aside as unreadable (checkpoints, metrics, spec), oldest first."""
+    return sorted(Path(run_dir).rglob("*.unreadable-*"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints: the last two finished epochs
+# ---------------------------------------------------------------------------------------------------------------------
+
+CHECKPOINTS = ("last.pt", "previous.pt")     # newest first
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    """ckpt/last.pt := `state` (written and fsynced under a temporary name), the former last.pt kept as previous.pt.
+    A crash between the two renames leaves previous.pt alone, which `readable_checkpoint` falls back to."""
+    folder = Path(run_dir) / "ckpt"
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = folder / ".next.pt"
+    atomic_torch_save(staged, state)
+    if (folder / "last.pt").is_file():
+        os.replace(folder / "last.pt", folder / "previous.pt")
+    os.replace(staged, folder / "last.pt")
+
+
+def readable_checkpoint(run_dir: Path, load, report) -> tuple[Path, dict] | None:
+    """The newest checkpoint that `load(path)` can read, as (path, what it returned); an unreadable one is moved
+    aside (`move_aside`) and reported through `report(message)`. None when no checkpoint can be read."""
+    for name in CHECKPOINTS:
+        path = Path(run_dir) / "ckpt" / name
+        if not path.is_file():
+            continue
+        try:
+            return path, load(path)
+        except Exception as error:       # truncated, zeroed, not a checkpoint: any reason to not trust it
+            aside = move_aside(path)
+            report(f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); moved to {aside.name}")
+    return None
+
+
+def checkpoint_looks_readable(path: Path) -> bool:
+    """A cheap check for the census, without loading: torch checkpoints are zip archives, and a truncated one has
+    lost its central directory (read from the end of the file)."""
+    try:
+        with zipfile.ZipFile(path):
+            return True
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def prepare_run_dir(spec: RunSpec, output_root: Path, launch: dict) -> Path:
-    """Create the folder with spec.json and launch.json (idempotent); returns the folder."""
+    """Create the folder with spec.json and launch.json (idempotent); returns the folder. A spec.json that is not the
+    spec's canonical text (damaged: the folder's name is its hash) is moved aside and written again."""
     run_dir = spec.run_dir(output_root)
     spec_path = run_dir / "spec.json"
+    text = spec.canonical_json() + "\n"
+    if spec_path.is_file():
+        try:
+            intact = spec_path.read_text() == text
+        except (OSError, UnicodeDecodeError):
+            intact = False
+        if not intact:
+            move_aside(spec_path)
     if not spec_path.is_file():
-        atomic_write_text(spec_path, spec.canonical_json() + "\n")
+        atomic_write_text(spec_path, text)
     atomic_write_json(run_dir / "launch.json", launch)
     return run_dir
 
@@ -88,6 +166,7 @@ def prepare_run_dir(spec: RunSpec, output_root: Path, launch: dict) -> Path:
 def mark_done(run_dir: Path) -> None:
     (Path(run_dir) / "FAILED").unlink(missing_ok=True)
     atomic_write_text(Path(run_dir) / "DONE", "done\n")
+    (Path(run_dir) / "ckpt" / "previous.pt").unlink(missing_ok=True)      # a done run keeps its last epoch only
 
 
 def mark_failed(run_dir: Path, reason: str) -> None:

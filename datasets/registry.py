@@ -15,6 +15,7 @@ import torch
 
 from . import real, synthetic
 from .base import DataError, LabelledDomain, decode_images, read_folder_layout, read_image_list
+from .cache import atomic_torch_save, build_once
 from .classmap import ClassMap
 
 
@@ -114,18 +115,12 @@ def _cached_decode(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache
         listing.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}")
     key = hashlib.sha1("\n".join(listing).encode()).hexdigest()[:12]
     cache_file = cache_dir / "decoded" / f"{info.name}-{domain}-{info.image_size}px-{key}.pt"
-    if cache_file.is_file():
-        try:
-            # Memory-mapped: pages are read when a batch touches them and shared by every run on the machine.
-            return torch.load(cache_file, mmap=True, weights_only=True)
-        except Exception:  # a corrupt cache file is rebuilt, never trusted
-            pass
-    images = decode_images([Path(p) for p in paths], info.image_size)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache_file.with_suffix(f".tmp{os.getpid()}")
-    torch.save(images, temporary)
-    os.replace(temporary, cache_file)
-    return images
+    # Memory-mapped on load: pages are read when a batch touches them and shared by every run on the machine.
+    return build_once(cache_file,
+                      lambda target: atomic_torch_save(target, decode_images([Path(p) for p in paths],
+                                                                             info.image_size)),
+                      lambda target: torch.load(target, mmap=True, weights_only=True),
+                      what=f"the decoded images of {info.name}/{domain} ({len(paths)} images, {info.image_size} px)")
 
 
 __all__ = ["DATASETS", "DatasetInfo", "DataError", "get_dataset", "load_domain"]

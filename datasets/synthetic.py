@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .cache import build_once
+
 VERSION = "v4"
 DOMAINS = ("photo", "sketch", "clipart", "painting")
 SHORT_NAMES = {"photo": "Ph", "sketch": "Sk", "clipart": "Cl", "painting": "Pa"}
@@ -219,10 +221,17 @@ def dataset_folder(cache_dir: Path, seed: int, image_size: int) -> Path:
 
 
 def ensure_synthetic(cache_dir: Path, seed: int = 0, image_size: int = 32) -> Path:
-    """Generate the dataset once (deterministic in seed and size) and return its root; a finished copy is reused."""
+    """Generate the dataset once (deterministic in seed and size) and return its root; a finished copy is reused.
+    Several processes starting together generate it once (datasets/cache.py)."""
     root = dataset_folder(cache_dir, seed, image_size)
-    if (root / "COMPLETE").is_file():
-        return root
+    return build_once(root, lambda target: _generate(target, seed, image_size), lambda target: target,
+                      what=f"the synthetic dataset ({image_size} px, seed {seed})",
+                      ready=lambda target: (target / "COMPLETE").is_file())
+
+
+def _generate(root: Path, seed: int, image_size: int) -> None:
+    """Draw every image into a staging folder beside `root`, then rename it into place (a crash leaves only the
+    staging folder, which the next build ignores)."""
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
     try:
@@ -234,12 +243,8 @@ def ensure_synthetic(cache_dir: Path, seed: int = 0, image_size: int = 32) -> Pa
                 for n in range(int(rng.integers(IMAGES_PER_CLASS[0], IMAGES_PER_CLASS[1] + 1))):
                     render(class_name, domain, image_size, rng).save(folder / f"{n:03d}.png")
         (staging / "COMPLETE").write_text(f"synthetic {VERSION} seed={seed} size={image_size}\n")
-        try:
-            os.replace(staging, root)
-        except OSError:
-            # Another process finished first (a non-empty target cannot be replaced): keep theirs.
-            if not (root / "COMPLETE").is_file():
-                raise
+        if root.exists():                      # an incomplete folder of a build that died before this lock scheme
+            shutil.rmtree(root)
+        os.replace(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return root

@@ -745,19 +745,20 @@ def test_open_suites_get_both_detection_tables(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 def with_diagnostics(runs, collapsed):
-    """HAND_RUNS' values plus stored diagnostics: the runs in `collapsed` (method, pair, seed) have an effective rank
-    of 1.02 (every feature nearly one vector), the others 37.5."""
+    """HAND_RUNS' values plus stored diagnostics: the runs in `collapsed` (method, pair, seed) have a retrieval domain
+    of effective rank 1.02 (every feature nearly one vector), the others 37.5; the query domains 20."""
     out = []
     for method, pair, seed, status, value in runs:
         values = None if value is None else {
-            "map_all_coda": value, "diag_effective_rank_both": 1.02 if (method, pair, seed) in collapsed else 37.5,
+            "map_all_coda": value, "diag_effective_rank_query": 20.0,
+            "diag_effective_rank_retrieval": 1.02 if (method, pair, seed) in collapsed else 37.5,
             "diag_tied_top_k": 0.0}
         out.append((method, pair, seed, status, values))
     return out
 
 
 def test_cells_of_collapsed_runs_carry_a_footnote_and_the_caption_states_the_rule():
-    metrics = ("map_all_coda", "diag_effective_rank_both", "diag_tied_top_k")
+    metrics = ("map_all_coda", "diag_effective_rank_query", "diag_effective_rank_retrieval", "diag_tied_top_k")
     collapsed = {("y", "A→C", 2025), ("y", "A→C", 2026)}
     model = aggregate(tidy_frame(with_diagnostics(HAND_RUNS, collapsed), metrics=metrics), closed_spec())
     cell = model.cell("y", "A→C")
@@ -767,13 +768,14 @@ def test_cells_of_collapsed_runs_carry_a_footnote_and_the_caption_states_the_rul
     assert model.cell("x", "A→C").collapsed_runs == 0 and model.cell("x", "A→C").footnote_marker is None
     notes = dict(model.footnotes)
     assert notes[cell.footnote_marker] == "Collapsed: 2 of 3 done runs (rule in the caption)."
-    assert "effective rank" in model.caption and "below 2" in model.caption
+    assert "either domain have an effective rank" in model.caption and "below 2" in model.caption
     assert "Collapsed: 2 of 3 done runs" in to_markdown(model) and "Collapsed: 2 of 3 done runs" in to_latex(model)
     # The numbers stay what the protocol measured.
     assert summary(model, "y", "A→C").mean == pytest.approx(60.0)
     # Ties in the top k of more than half of the queries also mark a run; without diagnostics nothing is marked.
-    tied = tidy_frame([("x", "A→C", 2024, "done", {"map_all_coda": 0.1, "diag_effective_rank_both": 20.0,
-                                                     "diag_tied_top_k": 0.75})], metrics=metrics)
+    tied = tidy_frame([("x", "A→C", 2024, "done", {"map_all_coda": 0.1, "diag_effective_rank_query": 20.0,
+                                                     "diag_effective_rank_retrieval": 20.0, "diag_tied_top_k": 0.75})],
+                      metrics=metrics)
     assert aggregate(tied, closed_spec()).cell("x", "A→C").collapsed_runs == 1
     plain = aggregate(tidy_frame(HAND_RUNS), closed_spec())
     assert all(c.judged_runs == 0 for c in plain.cells.values()) and "Collapsed" not in plain.caption
