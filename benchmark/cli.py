@@ -164,9 +164,13 @@ def _summary_line(method_cls) -> str:
 CENSUS_STATUSES = ("done", "failed", "queued", "running", "incomplete", "missing")
 
 
-def census(specs, output_root: Path) -> dict[str, list]:
+def census(specs, output_root: Path, record: bool = True) -> dict[str, list]:
     """Each planned run's status from its folder; an incomplete run whose SLURM job is still in the queue is
-    `queued` or `running` (asked of the cluster only when some run folder records a job)."""
+    `queued` or `running` (asked of the cluster only when some run folder records a job).
+
+    An incomplete run whose job has left the queue without starting the run (no log.txt) died at its start: with
+    `record`, the death is noted in its slurm.json, and after `slurm.START_FAILURES_BEFORE_FAILED` in a row the run
+    is marked FAILED with the tail of the job's stderr (a dry run records nothing)."""
     groups = {status: [] for status in CENSUS_STATUSES}
     incomplete_with_job = []
     for spec in specs:
@@ -177,9 +181,35 @@ def census(specs, output_root: Path) -> dict[str, list]:
         else:
             groups[status].append(spec)
     states = slurm.queue_states() if incomplete_with_job else None
+    gone = []
     for spec, job in incomplete_with_job:
-        groups[slurm.active_state(job, states) or "incomplete"].append(spec)
+        active = slurm.active_state(job, states)
+        if active:
+            groups[active].append(spec)
+        else:
+            gone.append((spec, job))
+    died = [(spec, job) for spec, job in gone
+            if states is not None and not (spec.run_dir(output_root) / "log.txt").exists()]
+    ended = slurm.accounting_states([job for _, job in died]) if died else {}
+    for spec, job in gone:
+        run_dir = spec.run_dir(output_root)
+        if (spec, job) in died and record:
+            deaths = slurm.note_start_failure(run_dir, job, ended.get(job, "left the queue"))
+            if deaths >= slurm.START_FAILURES_BEFORE_FAILED:
+                store.mark_failed(run_dir, start_failure_reason(run_dir, deaths))
+                groups["failed"].append(spec)
+                continue
+        elif (run_dir / "log.txt").exists():
+            slurm.forget_start_failures(run_dir)
+        groups["incomplete"].append(spec)
     return groups
+
+
+def start_failure_reason(run_dir: Path, deaths: int) -> str:
+    jobs = ", ".join(f"{f['job_id']} ({f['state']})" for f in slurm.read_job_record(run_dir).get("start_failures", []))
+    return (f"its SLURM job ended before the run started, {deaths} times in a row (jobs {jobs}); the tail of the last "
+            f"job's stderr:\n{slurm.stderr_tail(run_dir)}\nFix the cause (the task's setup lines, the software on "
+            f"the nodes), then submit again with --retry-failed.")
 
 
 def census_text(groups: dict[str, list], retry_failed: bool) -> str:
@@ -253,7 +283,7 @@ def _main(args) -> int:
     specs = plan(suite, methods=_flatten(args.methods), pairs=_flatten(args.pairs), seeds=_flatten(args.seeds),
                  settings=_flatten(args.settings), assignments=args.assignments, baseline_init=args.baseline_init)
     output_root = args.output.resolve()
-    groups = census(specs, output_root)
+    groups = census(specs, output_root, record=not args.dry_run)
     print(census_text(groups, args.retry_failed))
     for line in census_problems(groups, output_root):
         print(line)
@@ -278,6 +308,8 @@ def _main(args) -> int:
             new_run_dirs = [spec.run_dir(output_root) for spec in groups["missing"]]
             for spec in to_run:
                 run_dir = store.prepare_run_dir(spec, output_root, launch)
+                if store.run_status(run_dir) == "failed":          # --retry-failed: counts start again
+                    slurm.forget_start_failures(run_dir)
                 store.clear_failure(run_dir)
                 spec_paths.append(run_dir / "spec.json")
             if args.launcher == "slurm":
@@ -316,19 +348,31 @@ def _compile_latex(tex_files: list[Path]) -> None:
 
 def _print_census_details(groups: dict[str, list], output_root: Path) -> None:
     """--dry-run: every run that is not done, with its folder; failed ones with their reason, SLURM ones with their
-    job id (and, for incomplete ones, the job's last state from the cluster's accounting)."""
+    job id: a queued one with its pending reason, an incomplete one with the job's last state from the cluster's
+    accounting, and, when the job ended before the run started (no log.txt), the tail of its stderr."""
     jobs = {id(spec): slurm.recorded_job(spec.run_dir(output_root))
             for status in ("queued", "running", "incomplete") for spec in groups[status]}
     finished = slurm.accounting_states([j for j in jobs.values() if j])
+    details = (slurm.queue_details() or {}) if groups["queued"] else {}
     for status in ("failed", "queued", "running", "incomplete", "missing"):
         for spec in groups[status]:
             run_dir = spec.run_dir(output_root)
             job = jobs.get(id(spec))
-            job_text = f"  job {job}" + (f" ({finished[job]})" if job in finished and status == "incomplete" else "")
+            job_text = f"  job {job}" if job else ""
+            if job and status == "incomplete" and job in finished:
+                job_text += f" ({finished[job]})"
+            if job and status == "queued" and job in details:
+                job_text += f" ({details[job][0]}: {details[job][1]})"
             print(f"  {status:<10} {spec.method:<12} {spec.setting:<8} {spec.query_domain}->"
-                  f"{spec.retrieval_domain} seed {spec.seed}  {run_dir}" + (job_text if job else ""))
+                  f"{spec.retrieval_domain} seed {spec.seed}  {run_dir}" + job_text)
             if status == "failed":
-                print(f"             reason: {store.failure_reason(run_dir)}")
+                print("             reason: " + store.failure_reason(run_dir).replace("\n", "\n                     "))
+            elif job and status == "incomplete" and not (run_dir / "log.txt").exists():
+                recorded = [f.get("job_id") for f in slurm.read_job_record(run_dir).get("start_failures", [])]
+                deaths = len(recorded) + (job not in recorded)
+                print(f"             the job ended before the run started ({deaths} of "
+                      f"{slurm.START_FAILURES_BEFORE_FAILED} in a row before the run is FAILED); its stderr ends:")
+                print("               " + slurm.stderr_tail(run_dir).replace("\n", "\n               "))
 
 
 SLURM_FLAGS = ("slurm_profile", "partition", "time", "gpus", "cpus", "mem", "array_parallelism", "account", "qos",

@@ -7,6 +7,16 @@ Every task calls the same `runner.run_one(spec_path)` as the local launcher. Sub
 folder records its job id (`slurm.json`), so that the next invocation (a re-submission, `--dry-run`, `--report`)
 asks the cluster which runs are still queued or running and never submits them twice.
 
+Where users submit from: sbatch runs inside submitit's clean environment (no SLURM_*/SUBMITIT_* variable of a driver
+job leaks into the tasks; SLURM_CONF is kept), so a suite can be submitted from inside a SLURM job. A request that no
+node of the partition can meet (CPUs, memory, GPUs per task) is refused before anything is submitted, naming what
+the partition's nodes offer (sinfo), instead of pending forever.
+
+A task that dies before its run starts (no log.txt: a setup line that fails, a module missing on a node) is counted
+at each invocation from the cluster's accounting; `--dry-run` shows its state and the tail of its stderr, and after
+`START_FAILURES_BEFORE_FAILED` such deaths in a row the run is FAILED with that tail instead of being submitted
+again.
+
 Preemption and time limits: `SlurmRun` is submitit `Checkpointable`. SLURM signals the job (USR2, `--signal` 90 s
 before the limit, or a preemption); submitit then pickles the call and requeues the job, which resumes from the run's
 last finished epoch (`ckpt/last.pt`, written atomically after every epoch: at most one epoch is redone). A job killed
@@ -23,6 +33,7 @@ import shutil
 import subprocess
 import time
 import tomllib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -40,6 +51,9 @@ QUEUED_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL
 RUNNING_STATES = {"RUNNING", "COMPLETING"}
 DEFAULT_MAX_ARRAY_SIZE = 1000
 COMMAND_TIMEOUT_S = 60
+START_FAILURES_BEFORE_FAILED = 3     # deaths of a run's job before the run started, in a row, that make it FAILED
+KEPT_VARIABLES = ("SLURM_CONF",)     # where the cluster's configuration lives: the one SLURM_* a submission needs
+STDERR_TAIL_LINES = 12
 
 
 @dataclass
@@ -148,14 +162,96 @@ def executor_parameters(options: SlurmOptions, job_name: str) -> dict:
     return params
 
 
+@contextmanager
+def submission_environment():
+    """submitit's clean environment (no SLURM_*, SUBMITIT_* or distributed variables: a driver job's would leak into
+    the tasks — SLURM_MEM_PER_CPU against the task's own memory request, SLURM_ARRAY_* making a one-run job wait for
+    the driver's pickle), with SLURM_CONF kept."""
+    kept = {name: os.environ[name] for name in KEPT_VARIABLES if name in os.environ}
+    with submitit.helpers.clean_env():
+        os.environ.update(kept)
+        yield
+
+
+@dataclass(frozen=True)
+class NodeOffer:
+    """What one node of a partition offers a task."""
+    name: str
+    cpus: int
+    memory_gb: float
+    gpus: int
+
+
+def _gres_gpus(gres: str) -> int:
+    """GPUs in a sinfo GRES field: "gpu:4", "gpu:a100:4(S:0-1)", "gpu:2,shard:8", "(null)"."""
+    total = 0
+    for part in gres.split(","):
+        fields_ = part.split("(")[0].split(":")
+        if fields_[0] == "gpu" and fields_[-1].isdigit():
+            total += int(fields_[-1])
+    return total
+
+
+def partition_offers(partition: str | None) -> tuple[str, list[NodeOffer]] | None:
+    """(the partition asked for, or the cluster's default, and what each of its nodes offers), from sinfo; None when
+    sinfo cannot say (then sbatch alone judges the request)."""
+    try:
+        if partition is None:
+            listing = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
+                                     timeout=COMMAND_TIMEOUT_S).stdout.split()
+            defaults = [name[:-1] for name in listing if name.endswith("*")]
+            if not defaults:
+                return None
+            partition = defaults[0]
+        result = subprocess.run(["sinfo", "-h", "-N", "-p", partition, "-o", "%N|%c|%m|%G"], capture_output=True,
+                                text=True, timeout=COMMAND_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    offers = {}
+    for line in result.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 4 and parts[1].isdigit():
+            memory = float(parts[2].rstrip("+")) / 1024 if parts[2].rstrip("+").isdigit() else 0.0
+            offers[parts[0]] = NodeOffer(parts[0], int(parts[1]), memory, _gres_gpus(parts[3]))
+    return partition, list(offers.values())
+
+
+def check_request_fits(options: SlurmOptions) -> None:
+    """Refuse a request that no node of the partition can meet (it would stay PENDING for ever, Reason=
+    PartitionConfig or Resources), naming what was asked and what the nodes offer. Silent when sinfo cannot say."""
+    found = partition_offers(options.partition)
+    if found is None:
+        return
+    partition, offers = found
+    if not offers:
+        names = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
+                               timeout=COMMAND_TIMEOUT_S).stdout.split()
+        raise UserError(f"--partition {partition}: no such partition on this cluster (partitions: "
+                        f"{', '.join(n.rstrip('*') for n in names) or 'none listed'})")
+    fits = [n for n in offers if n.cpus >= options.cpus and n.gpus >= options.gpus
+            and (options.mem is None or n.memory_gb >= options.mem)]
+    if fits:
+        return
+    best = (max(n.cpus for n in offers), max(n.memory_gb for n in offers), max(n.gpus for n in offers))
+    asked = f"{options.cpus} CPU(s), {options.gpus} GPU(s)" + (f", {options.mem} GB" if options.mem else "")
+    raise UserError(
+        f"no node of partition {partition!r} can run a task asking for {asked}: its {len(offers)} node(s) offer at "
+        f"most {best[0]} CPU(s), {best[1]:.0f} GB of memory and {best[2]} GPU(s) each; the job would stay pending "
+        f"for ever. Ask for less (e.g. --cpus {min(options.cpus, best[0])} --gpus {min(options.gpus, best[2])}) or "
+        f"choose another --partition. Nothing was submitted.")
+
+
 def submit(spec_paths: list[Path], output_root: Path, options: SlurmOptions, job_name: str) -> list[str]:
     """Submit one array task per run (arrays split at the cluster's maximum size); record each job id in its run
-    folder. Returns the array job ids. Does not wait."""
+    folder (with the run's earlier jobs). Returns the array job ids. Does not wait."""
     if not spec_paths:
         return []
     if not slurm_available():
         raise UserError("--launcher slurm: sbatch/squeue not found on this machine; submit from a SLURM login node "
                         "(or use --launcher local)")
+    check_request_fits(options)
     executor = submitit.AutoExecutor(folder=Path(output_root) / LOG_FOLDER / "%j", cluster="slurm")
     executor.update_parameters(**executor_parameters(options, job_name))
     chunk = options.max_array_size or cluster_max_array_size()
@@ -164,46 +260,92 @@ def submit(spec_paths: list[Path], output_root: Path, options: SlurmOptions, job
     for start in range(0, len(spec_paths), chunk):
         part = [str(p) for p in spec_paths[start:start + chunk]]
         try:
-            jobs = executor.map_array(task, part)
+            with submission_environment():
+                jobs = executor.map_array(task, part)
         except Exception as error:          # sbatch refused (partition, limits, options): say what was asked
             raise UserError(f"sbatch refused the array of {len(part)} run(s): {error}\nasked: "
                             f"{json.dumps(executor_parameters(options, job_name))}") from None
         for spec_path, job in zip(part, jobs):
-            store.atomic_write_json(Path(spec_path).parent / JOB_FILE, {
+            run_dir = Path(spec_path).parent
+            earlier = read_job_record(run_dir)
+            store.atomic_write_json(run_dir / JOB_FILE, {
                 "job_id": job.job_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "logs": str(Path(output_root) / LOG_FOLDER / job.job_id), "options": asdict(options)})
+                "logs": str(Path(output_root) / LOG_FOLDER / job.job_id), "options": asdict(options),
+                "start_failures": earlier.get("start_failures", [])})
         arrays.append(jobs[0].job_id.split("_")[0])
     return arrays
 
 
-def recorded_job(run_dir: Path) -> str | None:
-    path = Path(run_dir) / JOB_FILE
-    if not path.is_file():
-        return None
+def read_job_record(run_dir: Path) -> dict:
+    """The run's slurm.json ({} when there is none, or it cannot be read)."""
     try:
-        return json.loads(path.read_text())["job_id"]
-    except (ValueError, KeyError):
-        return None
+        record = json.loads((Path(run_dir) / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
-def queue_states() -> dict[str, str] | None:
-    """job id ("123_4" for an array task) -> state, for this user's jobs in the queue now; None when there is no
-    cluster to ask (or it does not answer)."""
+def recorded_job(run_dir: Path) -> str | None:
+    job = read_job_record(run_dir).get("job_id")
+    return job if isinstance(job, str) else None
+
+
+def queue_details() -> dict[str, tuple[str, str]] | None:
+    """job id ("123_4" for an array task) -> (state, reason), for this user's jobs in the queue now; None when there
+    is no cluster to ask (or it does not answer)."""
     if not slurm_available():
         return None
     try:
-        result = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"],
+        result = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
                                 capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError):
         return None
     if result.returncode != 0:
         return None
-    states = {}
+    details = {}
     for line in result.stdout.splitlines():
-        job_id, _, state = line.strip().partition("|")
+        job_id, _, rest = line.strip().partition("|")
+        state, _, reason = rest.partition("|")
         if job_id:
-            states[job_id] = state
-    return states
+            details[job_id] = (state, reason)
+    return details
+
+
+def queue_states() -> dict[str, str] | None:
+    """job id -> state, for this user's jobs in the queue now (`queue_details` without the reasons)."""
+    details = queue_details()
+    return None if details is None else {job: state for job, (state, _) in details.items()}
+
+
+def stderr_tail(run_dir: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    """The last lines of the stderr of the run's recorded job (submitit's `<job id>_<task>_log.err`)."""
+    record = read_job_record(run_dir)
+    logs = Path(record.get("logs", "")) if record.get("logs") else None
+    files = sorted(logs.glob("*_log.err")) if logs and logs.is_dir() else []
+    if not files:
+        return "(no stderr file)"
+    text = files[-1].read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:]) or "(empty stderr)"
+
+
+def note_start_failure(run_dir: Path, job_id: str, state: str) -> int:
+    """Record that the run's job `job_id` ended (`state`) before the run started (no log.txt); returns how many such
+    deaths the run has had in a row. A job already counted is not counted again."""
+    record = read_job_record(run_dir)
+    failures = [f for f in record.get("start_failures", []) if isinstance(f, dict)]
+    if not any(f.get("job_id") == job_id for f in failures):
+        failures.append({"job_id": job_id, "state": state, "seen": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        record["start_failures"] = failures
+        store.atomic_write_json(Path(run_dir) / JOB_FILE, record)
+    return len(failures)
+
+
+def forget_start_failures(run_dir: Path) -> None:
+    """A retried or started run starts counting again."""
+    record = read_job_record(run_dir)
+    if record.get("start_failures"):
+        record["start_failures"] = []
+        store.atomic_write_json(Path(run_dir) / JOB_FILE, record)
 
 
 def accounting_states(job_ids: list[str]) -> dict[str, str]:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -284,3 +285,102 @@ def test_ci_requires_the_cluster_tests():
     # .ci/run exports CDR_REQUIRE_SLURM=1 after starting the cluster: the cluster tests above then fail, not skip.
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "CDR_REQUIRE_SLURM=1" in ci and "setup_local_slurm.sh" in ci
+
+
+# --- where users submit from, what they ask for, and tasks that die at their start --------------------------------
+
+def quickstart_cache(tmp_path: Path, cache_dir: Path) -> Path:
+    """A cache folder where the quickstart's backbone is already "pretrained" (the tests' one-epoch SimCLR state,
+    under the quickstart's name): a built-in suite then runs in seconds, as a separate process needs."""
+    from benchmark.initialisation import QUICKSTART_BACKBONE, _init_key, cached_simclr_state
+
+    from .conftest import TINY_BACKBONE
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir / "synthetic", cache / "synthetic")
+    state = cached_simclr_state(TINY_BACKBONE, cache_dir, None, torch.device("cpu"))
+    store.atomic_torch_save(cache / "backbones" / f"small_cnn-simclr-{_init_key(QUICKSTART_BACKBONE)}.pt", state)
+    return cache
+
+
+@pytest.mark.slow
+def test_a_suite_submitted_from_inside_a_slurm_job_runs(cluster, tmp_path, cache_dir):
+    # A driver job (an array task with --mem-per-cpu, as sites that forbid compute on login nodes have users do)
+    # submits a suite. Its SLURM_MEM_PER_CPU and SLURM_ARRAY_* used to leak into the tasks: every srun died with
+    # "SLURM_MEM_PER_CPU, SLURM_MEM_PER_GPU, and SLURM_MEM_PER_NODE are mutually exclusive".
+    cache = quickstart_cache(tmp_path, cache_dir)
+    output = tmp_path / "out"
+    repo = Path(__file__).resolve().parent.parent
+    driver = tmp_path / "driver.sh"
+    driver.write_text(f"#!/bin/bash\ncd {repo}\n{sys.executable} run_benchmark.py --suite quickstart --methods "
+                      f"pretrained --pairs Ph-Sk --seeds 2024 --output {output} --cache-dir {cache} --device cpu "
+                      f"--launcher slurm --cpus 1 --mem 1 --time 10\n")
+    submitted = subprocess.run(["sbatch", "--parsable", "--array=0", "--mem-per-cpu=200", "--cpus-per-task=1",
+                                "-o", str(tmp_path / "driver.out"), "-e", str(tmp_path / "driver.err"), str(driver)],
+                               capture_output=True, text=True, timeout=60, check=True)
+    driver_job = submitted.stdout.strip().split(";")[0]
+    _wait(lambda: _job_gone(f"{driver_job}_0") and _job_gone(driver_job), "the driver job to end", tmp_path)
+    assert "submitted 1 run(s)" in (tmp_path / "driver.out").read_text(), (tmp_path / "driver.err").read_text()
+    run_dirs = list((output / "runs").rglob("spec.json"))
+    assert len(run_dirs) == 1
+    _wait(lambda: store.run_status(run_dirs[0].parent) == "done", "the driver's run DONE", output)
+    err = "\n".join(p.read_text() for p in (output / slurm.LOG_FOLDER).rglob("*.err"))
+    assert "mutually exclusive" not in err
+
+
+@pytest.mark.slow
+def test_a_request_no_node_can_meet_is_refused_before_submission(cluster, tmp_path, cache_dir, capsys):
+    # This cluster's one node has 2 CPUs and no GPU: --cpus 64 would stay PENDING for ever (Reason=PartitionConfig).
+    tiny_suite("test_slurm_too_big", methods=["pretrained"])
+    args = ["--suite", "test_slurm_too_big", "--output", str(tmp_path), "--cache-dir", str(cache_dir),
+            "--launcher", "slurm", "--time", "10"]
+    assert cli.main(args + ["--cpus", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "no node of partition 'debug' can run a task asking for 64 CPU(s), 0 GPU(s)" in err
+    assert "offer at most 2 CPU(s)" in err and "Nothing was submitted" in err
+    assert cli.main(args + ["--cpus", "1", "--partition", "nope"]) == 2
+    assert "--partition nope: no such partition on this cluster (partitions: debug)" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("spec.json"))
+
+
+@pytest.mark.slow
+def test_a_queued_run_shows_why_it_waits(cluster, tmp_path, cache_dir, capsys):
+    tiny_suite("test_slurm_held", methods=["pretrained"])
+    assert cli.main(_slurm_cli("test_slurm_held", tmp_path, cache_dir, "--sbatch", "hold")) == 0
+    run_dir = plan(tiny_suite("test_slurm_held"))[0].run_dir(tmp_path)
+    job = slurm.recorded_job(run_dir)
+    try:
+        capsys.readouterr()
+        assert cli.main(_slurm_cli("test_slurm_held", tmp_path, cache_dir, "--dry-run")) == 0
+        out = capsys.readouterr().out
+        assert f"job {job} (PENDING: JobHeldUser)" in out and "1 queued" in out
+    finally:
+        subprocess.run(["scancel", job], timeout=30)
+
+
+@pytest.mark.slow
+def test_a_task_that_dies_at_its_start_is_reported_then_failed(cluster, tmp_path, cache_dir, capsys):
+    # The task's setup fails before the run starts (no log.txt): the dry run shows the job's state and its stderr;
+    # after three such deaths in a row the run is FAILED with that stderr, not submitted again.
+    tiny_suite("test_slurm_dies", methods=["pretrained"])
+    profile = tmp_path / "site.toml"
+    profile.write_text('setup = ["echo \'module: cuda/12.9 not found on this node\' >&2", "exit 3"]\n')
+    args = _slurm_cli("test_slurm_dies", tmp_path, cache_dir, "--slurm-profile", str(profile))
+    run_dir = plan(tiny_suite("test_slurm_dies"))[0].run_dir(tmp_path)
+    jobs = []
+    for attempt in range(1, 4):
+        assert cli.main(args) == 0
+        assert "submitted 1 run(s)" in capsys.readouterr().out
+        jobs.append(slurm.recorded_job(run_dir))
+        _wait(lambda: _job_gone(jobs[-1]), f"job {jobs[-1]} to end", tmp_path, timeout=120)
+        assert not (run_dir / "log.txt").exists()
+        assert cli.main(args + ["--dry-run"]) == 0
+        out = capsys.readouterr().out
+        assert f"job {jobs[-1]}" in out and "the job ended before the run started" in out
+        assert "module: cuda/12.9 not found on this node" in out
+    # The third death is counted: FAILED, nothing submitted; exit 1, as for any failed run behind the tables.
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert "1 failed" in out and "submitted" not in out
+    reason = store.failure_reason(run_dir)
+    assert "ended before the run started, 3 times in a row" in reason and all(job in reason for job in jobs)
+    assert "module: cuda/12.9 not found on this node" in reason
