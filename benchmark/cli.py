@@ -287,11 +287,17 @@ def _main(args) -> int:
     print(census_text(groups, args.retry_failed))
     for line in census_problems(groups, output_root):
         print(line)
+    to_run = groups["missing"] + groups["incomplete"] + (groups["failed"] if args.retry_failed else [])
     if args.dry_run:
         _print_census_details(groups, output_root)
+        missing = _what_the_plan_lacks(suite, to_run, args, output_root)
+        if missing:
+            print(f"\nthe {len(to_run)} run(s) to run cannot start as things are:")
+            for text in missing:
+                print("  " + text.replace("\n", "\n  "))
+            return 2
         return 0
     if not args.report:
-        to_run = groups["missing"] + groups["incomplete"] + (groups["failed"] if args.retry_failed else [])
         _check_data(suite.dataset, args.data_root, domains=_domains_of(to_run), strict=args.strict)
         if args.launcher == "slurm":
             slurm_options = _slurm_options(args)
@@ -330,6 +336,24 @@ def _main(args) -> int:
             print("nothing to submit" + (f": {len(groups['queued']) + len(groups['running'])} run(s) still in the "
                                          f"SLURM queue" if groups["queued"] or groups["running"] else ""))
     return _report(suite.name, specs, output_root, compare_paper=args.compare_paper, figures=args.figures)
+
+
+def _what_the_plan_lacks(suite, to_run, args, output_root: Path) -> list[str]:
+    """--dry-run: what a real run of the plan would stop on before training (the data, the pretrained weights), each
+    with where it was looked for; [] when it can start."""
+    if not to_run:
+        return []
+    lacking = []
+    try:
+        _check_data(suite.dataset, args.data_root, domains=_domains_of(to_run), strict=args.strict)
+    except (UserError, DataError) as error:
+        lacking.append(f"data: {error}")
+    try:
+        _check_initialisation(suite, to_run, (args.cache_dir or output_root / "cache").resolve(), args.data_root,
+                              args.pretrained)
+    except (UserError, DataError) as error:
+        lacking.append(f"weights: {str(error).removesuffix('; nothing was trained')}")
+    return lacking
 
 
 def _compile_latex(tex_files: list[Path]) -> None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
+import re
 import time
 from pathlib import Path
 
@@ -116,10 +118,13 @@ def missing_weights_message(init: dict, cache_dir, data_root, pretrained=None) -
 
 
 def convert_checkpoint(state: dict) -> tuple[dict, bool]:
-    """A MoCo v2 checkpoint (query encoder, with or without its MLP head) or a torchvision state dict -> the
-    EmbeddingNet keys ("trunk.*", "head.*"). Returns (state, whether the head was in it)."""
+    """A MoCo v2 checkpoint (query encoder, with or without its MLP head) or a torchvision state dict (also as saved
+    from a DataParallel model: every key prefixed `module.`) -> the EmbeddingNet keys ("trunk.*", "head.*").
+    Returns (state, whether the head was in it)."""
     state = state.get("state_dict", state)
     prefixes = ("module.encoder_q.", "encoder_q.")
+    if state and not any(k.startswith(prefixes) for k in state) and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}     # saved from a DataParallel-wrapped model
     if any(k.startswith(prefixes) for k in state):
         query = {}
         for key, value in state.items():
@@ -140,9 +145,23 @@ def convert_checkpoint(state: dict) -> tuple[dict, bool]:
     return converted, has_head
 
 
+RESAVE_HINT = ("re-save only its weights on a machine where it loads: `import torch; ckpt = torch.load(PATH, "
+               "weights_only=False); torch.save(ckpt.get('state_dict', ckpt), 'weights.pth')` (read a checkpoint "
+               "that runs code only if you trust where it came from)")
+
+
 def load_pretrained(net: EmbeddingNet, path: Path) -> None:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):          # not a pickle of weights: a truncated or foreign file
+            raise ValueError(f"cannot read the pretrained weights {path}: {type(error).__name__}: {error}") from None
+        # pickled objects beyond tensors (a model, an optimiser, a namespace of arguments)
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" (e.g. {found.group(1)})" if found else ""
+        raise ValueError(f"{path} holds Python objects besides its weights{what}, so torch.load(..., "
+                         f"weights_only=True), which the harness uses so that a file cannot run code, refuses it: "
+                         f"{RESAVE_HINT}") from None
     except Exception as error:                      # a truncated download, a file of another kind
         raise ValueError(f"cannot read the pretrained weights {path}: {type(error).__name__}: {error}") from None
     if not isinstance(raw, dict):
@@ -153,8 +172,13 @@ def load_pretrained(net: EmbeddingNet, path: Path) -> None:
     missing = sorted(trunk_keys - set(state))
     mismatched = sorted(k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape))
     if missing or mismatched:
+        own = list(raw.get("state_dict", raw))
+        expected_keys = sorted(k[len("trunk."):] for k in trunk_keys)
         raise ValueError(f"{path} does not fit the backbone: {len(missing)} trunk weights missing "
-                         f"(e.g. {missing[:3]}), {len(mismatched)} of another shape (e.g. {mismatched[:3]})")
+                         f"(e.g. {missing[:3]}), {len(mismatched)} of another shape (e.g. {mismatched[:3]}). The "
+                         f"file's own keys begin {own[:4]} ({len(own)} in all); a ResNet trunk expects keys like "
+                         f"{expected_keys[:3]}, with an optional prefix 'module.', 'module.encoder_q.' or "
+                         f"'encoder_q.', under an optional 'state_dict'")
     if not has_head:
         log.warning("%s has no MLP head: the trunk is pretrained, the head keeps its seeded random init", path)
         state = {k: v for k, v in state.items() if k in trunk_keys}

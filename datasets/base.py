@@ -10,6 +10,7 @@ Labels are always ids of the dataset's global `ClassMap`. Images are decoded onc
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -20,7 +21,11 @@ from PIL import Image
 
 from .classmap import ClassMap
 
+log = logging.getLogger("datasets")
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# What operating systems and tools leave beside images and class folders: never data, never a class.
+SYSTEM_NAMES = ("__MACOSX", "@eaDir", "lost+found", "Thumbs.db", "desktop.ini")
 
 
 class DataError(Exception):
@@ -33,25 +38,59 @@ class ImageRecord:
     label: int
 
 
+def is_system_entry(path: Path) -> bool:
+    """A hidden file or folder (macOS AppleDouble `._x.jpg`, `.DS_Store`, `.ipynb_checkpoints`, `.git`) or one that
+    operating systems and NAS boxes leave (`__MACOSX`, `@eaDir`, `Thumbs.db`): skipped everywhere, as data and as a
+    class, for every dataset."""
+    return path.name.startswith(".") or path.name in SYSTEM_NAMES
+
+
+def skipped_note(skipped: Sequence[Path]) -> str:
+    """One line for every system entry skipped in a domain: how many, and a few of them."""
+    examples = ", ".join(sorted({p.name for p in skipped})[:3])
+    return (f"{len(skipped)} hidden or system file(s)/folder(s) skipped (e.g. {examples}: macOS '._' files, "
+            f".ipynb_checkpoints and the like are never data)")
+
+
+def class_folders(domain_dir: Path) -> tuple[dict[str, Path], list[Path]]:
+    """The class folders of a domain folder by name, and the system entries skipped in it (`is_system_entry`, at
+    the class level and among the images)."""
+    folders, skipped = {}, []
+    for entry in sorted(Path(domain_dir).iterdir()):
+        if is_system_entry(entry):
+            skipped.append(entry)
+        elif entry.is_dir():
+            folders[entry.name] = entry
+            skipped += [p for p in entry.iterdir() if is_system_entry(p)]
+    return folders, skipped
+
+
+def image_files(class_dir: Path) -> list[Path]:
+    """The images of a class folder: known extensions, system entries left out, in name order."""
+    return sorted(p for p in Path(class_dir).iterdir()
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not is_system_entry(p) and p.is_file())
+
+
 def read_folder_layout(domain_dir: Path, class_map: ClassMap, skip_unknown: bool = False) -> list[ImageRecord]:
     """`<domain_dir>/<class>/<image>`; class folders not in the class map are an error (a stray folder must not
     silently become a class) unless `skip_unknown` (a dataset restricted to some of its classes, e.g. DomainNet-7
     read from the full DomainNet folders), missing class folders are allowed (partial datasets), and an empty result
-    is an error."""
+    is an error. Hidden and system entries (`is_system_entry`) are skipped, with one logged note per domain."""
     domain_dir = Path(domain_dir)
     if not domain_dir.is_dir():
         raise DataError(f"domain folder not found: {domain_dir} (expected <root>/<domain>/<class>/<image>)")
     records: list[ImageRecord] = []
     unknown = []
-    for class_dir in sorted(p for p in domain_dir.iterdir() if p.is_dir()):
-        if class_dir.name not in class_map:
+    folders, skipped = class_folders(domain_dir)
+    if skipped:
+        log.warning("%s: %s", domain_dir, skipped_note(skipped))
+    for name, class_dir in folders.items():
+        if name not in class_map:
             if not skip_unknown:
-                unknown.append(class_dir.name)
+                unknown.append(name)
             continue
-        label = class_map.id(class_dir.name)
-        for image_path in sorted(class_dir.iterdir()):
-            if image_path.suffix.lower() in IMAGE_EXTENSIONS:
-                records.append(ImageRecord(image_path, label))
+        label = class_map.id(name)
+        records += [ImageRecord(image_path, label) for image_path in image_files(class_dir)]
     if unknown:
         raise DataError(f"{domain_dir}: folder(s) {', '.join(unknown)} are not classes of this dataset "
                         f"(expected class folders named like: {', '.join(class_map.names[:5])}, ...)")
@@ -73,7 +112,8 @@ def read_image_list(list_file: Path, root: Path, class_map: ClassMap,
     if not list_file.is_file():
         raise DataError(f"image list not found: {list_file}")
     records = []
-    for line_number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    # utf-8-sig: lists saved by Windows editors start with a byte-order mark; splitlines() takes CRLF too.
+    for line_number, line in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -94,6 +134,15 @@ def read_image_list(list_file: Path, root: Path, class_map: ClassMap,
     return records
 
 
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """8-bit RGB. 16- and 32-bit integer images (16-bit PNGs open as mode "I;16" or "I") are scaled from their full
+    range, 0..65535 -> 0..255; PIL's own convert("RGB") clips them at 255, which turns a 16-bit image white."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
 def decode_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
     """Decode and resize to image_size x image_size RGB; returns uint8 [N, 3, S, S]. An unreadable file is reported
     by its path."""
@@ -101,7 +150,7 @@ def decode_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB")
+                image = to_rgb8(image)
                 if image.size != (image_size, image_size):
                     image = image.resize((image_size, image_size), Image.BILINEAR)
                 out[i] = np.asarray(image)

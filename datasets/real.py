@@ -23,7 +23,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .base import IMAGE_EXTENSIONS, DataError, ImageRecord, read_folder_layout, read_image_list
+from .base import (DataError, ImageRecord, class_folders, image_files, read_folder_layout, read_image_list,
+                   skipped_note)
 from .classmap import ClassMap
 
 # --- class names ----------------------------------------------------------------------------------------------------
@@ -314,7 +315,9 @@ def check_domain(dataset: RealDataset, root: Path, domain: str, read_images: boo
     class_map = dataset.class_map
     if source.class_folder is not None:
         images: list[Path] = []
-        present = {p.name: p for p in source.class_folder.iterdir() if p.is_dir()}
+        present, skipped = class_folders(source.class_folder)
+        if skipped:
+            report.notes.append(skipped_note(skipped))
         foreign = sorted(name for name in present if name not in class_map)
         if foreign and not dataset.skip_unknown_classes:
             report.problems.append(f"folder(s) that are not {dataset.title} classes: {', '.join(foreign)} "
@@ -329,7 +332,7 @@ def check_domain(dataset: RealDataset, root: Path, domain: str, read_images: boo
         for name in class_map.names:
             if name not in present:
                 continue
-            files = sorted(p for p in present[name].iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = image_files(present[name])
             if not files:
                 empty.append(name)
             images += files
@@ -349,8 +352,9 @@ def check_domain(dataset: RealDataset, root: Path, domain: str, read_images: boo
             report.problems.append(f"{len(absent)} class(es) with no image in the list(s): {', '.join(absent)}")
         not_found = [p for p in images if not p.is_file()]
         if not_found:
+            # repr(): a path with a stray carriage return, a byte-order mark or trailing spaces shows them
             report.problems.append(f"{len(not_found)} listed image(s) not found: "
-                                   + ", ".join(str(p) for p in not_found[:20])
+                                   + ", ".join(repr(str(p)) for p in not_found[:20])
                                    + (" ..." if len(not_found) > 20 else ""))
             images = [p for p in images if p.is_file()]
     report.found = len(images)

@@ -111,7 +111,7 @@ def _cached_decode(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache
         try:
             stat = os.stat(path)
         except OSError as error:
-            raise DataError(f"unreadable image: {path} ({error})") from error
+            raise DataError(f"unreadable image: {path!r} ({error})") from error
         listing.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}")
     key = hashlib.sha1("\n".join(listing).encode()).hexdigest()[:12]
     cache_file = cache_dir / "decoded" / f"{info.name}-{domain}-{info.image_size}px-{key}.pt"

@@ -247,11 +247,33 @@ def test_a_run_on_missing_or_broken_data_stops_before_training(tmp_path, capsys)
     assert not (out_dir / "runs").exists()
 
 
+def test_a_dry_run_says_whether_the_plan_can_run(tmp_path, capsys):
+    # The census first, then what is missing and where it was looked for; exit 2. Nothing is written.
+    common = ["--suite", "office31_closed", "--output", str(tmp_path / "out"), "--methods", "pretrained", "--seeds",
+              "2024", "--pairs", "A-D", "--dry-run"]
+    assert cli.main(common) == 2
+    out = capsys.readouterr().out
+    assert out.index("1 runs planned") < out.index("cannot start as things are")
+    assert "data: suite needs the office31 dataset: pass --data-root DIR" in out
+    assert cli.main(common + ["--data-root", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "data: the Office-31 dataset was not found" in out and str(tmp_path) in out
+    assert "weights: the pretrained weights moco_v2_800ep_pretrain.pth.tar" in out and "looked at:" in out
+    full_office31(tmp_path)
+    assert cli.main(common + ["--data-root", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "data:" not in out and "weights: the pretrained weights" in out
+    assert not (tmp_path / "out").exists()
+
+
 # --- suites ------------------------------------------------------------------
 
 def _planned(capsys, *args) -> str:
-    assert cli.main(list(args) + ["--dry-run"]) == 0
-    return capsys.readouterr().out
+    # No data and no weights here: the dry run prints the plan, then says it cannot start (exit 2).
+    assert cli.main(list(args) + ["--dry-run"]) == 2
+    out = capsys.readouterr().out
+    assert "cannot start as things are" in out
+    return out
 
 
 @pytest.mark.parametrize("dataset, n_pairs", [("office31", 6), ("office_home", 12), ("domainnet", 5)])
@@ -321,9 +343,66 @@ def test_check_data_on_image_lists(tmp_path, capsys):
     (folder / "image_list" / "webcam.txt").write_text("\n".join(lines[:-1]) + "\n")
     code, out = _check(tmp_path, capsys)
     assert code == 1
-    assert f"1 listed image(s) not found: {folder / 'amazon' / 'trash_can' / 'gone.jpg'}" in out
+    assert f"1 listed image(s) not found: {str(folder / 'amazon' / 'trash_can' / 'gone.jpg')!r}" in out
     assert "1 class(es) with no image in the list(s): trash_can" in out
     assert str(folder / "image_list" / "dslr.txt") in out
+
+
+# --- data as users have it ---------------------------------------------------------------------------------------
+
+def litter(domain_folder: Path) -> int:
+    """What macOS, Jupyter and NAS boxes leave in a copied dataset: an AppleDouble `._` file beside every image (not
+    an image, though it ends in .jpg), .DS_Store, a .ipynb_checkpoints folder with a copy of an image, __MACOSX.
+    Returns how many entries were added."""
+    added = 0
+    for class_dir in [p for p in domain_folder.iterdir() if p.is_dir()]:
+        for image in list(class_dir.iterdir()):
+            (class_dir / f"._{image.name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+            added += 1
+        (class_dir / ".DS_Store").write_bytes(b"Bud1")
+        added += 1
+    _image(domain_folder / ".ipynb_checkpoints" / "00000-checkpoint.jpg")
+    (domain_folder / "__MACOSX").mkdir()
+    return added + 2
+
+
+@pytest.mark.parametrize("dataset", ["office31", "domainnet"])
+def test_hidden_and_system_files_are_skipped_with_one_note_for_every_dataset(tmp_path, capsys, dataset):
+    folder = full_office31(tmp_path) if dataset == "office31" else full_domainnet(tmp_path, extra_classes=())
+    domain = "amazon" if dataset == "office31" else "sketch"
+    clean = len(load_domain(get_dataset(dataset), domain, tmp_path, tmp_path / "cache_clean"))
+    added = litter(folder / domain)
+    code, out = _check(tmp_path, capsys)
+    assert code == 0, out                                             # counts as before, nothing unreadable
+    assert out.count("hidden or system file(s)/folder(s) skipped") == 1
+    assert f"{added} hidden or system file(s)/folder(s) skipped (e.g. ." in out
+    assert "unreadable image" not in out and "not Office-31 classes" not in out
+    assert len(load_domain(get_dataset(dataset), domain, tmp_path, tmp_path / "cache")) == clean
+
+
+def test_image_lists_with_a_byte_order_mark_and_crlf_are_read(tmp_path, capsys):
+    folder = tmp_path / "office31"
+    make_tree(folder, {"amazon": "amazon"}, ["back_pack", "bike"], per_class=1)
+    (folder / "image_list").mkdir()
+    text = "amazon/back_pack/00000.jpg 0\r\namazon/bike/00000.jpg 1\r\n"
+    (folder / "image_list" / "dslr.txt").write_bytes("\ufeff".encode("utf-8") + text.encode("utf-8"))
+    domain = load_domain(get_dataset("office31"), "dslr", tmp_path, tmp_path / "cache")
+    assert domain.labels.tolist() == [0, 1]
+    # A listed path that is not there is shown with repr(): the trailing space a spreadsheet left is visible.
+    (folder / "image_list" / "webcam.txt").write_text("amazon/bike/00000.jpg \t1\namazon/bike/gone .jpg 1\n")
+    code, out = _check(tmp_path, capsys)
+    assert f"1 listed image(s) not found: {str(folder / 'amazon' / 'bike' / 'gone .jpg')!r}" in out
+
+
+def test_sixteen_bit_pngs_are_scaled_to_eight_bits_not_clipped_to_white(tmp_path):
+    from datasets.base import decode_images
+    import numpy as np
+    path = tmp_path / "depth16.png"
+    Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)).save(path)     # 32896 / 257 = 128
+    with Image.open(path) as image:
+        assert image.mode.startswith("I")                                 # PIL opens it as a 16-bit image
+    decoded = decode_images([path], 8)
+    assert decoded.unique().tolist() == [128]                             # was 255: white
 
 
 # --- pretrained weights from local files -------------------------------------------------------------------------
@@ -341,16 +420,18 @@ def _moco_checkpoint(net, with_head: bool = True) -> dict:
     return {"epoch": 800, "arch": "resnet50", "state_dict": state}
 
 
-@pytest.mark.parametrize("layout", ["moco_with_head", "moco_without_head", "torchvision"])
+@pytest.mark.parametrize("layout", ["moco_with_head", "moco_without_head", "torchvision", "dataparallel"])
 def test_pretrained_checkpoints_load_into_the_backbone(tmp_path, layout):
     from benchmark.initialisation import build_initial_backbone
     spec = {"arch": "resnet18", "head": "mlp", "embed_dim": 128,
             "init": {"kind": "moco_v2", "file": "weights.pth.tar", "url": "https://example.org/weights.pth.tar"}}
     torch.manual_seed(1)
     source = build_initial_backbone({**spec, "init": {"kind": "random"}}, tmp_path, None, torch.device("cpu"))
-    if layout == "torchvision":
+    if layout in ("torchvision", "dataparallel"):
         checkpoint = {k[len("trunk."):]: v for k, v in source.state_dict().items() if k.startswith("trunk.")}
         checkpoint["fc.weight"], checkpoint["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+        if layout == "dataparallel":                    # saved from nn.DataParallel(model): every key 'module.'
+            checkpoint = {f"module.{k}": v for k, v in checkpoint.items()}
     else:
         checkpoint = _moco_checkpoint(source, with_head=layout == "moco_with_head")
     (tmp_path / "weights").mkdir()
@@ -371,9 +452,19 @@ def test_missing_or_unfit_weights_are_clear_errors(tmp_path):
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read the pretrained weights"):
         load_pretrained(new_backbone(spec), tmp_path / "broken.pth")
-    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(ValueError, match="does not fit the backbone"):
+    torch.save({"encoder.conv1.weight": torch.zeros(3), "encoder.bn1.weight": torch.zeros(3)},
+               tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="does not fit the backbone") as refused:
         load_pretrained(new_backbone(spec), tmp_path / "other.pth")
+    # the file's own keys beside the expected ones: the prefix 'encoder.' is the problem, and it shows
+    assert "['encoder.conv1.weight', 'encoder.bn1.weight']" in str(refused.value)
+    assert "a ResNet trunk expects keys like ['bn1.bias'" in str(refused.value)
+    import argparse
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(3)}, "args": argparse.Namespace(arch="resnet50")},
+               tmp_path / "with_args.pth")
+    with pytest.raises(ValueError, match=r"holds Python objects besides its weights \(e.g. argparse.Namespace\)"
+                                         r".*torch.save\(ckpt.get\('state_dict', ckpt\), 'weights.pth'\)"):
+        load_pretrained(new_backbone(spec), tmp_path / "with_args.pth")
 
 
 def test_a_paper_suite_runs_end_to_end_from_a_local_moco_checkpoint(tmp_path, capsys):
