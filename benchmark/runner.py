@@ -306,6 +306,7 @@ def trained_features(run_dir, device: str = "cpu"):
 
 
 def _train_epoch(method: Method, ctx: RunContext, optimizers: list, epoch: int) -> dict:
+    log.info("epoch %d/%d started", epoch + 1, ctx.epochs)     # where a killed run stood, read from its log
     seed_everything(derive_seed(ctx.seed, "epoch", epoch))
     method.train()
     method.on_epoch_start(epoch, ctx)

@@ -114,9 +114,22 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     staged = folder / ".next.pt"
     atomic_torch_save(staged, state)
+    _chaos_pause()
     if (folder / "last.pt").is_file():
         os.replace(folder / "last.pt", folder / "previous.pt")
+    _chaos_pause()
     os.replace(staged, folder / "last.pt")
+
+
+CHAOS_PAUSE_VARIABLE = "CDR_CHAOS_CHECKPOINT_PAUSE_S"
+
+
+def _chaos_pause() -> None:
+    """tests/test_chaos.py widens the moments between a checkpoint's write and its renames (seconds, from this
+    environment variable) so that its disturbances can land inside them; unset, nothing happens."""
+    pause = os.environ.get(CHAOS_PAUSE_VARIABLE)
+    if pause:
+        time.sleep(float(pause))
 
 
 def readable_checkpoint(run_dir: Path, load, report) -> tuple[Path, dict] | None:

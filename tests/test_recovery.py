@@ -85,7 +85,7 @@ def test_a_done_run_with_unreadable_metrics_is_named_counted_incomplete_and_eval
     assert run_one(spec_path) == uninterrupted                      # no epoch trained again: evaluation only
     assert store.run_status(run_dir) == "done"
     assert "metrics.json is unreadable" in (run_dir / "log.txt").read_text()
-    assert (run_dir / "log.txt").read_text().count("epoch 3/3") == 1
+    assert (run_dir / "log.txt").read_text().count("epoch 3/3 started") == 1
 
 
 def test_a_damaged_spec_json_is_rewritten_from_the_plan(three_epoch_cds, tmp_path, cache_dir):

@@ -217,11 +217,12 @@ def test_a_suite_runs_end_to_end_as_a_slurm_job_array(cluster, tmp_path, cache_d
 
 @pytest.mark.slow
 def test_a_refused_submission_says_why_and_leaves_no_run_folder(cluster, tmp_path, cache_dir, capsys):
-    # this cluster has no GPUs (no gres): sbatch refuses --gpus 1
+    # a feature no node has: the resources fit, so only sbatch itself can refuse ("Invalid feature specification")
     tiny_suite("test_slurm_refused", methods=["pretrained"])
-    assert cli.main(_slurm_cli("test_slurm_refused", tmp_path, cache_dir, "--gpus", "1")) == 2
+    assert cli.main(_slurm_cli("test_slurm_refused", tmp_path, cache_dir, "--slurm-constraint", "nosuchfeature")) == 2
     err = capsys.readouterr().err
-    assert "sbatch refused the array of 1 run(s)" in err and '"gpus_per_node": 1' in err
+    assert "sbatch refused the array of 1 run(s)" in err and "Invalid feature specification" in err
+    assert '"slurm_constraint": "nosuchfeature"' in err
     assert not list((tmp_path / "runs").rglob("spec.json"))
 
 
