@@ -11,26 +11,16 @@ import pandas as pd
 from datasets.registry import get_dataset
 
 from . import store
+from .catalogue import (DEFAULT_DETECTOR_PREFIX, SETTING_ORDER, caption_description, cell_metrics, dataset_title,
+                        method_label, setting_title)
 from .errors import UserError
-from .reports import TIDY_COLUMNS, TableModel, TableSpec, aggregate, combine_averages, has_runs
-from .runner import DEFAULT_DETECTOR_PREFIX
+from .tables import TIDY_COLUMNS, TableModel, TableSpec, aggregate, combine_averages, has_runs
 from .spec import RunSpec
 from .suites import SUITES, Suite, plan
 
-METHOD_LABELS = {"pretrained": "Pretrained (init)", "cds": "CDS", "pcs": "PCS", "darl": "DARL", "dn2a": "DN2A",
-                 "ucdir": "UCDIR", "coda": "CoDA", "dgdir": "DGDIR", "uem": "UEM (Ours)",
-                 # UEM's ablations, named as the rows of the paper's Table 4
-                 "uem_no_pm": "w/o PM", "uem_no_sel": "w/o SEL", "uem_no_spda": "w/o SPDA",
-                 "uem_no_sn2m": "w/o SN²M"}
-SETTING_TITLES = {"closed": "Close-set", "partial": "Partial", "open": "Open-set"}
-# Column names of the tables across datasets, in the paper's order (its Table 4: Office-31, Office-Home, DomainNet).
-DATASET_LABELS = {"office31": "Office-31", "office_home": "Office-Home", "domainnet": "DomainNet",
-                  "synthetic": "Synthetic"}
-SETTING_ORDER = ("closed", "partial", "open")
-
-
-def cell_metrics(setting: str) -> list[str]:
-    return ["shared_map_all", "open_set_acc"] if setting == "open" else ["map_all_coda"]
+# The columns of the tables across datasets, in the paper's order (its Table 4: Office-31, Office-Home, DomainNet);
+# other datasets follow.
+DATASET_ORDER = ("office31", "office_home", "domainnet", "synthetic")
 
 
 def tidy_frame(specs: list[RunSpec], output_root, statuses: dict[str, str] | None = None) -> pd.DataFrame:
@@ -65,17 +55,14 @@ def table_specs(suite_name: str, specs: list[RunSpec]) -> list[TableSpec]:
         info = get_dataset(of_setting[0].dataset)
         methods = list(dict.fromkeys(s.method for s in of_setting))
         common = dict(dataset=info.name, setting=setting, methods=methods,
-                      method_labels={m: METHOD_LABELS.get(m, m) for m in methods},
+                      method_labels={m: method_label(m) for m in methods},
                       pairs=list(dict.fromkeys(info.pair_label(s.query_domain, s.retrieval_domain)
                                                for s in of_setting)),
                       expected_seeds=sorted(dict.fromkeys(s.seed for s in of_setting)))
-        description = ("Shared-set mAP@All (VOC-interpolated AP, class-balanced, following CoDA) and Open-set Acc "
-                       "(fraction of private-class queries returned as null)" if setting == "open" else
-                       "mAP@All (VOC-interpolated AP over the whole retrieval domain, class-balanced mean, "
-                       "following CoDA)")
-        label = DATASET_LABELS.get(info.name, info.name)
-        tables.append(TableSpec(title=f"{SETTING_TITLES[setting]} retrieval on {label} ({suite_name})",
-                                cell_metrics=cell_metrics(setting), metric_description=description, **common))
+        label = dataset_title(info.name)
+        tables.append(TableSpec(title=f"{setting_title(setting)} retrieval on {label} ({suite_name})",
+                                cell_metrics=cell_metrics(setting),
+                                metric_description=caption_description(cell_metrics(setting)), **common))
         if setting == "open":
             tables += _detection_tables(suite_name, info.name, label, common)
     return tables
@@ -84,8 +71,7 @@ def table_specs(suite_name: str, specs: list[RunSpec]) -> list[TableSpec]:
 def _detection_tables(suite_name: str, dataset_name: str, label: str, common: dict) -> list[TableSpec]:
     """Open-set Acc alone rewards flagging every query null; Detection Acc (binary accuracy over all queries, shared
     kept and private flagged) shows whether a detector separates them."""
-    description = ("Open-set Acc (fraction of private-class queries returned as null) and Detection Acc (fraction of "
-                   "all queries classified correctly as shared or private)")
+    description = caption_description(["open_set_acc", "detection_acc"])
     prefix = DEFAULT_DETECTOR_PREFIX
     return [
         TableSpec(title=f"Open-set detection on {label} ({suite_name}), each method's own "
@@ -95,7 +81,6 @@ def _detection_tables(suite_name: str, dataset_name: str, label: str, common: di
         TableSpec(title=f"Open-set detection on {label} ({suite_name}), every method with the "
                         f"baseline detector of App. B.2",
                   cell_metrics=[prefix + "open_set_acc", prefix + "detection_acc"], metric_description=description,
-                  metric_short_names={prefix + "open_set_acc": "Acc", prefix + "detection_acc": "Detection Acc"},
                   key=f"{dataset_name}-open-detection-b2", **common),
     ]
 
@@ -129,7 +114,7 @@ class StoredSummary:
 
 
 def _column_order(dataset: str, setting: str) -> tuple:
-    datasets = list(DATASET_LABELS)
+    datasets = DATASET_ORDER
     return (datasets.index(dataset) if dataset in datasets else len(datasets), dataset,
             SETTING_ORDER.index(setting) if setting in SETTING_ORDER else len(SETTING_ORDER))
 
@@ -166,7 +151,7 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
             model = aggregate(frame, table_specs(suite.name, of_setting)[0])   # the retrieval table
             if not any(has_runs(model, method) for method in model.methods):
                 continue
-            dataset_label = DATASET_LABELS.get(suite.dataset, suite.dataset)
+            dataset_label = dataset_title(suite.dataset)
             order = _column_order(suite.dataset, setting)
             if is_ablation_suite(suite.name):
                 ablation_sources.append((order, dataset_label, suite.name, model))
@@ -184,7 +169,7 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
         rows = _rows(columns)
         summary = combine_averages(
             title="Summary: Avg over the ordered pairs of every dataset and setting", key="summary", sources=columns,
-            methods=rows, method_labels={m: METHOD_LABELS.get(m, m) for m in rows},
+            methods=rows, method_labels={m: method_label(m) for m in rows},
             metric_description="mAP@All (VOC-interpolated AP, class-balanced, following CoDA); in the open setting "
                                "shared-set mAP@All and Open-set Acc (fraction of private-class queries returned as "
                                "null)", caption_note=note)
@@ -193,8 +178,7 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
         rows = _rows(columns)
         ablation = combine_averages(
             title="Ablation of UEM (the paper's Table 4), open-set", key="ablation", sources=columns, methods=rows,
-            method_labels={m: METHOD_LABELS.get(m, m) for m in rows},
-            metric_description="Shared-set mAP@All (VOC-interpolated AP, class-balanced, following CoDA) and Open-set "
-                               "Acc (fraction of private-class queries returned as null)", caption_note=note)
+            method_labels={m: method_label(m) for m in rows},
+            metric_description=caption_description(cell_metrics("open")), caption_note=note)
     frame = pd.concat(frames, ignore_index=True).drop_duplicates(["run_id", "metric"], ignore_index=True)
     return StoredSummary(summary=summary, ablation=ablation, suites=used, frame=frame)

@@ -2,7 +2,7 @@
 
     <suite>_avg_by_method.{png,pdf}          Avg per method, one panel per setting: the mean over seeds of the per-seed
                                              Avg (pairs averaged within a seed), error bars the sample std over seeds —
-                                             the numbers of the tables' Avg column (`reports.aggregate`).
+                                             the numbers of the tables' Avg column (`tables.aggregate`).
     <suite>_open_detection.{png,pdf}         open setting: Open-set Acc and Detection Acc per method, with the method's
                                              own detector and with the paper's baseline detector (App. B.2).
     <suite>_retrievals_<setting>_<query>-<retrieval>_seed<seed>.{png,pdf}
@@ -13,8 +13,8 @@
                                              loss terms and what the method logged (cluster counts, merged
                                              prototypes, accept or trust rates), a line per run.
 
-The retrieval figure reads the sample each run stores (`runner.RETRIEVALS_FILE`: the same queries for every method of
-a split) and the images from the dataset the run was trained on (its launch.json). Runs done before runs stored a
+The retrieval figure reads the sample each run stores (benchmark/retrievals.py: the same queries for every method of a
+split) and the images from the dataset the run was trained on (its launch.json). Runs done before runs stored a
 sample are left out with a one-line message, as is any figure that cannot be drawn; the others are still written.
 
 Matplotlib is used through `Figure` objects (no pyplot, no display, no global backend switch); every file is written
@@ -23,7 +23,6 @@ atomically.
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 import textwrap
@@ -40,9 +39,12 @@ from datasets.base import DataError
 from datasets.registry import get_dataset
 
 from . import store
-from .collect import DATASET_LABELS, METHOD_LABELS, SETTING_TITLES, cell_metrics, table_specs, tidy_frame
-from .reports import AVG_COLUMN, TableModel, aggregate
-from .runner import DEFAULT_DETECTOR_PREFIX, RETRIEVALS_FILE, RETRIEVALS_FORMAT, load_split_domains
+from .catalogue import DEFAULT_DETECTOR_PREFIX, cell_metrics, dataset_title, method_label, setting_title
+from .catalogue import metric as catalogue_metric
+from .collect import table_specs, tidy_frame
+from .tables import AVG_COLUMN, TableModel, aggregate
+from .retrievals import RETRIEVALS_FILE, read_retrieval_sample
+from .spec import load_split_domains
 from .spec import RunSpec
 
 FORMATS = ("png", "pdf")
@@ -66,7 +68,6 @@ ROW_GAP = 0.12
 LEGEND = 0.75
 CLASS_NAME_CHARS = 14
 
-Y_LABELS = {"map_all_coda": "mAP@All (×100)", "shared_map_all": "shared-class mAP@All (×100)"}
 DETECTION_BARS = (  # (metric, legend label, own detector?); each metric's two detectors side by side
     ("open_set_acc", "Open-set Acc, own detector", True),
     (DEFAULT_DETECTOR_PREFIX + "open_set_acc", "Open-set Acc, App. B.2 detector", False),
@@ -113,7 +114,7 @@ def write_figures(suite_name: str, specs: list[RunSpec], output_root: Path, out_
     for method in dict.fromkeys(s.method for s in specs):
         histories = _histories([s for s in specs if s.method == method], output_root)
         if histories:
-            written += save_figure(training_curves(METHOD_LABELS.get(method, method), histories),
+            written += save_figure(training_curves(method_label(method), histories),
                                    out_dir / f"{suite_name}_training_{_file_part(method)}")
     return written
 
@@ -138,7 +139,7 @@ def _model_with_metrics(models: list[TableModel], metrics: list[str]) -> TableMo
 
 
 def _label(method: str, spec) -> str:
-    return spec.method_labels.get(method) or METHOD_LABELS.get(method, method)
+    return spec.method_labels.get(method) or method_label(method)
 
 
 def _seeds_text(spec) -> str:
@@ -157,7 +158,7 @@ def avg_chart(models: list[TableModel], colours: dict[str, tuple]) -> Figure:
     axes = figure.subplots(1, len(models), width_ratios=widths, squeeze=False)[0]
     for ax, model in zip(axes, models):
         spec = model.spec
-        metric = spec.cell_metrics[0]
+        metric_name = spec.cell_metrics[0]
         summaries = [_avg(model, method) for method in model.methods]
         positions = np.arange(len(model.methods))
         means = [s.mean if s.n else 0.0 for s in summaries]
@@ -176,13 +177,13 @@ def avg_chart(models: list[TableModel], colours: dict[str, tuple]) -> Figure:
                     va="bottom", fontsize=8)
         ax.set_ylim(0, top * 1.25)
         ax.set_xticks(positions, [_label(m, spec) for m in model.methods], rotation=35, ha="right")
-        ax.set_ylabel(Y_LABELS.get(metric, spec.metric_short_name(metric)))
-        ax.set_title(f"{SETTING_TITLES.get(spec.setting, spec.setting)} — Avg over {len(spec.pairs)} pair(s)",
+        ax.set_ylabel(catalogue_metric(metric_name).axis)
+        ax.set_title(f"{setting_title(spec.setting)} — Avg over {len(spec.pairs)} pair(s)",
                      fontsize=11)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
     spec = models[0].spec
-    figure.suptitle(f"Avg per method on {DATASET_LABELS.get(spec.dataset, spec.dataset)}", fontsize=12)
+    figure.suptitle(f"Avg per method on {dataset_title(spec.dataset)}", fontsize=12)
     _footnote(figure, "bar: mean over seeds of the per-seed Avg (pairs averaged within a seed); error bar: sample "
                       f"std (ddof=1) over seeds; {_seeds_text(spec)}")
     return figure
@@ -218,7 +219,7 @@ def detection_chart(own: TableModel, baseline: TableModel) -> Figure:
     ax.set_axisbelow(True)
     # Above the axes: bars near 100 % would run into a legend drawn inside.
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, fontsize=8, frameon=False)
-    figure.suptitle(f"Open-set detection on {DATASET_LABELS.get(own.spec.dataset, own.spec.dataset)} — Avg over {len(own.spec.pairs)} pair(s)",
+    figure.suptitle(f"Open-set detection on {dataset_title(own.spec.dataset)} — Avg over {len(own.spec.pairs)} pair(s)",
                     fontsize=11)
     _footnote(figure, "Open-set Acc: fraction of private-class queries returned as null; Detection Acc: fraction of all "
                       "queries judged shared or private correctly; a method without a detector of its own uses App. "
@@ -245,7 +246,7 @@ def _histories(specs: list[RunSpec], output_root: Path) -> dict[tuple[str, int],
         history = store.read_history(run_dir)
         if any(set(row) - set(HISTORY_SKIP) for row in history):
             pair = get_dataset(spec.dataset).pair_label(spec.query_domain, spec.retrieval_domain)
-            histories[(f"{SETTING_TITLES.get(spec.setting, spec.setting)} {pair}", spec.seed)] = history
+            histories[(f"{setting_title(spec.setting)} {pair}", spec.seed)] = history
     return histories
 
 
@@ -309,29 +310,6 @@ def _retrieval_groups(specs: list[RunSpec]) -> list[list[RunSpec]]:
     return list(groups.values())
 
 
-QUERY_KEYS = ("query_index", "label", "private", "returned_null", "retrieved_indices", "retrieved_labels",
-              "retrieved_correct", "retrieved_tied", "retrieved_expected_correct")
-
-
-def read_retrieval_sample(run_dir: Path) -> dict | None:
-    """The run's stored sample, or None when it has none (a run done before samples were stored). A file that is
-    not a sample of the known format raises ValueError naming it."""
-    path = Path(run_dir) / RETRIEVALS_FILE
-    if not path.is_file():
-        return None
-    try:
-        sample = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: unreadable retrieval sample ({error})") from None
-    expected = {"format", "top_k", "n_query_images", "n_retrieval_images", "queries"}
-    if (not isinstance(sample, dict) or not expected <= set(sample) or sample["format"] != RETRIEVALS_FORMAT
-            or not isinstance(sample["queries"], list) or not sample["queries"]
-            or not all(isinstance(q, dict) and set(QUERY_KEYS) <= set(q) for q in sample["queries"])):
-        raise ValueError(f"{path}: not a retrieval sample of format {RETRIEVALS_FORMAT} (expected the keys "
-                         f"{sorted(expected)}, and queries with the keys {list(QUERY_KEYS)})")
-    return sample
-
-
 def _stored_samples(done: list[RunSpec], output_root: Path, where: str, say) -> tuple[dict, list[RunSpec]]:
     """{(split seed, method): sample} of the done runs that have one, and the runs done before samples were stored;
     a damaged sample is named and left out."""
@@ -354,8 +332,8 @@ def _write_retrieval_figure(suite_name: str, group: list[RunSpec], output_root: 
                             averages: dict[tuple[str, str], float], say) -> list[Path]:
     first = group[0]
     info = get_dataset(first.dataset)
-    setting_title = SETTING_TITLES.get(first.setting, first.setting)
-    where = f"{setting_title} {info.pair_label(first.query_domain, first.retrieval_domain)}"
+    shown_setting = setting_title(first.setting)
+    where = f"{shown_setting} {info.pair_label(first.query_domain, first.retrieval_domain)}"
     done = [spec for spec in group if store.run_status(spec.run_dir(output_root)) == "done"]
     if not done:
         say(f"figures: no retrieval figure for {where}: no run of it is done")
@@ -400,10 +378,10 @@ def _write_retrieval_figure(suite_name: str, group: list[RunSpec], output_root: 
     for note in notes:
         say(f"figures: {where}: {note}")
     panel = RetrievalPanel(
-        title=f"Top-{samples[(seed, shown[0])]['top_k']} retrievals — {setting_title} {info.name} "
+        title=f"Top-{samples[(seed, shown[0])]['top_k']} retrievals — {shown_setting} {info.name} "
               f"{info.pair_label(first.query_domain, first.retrieval_domain)}, seed {seed}",
         query_images=query.images, retrieval_images=retrieval.images, class_names=info.class_map.names,
-        samples={METHOD_LABELS.get(m, m): samples[(seed, m)] for m in shown}, open_setting=first.setting == "open")
+        samples={method_label(m): samples[(seed, m)] for m in shown}, open_setting=first.setting == "open")
     name = f"{_file_part(first.setting)}_{_file_part(first.query_domain)}-{_file_part(first.retrieval_domain)}"
     return save_figure(retrieval_figure(panel), out_dir / f"{suite_name}_retrievals_{name}_seed{seed}")
 
@@ -414,13 +392,9 @@ def _file_part(text: str) -> str:
 
 def _split_domains(spec: RunSpec, output_root: Path):
     """The run's query and retrieval domains as the runner evaluated them (loaded once per figure)."""
-    launch_path = spec.run_dir(output_root) / "launch.json"
-    launch = json.loads(launch_path.read_text()) if launch_path.is_file() else {}
-    data_root = Path(launch["data_root"]) if launch.get("data_root") else None
-    cache_dir = Path(launch["cache_dir"]) if launch.get("cache_dir") else None
-    if cache_dir is None or not cache_dir.is_dir():     # a results folder moved from another machine
-        cache_dir = output_root / "cache"
-    return load_split_domains(spec, data_root, cache_dir)
+    run_dir = spec.run_dir(output_root)
+    launch = store.read_launch(run_dir)
+    return load_split_domains(spec, launch.data_path, launch.cache_path(run_dir))
 
 
 def choose_methods(methods: list[str], averages: dict[str, float], limit: int = MAX_RETRIEVAL_METHODS) -> list[str]:

@@ -35,18 +35,11 @@ from methods.augment import moco_v2_view
 from methods.backbones import EmbeddingNet, build_backbone
 from methods.losses import nt_xent
 
+from .backbone_specs import PRETRAINED_KINDS
 from .spec import canonical_json
 from .store import atomic_torch_save
 
 log = logging.getLogger(__name__)
-
-# The quickstart's backbone: small CNN + MLP head to 128-d, SimCLR on all synthetic images.
-QUICKSTART_BACKBONE = {
-    "arch": "small_cnn", "head": "mlp", "embed_dim": 128, "options": {"width": 16, "norm": "group"},
-    "init": {"kind": "simclr", "dataset": "synthetic", "epochs": 40, "batch_size": 128, "lr": 0.05,
-             "temperature": 0.2, "weight_decay": 1e-4, "min_crop_scale": 0.5, "seed": 0},
-}
-
 
 def new_backbone(backbone_spec: dict) -> EmbeddingNet:
     return build_backbone(backbone_spec["arch"], backbone_spec.get("head", "mlp"), backbone_spec.get("embed_dim", 128),
@@ -74,16 +67,6 @@ def build_initial_backbone(backbone_spec: dict, cache_dir: Path, data_root: Path
 
 
 # --- pretrained weights from local files -------------------------------------------------------------------------
-
-PRETRAINED_KINDS = ("moco_v2", "torchvision")
-
-# torchvision's supervised ImageNet ResNet-50, as `resnet50(pretrained=True)` gave it to the code of CDS, PCS and CoDA
-# (IMAGENET1K_V1; the second name is the same weights' legacy file). Source: torchvision's models/resnet.py and its
-# old `model_urls` (../shared/reference/datasets.md §5.2).
-SUPERVISED_RESNET50_INIT = {
-    "kind": "torchvision", "files": ["resnet50-0676ba61.pth", "resnet50-19c8e357.pth"],
-    "url": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-}
 
 
 def _weight_files(init: dict) -> list[str]:

@@ -1,8 +1,12 @@
-"""Launchers: how planned runs are executed. Every launcher calls the same `runner.run_one(spec_path)`.
+"""Launchers: how planned runs are executed, behind one small interface (as submitit's executors are). Every
+launcher ends in the same `runner.run_one(spec_path)`.
 
-`local`: on this machine, with a progress bar; a failed run is recorded (FAILED) and the suite goes on. `jobs` > 1
-runs that many at once, each in its own process (CPU threads shared out; with several GPUs, each process on its own
-GPU). `slurm`: see benchmark/slurm.py (submits and returns; the cluster runs them).
+    launcher.launch(spec_paths, output_root, suite_name) -> bool   # True: carried out here, the tables may follow
+    launcher.idle_message(census) -> str | None                     # said when there is nothing to launch
+
+`LocalLauncher`: on this machine, with a progress bar; a failed run is recorded (FAILED) and the suite goes on.
+`jobs` > 1 runs that many at once, each in its own process (CPU threads shared out; with several GPUs, each process
+on its own GPU). `SlurmLauncher`: submits SLURM job arrays (benchmark/slurm.py) and returns; the cluster runs them.
 """
 from __future__ import annotations
 
@@ -12,14 +16,60 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
+from . import slurm
 from .runner import run_one
 from .spec import load_spec
 
 log = logging.getLogger(__name__)
+
+
+class Launcher(Protocol):
+    def launch(self, spec_paths: list[Path], output_root: Path, suite_name: str) -> bool:
+        """Carry out (or hand over) the prepared runs; True when they were carried out here and the tables may
+        follow, False when a scheduler runs them later. Raises UserError when the runs cannot be handed over."""
+
+    def idle_message(self, groups: dict[str, list]) -> str | None:
+        """What to say when the census leaves nothing to launch (None: nothing)."""
+
+
+@dataclass
+class LocalLauncher:
+    jobs: int = 1
+    device: str = "auto"
+
+    def launch(self, spec_paths: list[Path], output_root: Path, suite_name: str) -> bool:
+        outcome = launch_local(spec_paths, jobs=self.jobs, device=self.device)
+        print(f"trained {outcome['done']} run(s) in {outcome['seconds']:.0f} s; {len(outcome['failed'])} failed")
+        return True
+
+    def idle_message(self, groups: dict[str, list]) -> str | None:
+        return None
+
+
+@dataclass
+class SlurmLauncher:
+    options: slurm.SlurmOptions
+    command: str = ""           # the arguments that submitted the suite, to say how to follow it
+
+    def launch(self, spec_paths: list[Path], output_root: Path, suite_name: str) -> bool:
+        arrays = slurm.submit(spec_paths, output_root, self.options, job_name=f"cdr-{suite_name}")
+        again = self.command or f"--suite {suite_name}"
+        print(f"submitted {len(spec_paths)} run(s) as {len(arrays)} SLURM job array(s): {', '.join(arrays)}")
+        print(f"  follow:  squeue -j {','.join(arrays)}    (or: python run_benchmark.py {again} --dry-run)")
+        print(f"  logs:    {output_root / slurm.LOG_FOLDER}/<job id>/ and each run's log.txt")
+        print(f"  tables:  python run_benchmark.py {again} --report    (when they are done; running the same "
+              f"command again submits only what is neither done nor in the queue)")
+        return False
+
+    def idle_message(self, groups: dict[str, list]) -> str | None:
+        waiting = len(groups["queued"]) + len(groups["running"])
+        return "nothing to submit" + (f": {waiting} run(s) still in the SLURM queue" if waiting else "")
 
 
 def _describe(spec_path: Path) -> str:

@@ -8,10 +8,11 @@ Tables 3, 4 and 8).
 How our numbers map to its rows:
 - dataset: the same names (office31, office_home, domainnet); the synthetic data has no paper number.
 - setting: the same (closed, partial, open); the ablation table (its Table 4) is setting "open_ablation", pair "Avg".
-- method: the paper's row labels, `PAPER_METHOD_LABELS` (`pretrained` has no row in the paper).
+- method: the paper's row labels, each method's `paper_label` (`pretrained` has none: no row in the paper).
 - pair: our "A→C" is its "A->C"; "Avg" is "Avg". A column of a table of averages looks up the Avg of its source.
-- metric: our `map_all_coda` is its `map_all` (the paper's mAP@All, which follows CoDA); `shared_map_all` and
-  `open_set_acc` are named alike. Other metrics (the detection tables) have no paper number.
+- metric: the catalogue's `paper_name` (benchmark/catalogue.py): our `map_all_coda` is its `map_all` (the paper's
+  mAP@All, which follows CoDA); `shared_map_all` and `open_set_acc` are named alike. Other metrics (the detection
+  tables) have no paper number.
 
 A comparison is a companion of a table: the same rows, columns and footnotes, each number reading
 "ours (paper; Δ)" with Δ = ours − paper, both as displayed (the paper prints one decimal; comparing what a reader sees
@@ -28,20 +29,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from .catalogue import metric as catalogue_metric
+from .catalogue import paper_method_label
 from .errors import UserError
-from .reports import (
-    AVG_COLUMN, MISSING_CELL, SeedSummary, TableModel, TableSpec, caption_body, format_number, shown_value,
-    write_report,
-)
+from .render import write_report
+from .tables import (AVG_COLUMN, MISSING_CELL, SeedSummary, TableModel, TableSpec, caption_body, format_number,
+                     shown_value)
 
 PAPER_RESULTS_CSV = Path(__file__).resolve().parent.parent / "results" / "uem_paper_results.csv"
 PAPER_COLUMNS = ("table", "dataset", "setting", "method", "pair", "metric", "mean", "std")
-PAPER_METHOD_LABELS = {
-    "cds": "CDS", "pcs": "PCS", "darl": "DARL", "dn2a": "DN2A", "ucdir": "UCDIR", "coda": "CoDA", "dgdir": "DGDIR",
-    "uem": "UEM", "uem_no_pm": "w/o P.M.", "uem_no_sel": "w/o SEL", "uem_no_spda": "w/o SPDA",
-    "uem_no_sn2m": "w/o SN2M",
-}
-PAPER_METRICS = {"map_all_coda": "map_all", "shared_map_all": "shared_map_all", "open_set_acc": "open_set_acc"}
 ABLATION_SETTING = "open_ablation"
 PAPER_SCALE = 100.0  # the paper prints percentages
 
@@ -90,7 +86,7 @@ def paper_pair(column: str) -> str:
 
 def comparable(spec: TableSpec) -> bool:
     """Whether every number of the table is a metric the paper reports (the detection tables are not)."""
-    return all(metric in PAPER_METRICS for column in spec.columns for metric in spec.metrics_of(column))
+    return all(catalogue_metric(metric).paper_name for column in spec.columns for metric in spec.metrics_of(column))
 
 
 @dataclass(frozen=True)
@@ -142,7 +138,7 @@ class Comparison:
 
 def _paper_value(results: dict[_PaperKey, PaperValue], model: TableModel, method: str, column: str, metric: str,
                  paper_setting: str | None) -> PaperValue | None:
-    label, paper_metric = PAPER_METHOD_LABELS.get(method), PAPER_METRICS.get(metric)
+    label, paper_metric = paper_method_label(method), catalogue_metric(metric).paper_name
     if label is None or paper_metric is None:
         return None
     if column in model.column_sources:   # a table of averages: the Avg of the source's dataset and setting

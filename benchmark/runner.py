@@ -33,26 +33,20 @@ from pathlib import Path
 import torch
 
 from datasets.base import LabelledDomain, UnlabeledDomain
-from datasets.registry import get_dataset, load_domain
 from methods import get_method_class
-from methods.base import Batch, Method, build_hparams, derive_seed
+from methods.base import Batch, Method, Optimization, build_hparams, derive_seed
 
 from . import store
+from .catalogue import DEFAULT_DETECTOR_PREFIX
 from .diagnostics import feature_diagnostics
-from .evaluation import open_set_metrics, retrieval_metrics, retrieval_sample, sample_queries, tied_top_k
+from .evaluation import open_set_metrics, retrieval_metrics, tied_top_k
 from .initialisation import build_initial_backbone
-from .spec import RunSpec, load_spec
+from .retrievals import store_retrieval_sample
+from .spec import RunSpec, load_spec, load_split_domains
 
 log = logging.getLogger("benchmark.run")
 
 EMBED_BATCH_SIZE = 256
-DEFAULT_DETECTOR_PREFIX = "default_detector_"   # metrics of the App. B.2 detector
-# The retrieval figure's sample (benchmark/figures.py): a few queries and their top k, stored by every run.
-RETRIEVALS_FILE = "retrievals.json"
-RETRIEVALS_FORMAT = 2          # 2: with the tie marks of each rank
-FIGURE_SHARED_QUERIES = 4
-FIGURE_PRIVATE_QUERIES = 2      # open setting only: queries whose right answer is null
-FIGURE_TOP_K = 5
 
 
 class NonFiniteLoss(RuntimeError):
@@ -115,19 +109,6 @@ def epoch_indices(size: int, steps: int, batch_size: int) -> torch.Tensor:
     return torch.cat(passes)[:needed].view(steps, batch_size)
 
 
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def split_optimizers(configured) -> tuple[list, list]:
-    """configure_optimizers() may return an optimiser, a list, or (optimisers, schedulers)."""
-    if isinstance(configured, tuple) and len(configured) == 2 and isinstance(configured[0], (list, tuple)):
-        return _as_list(configured[0]), _as_list(configured[1])
-    return _as_list(configured), []
-
-
 @contextmanager
 def run_logging(run_dir: Path):
     handler = logging.FileHandler(run_dir / "log.txt")
@@ -164,14 +145,6 @@ def environment_record(device: torch.device) -> dict:
     return record
 
 
-def load_split_domains(spec: RunSpec, data_root, cache_dir) -> tuple[LabelledDomain, LabelledDomain]:
-    info = get_dataset(spec.dataset)
-    query = load_domain(info, spec.query_domain, data_root, cache_dir)
-    retrieval = load_domain(info, spec.retrieval_domain, data_root, cache_dir)
-    return (query.restricted_to(info.class_map.ids(spec.query_classes)),
-            retrieval.restricted_to(info.class_map.ids(spec.retrieval_classes)))
-
-
 def run_one(spec_path, *, stop_after_epochs: int | None = None, device: str | None = None) -> dict:
     """Train and evaluate the run whose spec.json is given; returns its metrics (from the store if already done).
 
@@ -184,9 +157,7 @@ def run_one(spec_path, *, stop_after_epochs: int | None = None, device: str | No
     if store.run_status(run_dir) == "done":
         return store.read_metrics(run_dir)
     spec = load_spec(spec_path)
-    launch = json.loads((run_dir / "launch.json").read_text()) if (run_dir / "launch.json").is_file() else {}
-    if device is not None:
-        launch["device"] = device
+    launch = store.read_launch(run_dir).with_device(device)
     with run_logging(run_dir):
         if (run_dir / "DONE").is_file():         # done, but its metrics cannot be read: evaluate again
             for name, reason in store.unreadable_files(run_dir).items():
@@ -206,18 +177,18 @@ def run_one(spec_path, *, stop_after_epochs: int | None = None, device: str | No
             raise
 
 
-def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_epochs: int | None) -> dict:
+def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop_after_epochs: int | None) -> dict:
     started = time.time()
-    data_root = Path(launch["data_root"]) if launch.get("data_root") else None
-    cache_dir = Path(launch.get("cache_dir") or run_dir / "cache")
-    device = resolve_device(launch.get("device", "auto"))
+    data_root, cache_dir = launch.data_path, launch.cache_path(run_dir)
+    device = resolve_device(launch.device)
     store.atomic_write_json(run_dir / "env.json", environment_record(device))
     log.info("run %s: %s %s %s->%s seed %d on %s", spec.run_id, spec.method, spec.setting, spec.query_domain,
              spec.retrieval_domain, spec.seed, device)
 
     query, retrieval, method, ctx = _prepare_fit(spec, launch, data_root, cache_dir, device)
     hparams = method.hparams
-    optimizers, schedulers = split_optimizers(method.configure_optimizers())
+    optimization = Optimization.of(method.configure_optimizers())
+    optimizers, schedulers = optimization.optimizers, optimization.schedulers
     first_epoch, history = 0, []
     found = store.readable_checkpoint(run_dir, lambda path: _read_checkpoint(path, device), log.error)
     if found is not None:
@@ -237,8 +208,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: dict, stop_after_e
             log.info("stopping after %d epoch(s) as asked; the run stays incomplete", stop_after_epochs)
             return {}
         epoch_started = time.time()
-        history.append(_train_epoch(method, ctx, optimizers, epoch))
-        for scheduler in schedulers:
+        history.append(_train_epoch(method, ctx, optimization, epoch))
+        for scheduler in optimization.epoch_schedulers:
             scheduler.step()
         history[-1]["seconds"] = round(time.time() - epoch_started, 3)
         store.save_checkpoint(run_dir, {
@@ -266,22 +237,22 @@ def _read_checkpoint(path: Path, device: torch.device) -> dict:
     return checkpoint
 
 
-def _prepare_fit(spec: RunSpec, launch: dict, data_root, cache_dir, device: torch.device):
+def _prepare_fit(spec: RunSpec, launch: store.Launch, data_root, cache_dir, device: torch.device):
     """The split's labelled domains, the method on its initial backbone after `on_fit_start`, and its context."""
     query, retrieval = load_split_domains(spec, data_root, cache_dir)
     seed_everything(spec.seed)
     backbone = build_initial_backbone(spec.backbone, cache_dir, data_root, device,
-                                      pretrained=launch.get("pretrained"))
+                                      pretrained=launch.pretrained)
     method_cls = get_method_class(spec.method)
     hparams = build_hparams(method_cls, spec.hparams)
     seed_everything(spec.seed)
     method = method_cls(hparams, backbone).to(device)
-    memory_format = torch.channels_last if launch.get("channels_last") else torch.contiguous_format
+    memory_format = torch.channels_last if launch.channels_last else torch.contiguous_format
     method.to(memory_format=memory_format)
     domains = (query.unlabeled(0), retrieval.unlabeled(1))
     steps = method.steps_per_epoch(len(domains[0]), len(domains[1]))
     ctx = RunContext(domains, device, hparams.epochs, steps, spec.num_classes_hint, spec.seed, method,
-                     precision=launch.get("precision", "fp32"), memory_format=memory_format)
+                     precision=launch.precision, memory_format=memory_format)
     seed_everything(derive_seed(spec.seed, "fit_start"))
     method.on_fit_start(ctx)
     method.to(device)
@@ -294,10 +265,9 @@ def trained_features(run_dir, device: str = "cpu"):
     [Q], retrieval features [G, d], retrieval labels [G], the method). Raises FileNotFoundError without spec.json."""
     run_dir = Path(run_dir)
     spec = load_spec(run_dir / "spec.json")
-    launch = json.loads((run_dir / "launch.json").read_text()) if (run_dir / "launch.json").is_file() else {}
-    data_root = Path(launch["data_root"]) if launch.get("data_root") else None
-    cache_dir = Path(launch.get("cache_dir") or run_dir / "cache")
-    query, retrieval, method, ctx = _prepare_fit(spec, launch, data_root, cache_dir, torch.device(device))
+    launch = store.read_launch(run_dir)
+    query, retrieval, method, ctx = _prepare_fit(spec, launch, launch.data_path, launch.cache_path(run_dir),
+                                                 torch.device(device))
     found = store.readable_checkpoint(run_dir, lambda path: _read_checkpoint(path, torch.device(device)), log.error)
     if found is not None:
         method.load_state_dict(found[1]["method"])
@@ -305,11 +275,11 @@ def trained_features(run_dir, device: str = "cpu"):
     return ctx.embed_domain(0), query.labels, ctx.embed_domain(1), retrieval.labels, method
 
 
-def _train_epoch(method: Method, ctx: RunContext, optimizers: list, epoch: int) -> dict:
+def _train_epoch(method: Method, ctx: RunContext, optimization: Optimization, epoch: int) -> dict:
     log.info("epoch %d/%d started", epoch + 1, ctx.epochs)     # where a killed run stood, read from its log
     seed_everything(derive_seed(ctx.seed, "epoch", epoch))
     method.train()
-    method.on_epoch_start(epoch, ctx)
+    method.start_epoch(epoch, ctx)
     batch_size = method.hparams.batch_size
     order = [epoch_indices(len(domain), ctx.steps_per_epoch, batch_size) for domain in ctx.domains]
     totals: dict[str, torch.Tensor] = {}
@@ -319,12 +289,14 @@ def _train_epoch(method: Method, ctx: RunContext, optimizers: list, epoch: int) 
                    for d, domain in enumerate(ctx.domains)]
         with autocast_for(ctx.device, ctx.precision):
             losses = method.training_step(batches[0], batches[1], epoch * ctx.steps_per_epoch + step)
-        for optimizer in optimizers:
+        for optimizer in optimization.optimizers:
             optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        for optimizer in optimizers:
+        for optimizer in optimization.optimizers:
             optimizer.step()
-        method.on_train_batch_end(epoch * ctx.steps_per_epoch + step)
+        method.after_optimizer_step(epoch * ctx.steps_per_epoch + step)
+        for scheduler in optimization.step_schedulers:
+            scheduler.step()
         for name, value in losses.items():
             value = value.detach().float()
             totals[name] = totals[name] + value if name in totals else value
@@ -369,20 +341,3 @@ def evaluate(method: Method, ctx: RunContext, query: LabelledDomain, retrieval: 
         store_retrieval_sample(run_dir, spec, query_features, query, retrieval_features, retrieval,
                                None if private is None else private.cpu())
     return metrics
-
-
-def store_retrieval_sample(run_dir: Path, spec: RunSpec, query_features: torch.Tensor, query: LabelledDomain,
-                           retrieval_features: torch.Tensor, retrieval: LabelledDomain,
-                           private: torch.Tensor | None) -> None:
-    """Write the figures' sample: the top k of a few queries, drawn from the split alone (seed and labels), so every
-    method and every seed of a split shows the same queries and `--figures` needs no retraining."""
-    sample_seed = derive_seed(spec.split_seed, "figure_queries", spec.query_domain, spec.retrieval_domain)
-    indices = sample_queries(query.labels, retrieval.labels, FIGURE_SHARED_QUERIES, seed=sample_seed,
-                             n_private=FIGURE_PRIVATE_QUERIES if spec.setting == "open" else 0)
-    queries = retrieval_sample(query_features, query.labels, retrieval_features, retrieval.labels, indices,
-                               FIGURE_TOP_K, private_pred=private)
-    store.atomic_write_json(Path(run_dir) / RETRIEVALS_FILE, {
-        "format": RETRIEVALS_FORMAT, "top_k": FIGURE_TOP_K, "sample_seed": sample_seed,
-        "query_domain": spec.query_domain, "retrieval_domain": spec.retrieval_domain,
-        # the sizes of the split domains the indices point into: a figure checks them before showing images
-        "n_query_images": len(query), "n_retrieval_images": len(retrieval), "queries": queries})

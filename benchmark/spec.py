@@ -68,3 +68,15 @@ def canonical_json(data) -> str:
 
 def load_spec(path: Path) -> RunSpec:
     return RunSpec.from_dict(json.loads(Path(path).read_text()))
+
+
+def load_split_domains(spec: RunSpec, data_root, cache_dir):
+    """The run's query and retrieval domains, restricted to the split's classes (labelled: for the evaluation and
+    the figures, never for a method). Returns (LabelledDomain, LabelledDomain); raises DataError when the data is
+    missing or unreadable."""
+    from datasets.registry import get_dataset, load_domain
+    info = get_dataset(spec.dataset)
+    query = load_domain(info, spec.query_domain, data_root, cache_dir)
+    retrieval = load_domain(info, spec.retrieval_domain, data_root, cache_dir)
+    return (query.restricted_to(info.class_map.ids(spec.query_classes)),
+            retrieval.restricted_to(info.class_map.ids(spec.retrieval_classes)))

@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 import zipfile
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from datasets.cache import atomic_torch_save  # noqa: F401  (re-exported: the store's writer of checkpoints)
@@ -157,7 +158,64 @@ def checkpoint_looks_readable(path: Path) -> bool:
         return False
 
 
-def prepare_run_dir(spec: RunSpec, output_root: Path, launch: dict) -> Path:
+@dataclass(frozen=True)
+class Launch:
+    """launch.json: where and how a run is carried out (not part of its identity). The one reader is `read_launch`.
+
+    data_root: the --data-root folder (None: the embedded synthetic data); cache_dir: the shared cache (synthetic
+    data, decoded images, initial backbones); device: "auto", "cpu", "cuda", "cuda:1"; precision: "fp32" or "bf16"
+    (the training steps' autocast); channels_last: the NHWC memory format; pretrained: a weights file given with
+    --pretrained."""
+    data_root: str | None = None
+    cache_dir: str | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    pretrained: str | None = None
+
+    @classmethod
+    def of(cls, values: "Launch | dict | None") -> "Launch":
+        """A Launch from a dict of its fields (ValueError naming any other key)."""
+        if isinstance(values, Launch):
+            return values
+        values = dict(values or {})
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"launch.json: unknown key(s) {unknown}; expected {[f.name for f in fields(cls)]}")
+        return cls(**values)
+
+    def with_device(self, device: str | None) -> "Launch":
+        return self if device is None else Launch(**{**asdict(self), "device": device})
+
+    @property
+    def data_path(self) -> Path | None:
+        return Path(self.data_root) if self.data_root else None
+
+    def cache_path(self, run_dir: Path) -> Path:
+        """The recorded cache folder; for a results folder moved from another machine (the recorded folder's parent
+        does not exist here) or a launch without one, `<output>/cache` beside the run's `runs/` folder."""
+        if self.cache_dir and (Path(self.cache_dir).is_dir() or Path(self.cache_dir).parent.is_dir()):
+            return Path(self.cache_dir)
+        return output_root_of(run_dir) / "cache"
+
+
+def output_root_of(run_dir: Path) -> Path:
+    """The --output folder of a run folder (`<output>/runs/<dataset>/<setting>/<pair>/<method>/<seed-hash>`)."""
+    return Path(run_dir).parents[5]
+
+
+def read_launch(run_dir: Path) -> Launch:
+    """The run's launch.json (defaults when it has none; a damaged one is refused with its path)."""
+    path = Path(run_dir) / "launch.json"
+    if not path.is_file():
+        return Launch()
+    try:
+        return Launch.of(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"{path}: unreadable launch record ({error})") from None
+
+
+def prepare_run_dir(spec: RunSpec, output_root: Path, launch: "Launch | dict") -> Path:
     """Create the folder with spec.json and launch.json (idempotent); returns the folder. A spec.json that is not the
     spec's canonical text (damaged: the folder's name is its hash) is moved aside and written again."""
     run_dir = spec.run_dir(output_root)
@@ -172,7 +230,7 @@ def prepare_run_dir(spec: RunSpec, output_root: Path, launch: dict) -> Path:
             move_aside(spec_path)
     if not spec_path.is_file():
         atomic_write_text(spec_path, text)
-    atomic_write_json(run_dir / "launch.json", launch)
+    atomic_write_json(run_dir / "launch.json", asdict(Launch.of(launch)))
     return run_dir
 
 

@@ -13,8 +13,9 @@ from datasets.splits import SETTINGS, build_split
 from methods import get_method_class, method_names
 from methods.base import HparamError, resolve_hparams
 
+from .backbone_specs import NATIVE_INITS, PAPER_BACKBONE, QUICKSTART_BACKBONE
+from .catalogue import setting_words
 from .errors import UserError
-from .initialisation import QUICKSTART_BACKBONE, SUPERVISED_RESNET50_INIT
 from .spec import RunSpec
 
 
@@ -71,16 +72,8 @@ add_suite(Suite(
 ))
 
 
-# --- the paper's suites (uem.md §7-8) --------------------------------------------------------------------------------
+# --- the paper's suites (UEM, NeurIPS 2024, arXiv:2403.05690: Sec. 4 and Tables 1-8) ----------------------------
 
-# Every method of the paper's suites starts from the self-supervised MoCo v2 ResNet-50 (ImageNet, 800 epochs), read
-# from a local file (loading it is issue 6, item 4); the file name is the published one.
-MOCO_V2_WEIGHTS = "moco_v2_800ep_pretrain.pth.tar"
-PAPER_BACKBONE = {
-    "arch": "resnet50", "head": "mlp", "embed_dim": 128,
-    "init": {"kind": "moco_v2", "file": MOCO_V2_WEIGHTS,
-             "url": "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/" + MOCO_V2_WEIGHTS},
-}
 PAPER_SEEDS = (2024, 2025, 2026)
 ABLATION_METHODS = SUITES["quickstart_ablation"].methods
 
@@ -103,15 +96,13 @@ PAPER_DATASETS = {
                    ("infograph", "sketch"), ("sketch", "real")), (50, 100, 200),
                   {"closed": "Table 1", "partial": "Table 6", "open": "Table 3"}),
 }
-SETTING_WORDS = {"closed": "closed-set", "partial": "partial (query keeps half of the classes)",
-                 "open": "open-set (retrieval keeps half of the classes; the rest must return null)"}
 
 for _dataset, (_pairs, _ks, _tables) in PAPER_DATASETS.items():
     for _setting in ("closed", "partial", "open"):
         add_suite(Suite(
             name=f"{_dataset}_{_setting}", dataset=_dataset, settings=(_setting,), pairs=_pairs, seeds=PAPER_SEEDS,
             backbone=PAPER_BACKBONE, ks=_ks,
-            description=f"the paper's {SETTING_WORDS[_setting]} protocol, every registered method, seeds 2024-2026, "
+            description=f"the paper's {setting_words(_setting)} protocol, every registered method, seeds 2024-2026, "
                         f"from MoCo v2 ResNet-50 (the paper's {_tables[_setting]}); needs --data-root"))
     add_suite(Suite(
         name=f"{_dataset}_ablation", dataset=_dataset, settings=("open",), pairs=_pairs, seeds=PAPER_SEEDS,
@@ -193,7 +184,6 @@ def select_pairs(suite: Suite, requested: list[str] | None) -> list[tuple[str, s
 
 
 BASELINE_INITS = ("suite", "native")
-NATIVE_INITS = {"imagenet_supervised": {"resnet50": SUPERVISED_RESNET50_INIT}}
 
 
 def method_backbone(suite: Suite, method: str, baseline_init: str = "suite") -> dict:

@@ -185,8 +185,8 @@ class LabelledDomain:
 class UnlabeledDomain:
     """The only view of a domain a method receives (DESIGN §3.1): images, instance indices and the domain id.
 
-    It holds no labels and no class names by construction; `tests/test_no_labels.py` checks that no label can reach a
-    method through it.
+    It holds no labels and no class names by construction; `test_methods_receive_no_labels` in `tests/test_runner.py`
+    checks that no label can reach a method through it.
     """
     __slots__ = ("name", "domain_id", "_images")
 

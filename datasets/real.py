@@ -30,8 +30,8 @@ from .classmap import ClassMap
 # --- class names ----------------------------------------------------------------------------------------------------
 
 # Office-31's 31 class folder names, archive spelling (Saenko et al., ECCV 2010, "domain_adaptation_images");
-# source: Transfer-Learning-Library `tllib/vision/datasets/office31.py` (Office31.CLASSES), as recorded in
-# shared/reference/datasets.md §1. Sorted order = that library's label order.
+# source: Transfer-Learning-Library (thuml/Transfer-Learning-Library, commit c4aa59e),
+# `tllib/vision/datasets/office31.py` (Office31.CLASSES). Sorted order = that library's label order.
 OFFICE31_CLASSES = (
     "back_pack", "bike", "bike_helmet", "bookcase", "bottle", "calculator", "desk_chair", "desk_lamp",
     "desktop_computer", "file_cabinet", "headphones", "keyboard", "laptop_computer", "letter_tray", "mobile_phone",
@@ -41,7 +41,8 @@ OFFICE31_CLASSES = (
 
 # Office-Home's 65 class folder names, archive spelling (Venkateswara et al., CVPR 2017, OfficeHomeDataset_10072016),
 # in the label order of Transfer-Learning-Library `tllib/vision/datasets/officehome.py` (OfficeHome.CLASSES), which its
-# image lists use (shared/reference/datasets.md §2). Our class ids are the sorted names; this order only decodes lists.
+# image lists use (thuml/Transfer-Learning-Library, commit c4aa59e). Our class ids are the sorted names; this order
+# only decodes lists.
 OFFICE_HOME_LIST_ORDER = (
     "Drill", "Exit_Sign", "Bottle", "Glasses", "Computer", "File_Cabinet", "Shelf", "Toys", "Sink", "Laptop", "Kettle",
     "Folder", "Keyboard", "Flipflops", "Pencil", "Bed", "Hammer", "ToothBrush", "Couch", "Bike", "Postit_Notes", "Mug",
@@ -52,9 +53,9 @@ OFFICE_HOME_LIST_ORDER = (
     "Refrigerator", "Marker",
 )
 
-# DomainNet-7: the classes with more than 200 images in every domain that UCDIR's protocol (followed by UEM) uses;
-# the list is hard-coded in ProtoOT's `loader.py` (HCVLab/ProtoOT), see shared/reference/datasets.md §3.1 and uem.md
-# §7.1. Keys: the classes' ids in DomainNet's official 345-class label order (the official `<domain>_{train,test}.txt`
+# DomainNet-7: the classes with more than 200 images in every domain that UCDIR's protocol uses (UEM, Sec. 4, follows
+# it without printing the list); the list is hard-coded in ProtoOT's `loader.py` (HCVLab/ProtoOT, commit ebe94d7).
+# Keys: the classes' ids in DomainNet's official 345-class label order (the official `<domain>_{train,test}.txt`
 # lists and Transfer-Learning-Library's DomainNet.CLASSES), used to read those lists.
 DOMAINNET7_OFFICIAL_LABELS = {31: "bird", 110: "feather", 302: "teapot", 311: "tiger", 336: "whale", 338: "windmill",
                               343: "zebra"}
@@ -82,6 +83,7 @@ class RealDataset:
     published_at: str
     layout: str
     notes: tuple[str, ...] = field(default=())
+    table_title: str = ""                        # the tables' column name when shorter than `title`
 
     @property
     def class_map(self) -> ClassMap:
@@ -95,7 +97,7 @@ OFFICE31 = RealDataset(
     aliases={"amazon": ("Am",), "dslr": ("Ds",), "webcam": ("We",)},
     classes=OFFICE31_CLASSES,
     list_label_names=dict(enumerate(sorted(OFFICE31_CLASSES))),
-    # Line counts of the published image lists (shared/reference/datasets.md §1).
+    # Line counts of the published image lists (e.g. CDTrans/CDTrans, commit e390076, data/office31/<domain>_list.txt).
     published_counts={"amazon": 2817, "dslr": 498, "webcam": 795},
     count_notes={},
     root_candidates=("office31", "Office31", "office-31", "Office-31", "domain_adaptation_images",
@@ -112,7 +114,7 @@ OFFICE31 = RealDataset(
 OFFICE_HOME = RealDataset(
     name="office_home", title="Office-Home",
     domains=("Art", "Clipart", "Product", "Real_World"),
-    # The paper writes A, C, P, R (uem.md §7.1); Transfer-Learning-Library's task names Ar, Cl, Pr, Rw work too.
+    # UEM's tables write A, C, P, R; Transfer-Learning-Library's task names Ar, Cl, Pr, Rw work too.
     short_names={"Art": "A", "Clipart": "C", "Product": "P", "Real_World": "R"},
     aliases={"Art": ("Ar",), "Clipart": ("Cl",), "Product": ("Pr",), "Real_World": ("Rw", "Real World", "Real")},
     classes=tuple(sorted(OFFICE_HOME_LIST_ORDER)),
@@ -134,7 +136,7 @@ OFFICE_HOME = RealDataset(
 
 _DOMAINNET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
 DOMAINNET = RealDataset(
-    name="domainnet", title="DomainNet (7 classes)",
+    name="domainnet", title="DomainNet (7 classes)", table_title="DomainNet",
     domains=_DOMAINNET_DOMAINS,
     short_names={"clipart": "Cl", "infograph": "In", "painting": "Pa", "quickdraw": "Qu", "real": "Re",
                  "sketch": "Sk"},
@@ -142,8 +144,9 @@ DOMAINNET = RealDataset(
              "quickdraw": ("q", "quick"), "real": ("r",), "sketch": ("s",)},
     classes=DOMAINNET7_CLASSES,
     list_label_names=DOMAINNET7_OFFICIAL_LABELS,
-    # The 7 classes' images in the cleaned release, official train + test together (shared/reference/datasets.md
-    # §3.1): what UCDIR's protocol trains and retrieves on.
+    # The 7 classes' images in the cleaned release, official train + test together (counted from the official lists):
+    # what UCDIR's protocol trains and retrieves on (conghui1002/UCDIR commit 082571b passes --mocok-A 1959 and
+    # --mocok-B 2091, the clipart and sketch totals, in scripts/domainnet_clipart-sketch.sh).
     published_counts={"clipart": 1959, "infograph": 2121, "painting": 2415, "quickdraw": 3500, "real": 4451,
                       "sketch": 2091},
     count_notes={"real": "estimate: real/windmill was not counted from a list (about 622)",

@@ -29,6 +29,7 @@ class DatasetInfo:
     # (data_root, cache_dir) -> folder that holds one sub-folder per domain
     locate: Callable[[Path | None, Path], Path] = field(compare=False)
     description: str = ""
+    title: str = ""                      # tables and figures: "Office-Home"; default: the name
     # other accepted names of a domain (library task letters, archive folder names), matched case-insensitively
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     # (dataset folder, domain) -> image records; default: the folder layout <folder>/<domain>/<class>/<image>
@@ -46,6 +47,10 @@ class DatasetInfo:
         names = ", ".join(f"{d} ({self.short_names[d]})" for d in self.domains)
         raise KeyError(f"dataset {self.name!r} has no domain {name_or_short!r}; its domains are: {names}")
 
+    def __post_init__(self):
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
+
     def pair_label(self, query: str, retrieval: str) -> str:
         return f"{self.short_names[query]}→{self.short_names[retrieval]}"
 
@@ -56,8 +61,8 @@ def _locate_synthetic(data_root: Path | None, cache_dir: Path) -> Path:
 
 def _real_info(dataset: real.RealDataset) -> DatasetInfo:
     return DatasetInfo(
-        name=dataset.name, domains=dataset.domains, short_names=dataset.short_names, class_map=dataset.class_map,
-        image_size=224,
+        name=dataset.name, title=dataset.table_title or dataset.title, domains=dataset.domains,
+        short_names=dataset.short_names, class_map=dataset.class_map, image_size=224,
         locate=lambda data_root, cache_dir: real.locate(dataset, data_root),
         description=f"{dataset.title}: {dataset.layout}; published at {dataset.published_at}",
         aliases=dataset.aliases,
@@ -65,18 +70,30 @@ def _real_info(dataset: real.RealDataset) -> DatasetInfo:
         list_label_names=dataset.list_label_names)
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "synthetic": DatasetInfo(
-        name="synthetic",
-        domains=synthetic.DOMAINS,
-        short_names=synthetic.SHORT_NAMES,
-        class_map=ClassMap.from_names(synthetic.CLASSES),
-        image_size=32,
-        locate=_locate_synthetic,
-        description="embedded: 12 shapes x 4 styles, 32 px, generated on first use (no download)",
-    ),
-    **{name: _real_info(dataset) for name, dataset in real.REAL_DATASETS.items()},
-}
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Make a dataset known by its name (as `methods.register` and `benchmark.suites.add_suite` do for methods and
+    suites); a name already taken is an error. Returns `info`."""
+    if info.name in DATASETS:
+        raise ValueError(f"dataset name {info.name!r} is already registered")
+    DATASETS[info.name] = info
+    return info
+
+
+register_dataset(DatasetInfo(
+    name="synthetic",
+    title="Synthetic",
+    domains=synthetic.DOMAINS,
+    short_names=synthetic.SHORT_NAMES,
+    class_map=ClassMap.from_names(synthetic.CLASSES),
+    image_size=32,
+    locate=_locate_synthetic,
+    description="embedded: 12 shapes x 4 styles, 32 px, generated on first use (no download)",
+))
+for _dataset in real.REAL_DATASETS.values():
+    register_dataset(_real_info(_dataset))
 
 
 def get_dataset(name: str) -> DatasetInfo:
@@ -123,4 +140,4 @@ def _cached_decode(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache
                       what=f"the decoded images of {info.name}/{domain} ({len(paths)} images, {info.image_size} px)")
 
 
-__all__ = ["DATASETS", "DatasetInfo", "DataError", "get_dataset", "load_domain"]
+__all__ = ["DATASETS", "DatasetInfo", "DataError", "get_dataset", "load_domain", "register_dataset"]

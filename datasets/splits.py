@@ -1,4 +1,4 @@
-"""Category-space construction for the three settings of the protocol (DESIGN §3.3, UEM §4 / uem.md §7.3).
+"""Category-space construction for the three settings of the protocol (DESIGN §3.3; UEM, arXiv:2403.05690, Sec. 4).
 
 - closed:  both domains keep every class.
 - partial: the query domain keeps a random half of the retrieval domain's classes.

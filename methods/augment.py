@@ -64,8 +64,12 @@ def crop_flip_view(images: torch.Tensor, crop_fraction: float = 224 / 256, flip_
     return _affine_crop(images, side, side, centre_x, centre_y, flip, images.shape[-1])
 
 
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+LUMA = (0.299, 0.587, 0.114)          # ITU-R 601-2 luma, PIL's "L" conversion (and torchvision's rgb_to_grayscale)
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] luma of [B, 3, H, W] images (any float dtype; the weights take the images' dtype)."""
+    weights = torch.tensor(LUMA, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     return (images * weights).sum(dim=1, keepdim=True)
 
 
@@ -87,16 +91,16 @@ def color_jitter(images: torch.Tensor, brightness=0.4, contrast=0.4, saturation=
                  p: float = 0.8) -> torch.Tensor:
     n, device = len(images), images.device
     out = images * _uniform(n, 1 - brightness, 1 + brightness, device).view(-1, 1, 1, 1)
-    mean_grey = _grey(out).mean(dim=(2, 3), keepdim=True)
+    mean_grey = grayscale(out).mean(dim=(2, 3), keepdim=True)
     out = mean_grey + (out - mean_grey) * _uniform(n, 1 - contrast, 1 + contrast, device).view(-1, 1, 1, 1)
-    grey = _grey(out)
+    grey = grayscale(out)
     out = grey + (out - grey) * _uniform(n, 1 - saturation, 1 + saturation, device).view(-1, 1, 1, 1)
     out = _rotate_hue(out, _uniform(n, -hue, hue, device))
     return _apply_with_probability(images, out.clamp(0, 1), p)
 
 
 def random_grayscale(images: torch.Tensor, p: float = 0.2) -> torch.Tensor:
-    return _apply_with_probability(images, _grey(images).expand_as(images), p)
+    return _apply_with_probability(images, grayscale(images).expand_as(images), p)
 
 
 def gaussian_blur(images: torch.Tensor, sigma=(0.1, 2.0), p: float = 0.5) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Backbone factory: a trunk (image -> feature vector) and a projection head (-> L2-normalised embedding).
 
 - `small_cnn`: 4 conv layers for the 32-64 px synthetic images (the quickstart);
-- `resnet18`, `resnet50`: torchvision ResNets (fc removed). Pretrained weights are read from local files only
-  (see `load_weights`); nothing is downloaded.
+- `resnet18`, `resnet50`: torchvision ResNets (fc removed). Initial weights are read from local files only
+  (`benchmark/initialisation.py`); nothing is downloaded.
 
 Inputs are images in [0, 1]; the net normalises them itself (ImageNet statistics), so augmentations work in [0, 1].
 The head is a 2-layer MLP (MoCo v2 / SimCLR style: trunk -> hidden -> embed_dim) or a linear layer (CDS/PCS/CoDA's
@@ -10,7 +10,6 @@ The head is a 2-layer MLP (MoCo v2 / SimCLR style: trunk -> hidden -> embed_dim)
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -95,13 +94,3 @@ def build_backbone(arch: str, head: str = "mlp", embed_dim: int = 128, **arch_op
         raise ValueError(f"unknown backbone {arch!r}; expected one of {', '.join(ARCHITECTURES)}") from None
     trunk, feature_dim = factory(**arch_options)
     return EmbeddingNet(trunk, feature_dim, make_head(head, feature_dim, embed_dim), embed_dim)
-
-
-def load_weights(net: EmbeddingNet, path: Path) -> None:
-    """Load a state dict saved from an EmbeddingNet (strict). Checkpoints of other layouts (MoCo v2, torchvision) are
-    converted by the dataset-side weight loaders before they reach here."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(state)

@@ -1,18 +1,38 @@
 """The Method interface (DESIGN §3.2): the harness owns the loop, a method supplies hooks.
 
-Lifecycle, driven by `benchmark.runner`:
+Lifecycle, driven by `benchmark.runner` (`_prepare_fit`, `_train_and_evaluate`, `_train_epoch`, `evaluate`):
 
-    method = MethodClass(hparams, backbone)
-    method.on_fit_start(ctx)                 # e.g. fill memory banks (also called when resuming, before the
-                                             # checkpoint is loaded over it, so data-sized buffers exist)
-    optimizers = method.configure_optimizers()
+    method = MethodClass(hparams, backbone)       # build modules; no data yet
+    method.on_fit_start(ctx)                      # fill memory banks, build data-sized buffers
+    optimization = method.configure_optimizers()  # optimisers and their epoch / step schedulers
+    (a checkpoint, if any, is loaded here: method, optimisers, schedulers)
     for epoch in range(hparams.epochs):
-        method.on_epoch_start(epoch, ctx)    # e.g. k-means, stage switches
-        for step in ...:
-            losses = method.training_step(batch_a, batch_b, step)   # harness back-propagates losses["loss"]
-            method.on_train_batch_end(step)                           # after the optimiser step
-    features = method.embed(images)          # L2-normalised retrieval features
-    private = method.detect_private(query_features, retrieval_features, ...)   # open-set "null"
+        method.start_epoch(epoch, ctx)            # sets `method.epoch`, then calls on_epoch_start
+        for step in range(ctx.steps_per_epoch):
+            losses = method.training_step(batch_a, batch_b, global_step)
+            losses["loss"].backward(); optimizer.step() for each optimiser
+            method.after_optimizer_step(global_step)   # commits staged bank / queue / EMA updates, then
+                                                       # on_train_batch_end; then the step schedulers step
+        epoch schedulers step; checkpoint
+    features = method.embed(images)               # L2-normalised retrieval features (eval mode, no grad)
+    private = method.detect_private(...)          # open-set "null" (open setting only)
+
+What each hook may touch:
+
+- `__init__(hparams, backbone)`: build sub-modules and read `hparams`; no data, no device (the runner moves the
+  method to its device afterwards).
+- `on_fit_start(ctx)`: the unlabeled domains (`ctx.embed_domain`, `ctx.domains`), to build data-sized state (banks,
+  queues). Runs on resume too, before the checkpoint is loaded over it, so those buffers exist with the right shapes.
+- `configure_optimizers()`: returns an optimiser, a list of them, (optimisers, epoch schedulers), or an
+  `Optimization` (which may hold per-step schedulers, stepped after every optimiser step). Empty: nothing trains.
+- `on_epoch_start(epoch, ctx)`: once per epoch, in train mode, `self.epoch` already set: clustering, stage switches,
+  per-epoch weights; `self.log(name, value)` records a decision in the run's history.
+- `training_step(batch_a, batch_b, step)`: the losses of one step, {"loss": total (back-propagated), other terms
+  (detached, averaged over the epoch into the history)}. `step` counts steps from the start of the fit. Banks, key
+  queues and momentum encoders must not change here: stage their updates (`bank.stage_momentum_update`,
+  `queue.stage_enqueue`, `key_encoder.stage_update`), which the base class commits after the optimiser step.
+- `on_train_batch_end(step)`: after the optimiser step and the staged updates; for anything else that must wait.
+- `embed(images)`, `detect_private(...)`: evaluation; no state changes.
 
 A method sees only `Batch` objects and the `FitContext`: images, instance indices, domain ids — never labels
 (DESIGN §3.1). `state_dict()` / `load_state_dict()` are nn.Module's: register banks and prototypes as buffers, and
@@ -24,7 +44,7 @@ import dataclasses
 import hashlib
 import math
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import torch
@@ -34,6 +54,7 @@ from .augment import crop_flip_view
 from .backbones import EmbeddingNet
 from .memory_bank import MemoryBank
 from .open_set import cluster_radius_detector
+from .staged import StagedUpdates
 
 
 DOMAIN_ROLES = ("query", "retrieval")     # domain 0 and domain 1, as logged names say them
@@ -63,6 +84,37 @@ class FitContext(Protocol):
 
 
 @dataclass
+class Optimization:
+    """What `configure_optimizers` may return when a method needs per-step schedules (PCS's inverse decay)."""
+    optimizers: list
+    epoch_schedulers: list = field(default_factory=list)     # stepped after every epoch
+    step_schedulers: list = field(default_factory=list)      # stepped after every optimiser step
+
+    @classmethod
+    def of(cls, configured) -> "Optimization":
+        """An Optimization from any form `configure_optimizers` may return: an optimiser, a list of them,
+        (optimisers, epoch schedulers), or an Optimization. Raises TypeError for anything else."""
+        if isinstance(configured, Optimization):
+            return configured
+        if configured is None:
+            return cls([])
+        if isinstance(configured, tuple) and len(configured) == 2 and isinstance(configured[0], (list, tuple)):
+            return cls(list(configured[0]), list(configured[1]) if isinstance(configured[1], (list, tuple))
+                       else [configured[1]])
+        if isinstance(configured, torch.optim.Optimizer):
+            return cls([configured])
+        if isinstance(configured, (list, tuple)) and all(isinstance(o, torch.optim.Optimizer) for o in configured):
+            return cls(list(configured))
+        raise TypeError(f"configure_optimizers returned {type(configured).__name__}; expected an optimiser, a list "
+                        "of them, (optimisers, epoch schedulers) or an Optimization")
+
+    @property
+    def schedulers(self) -> list:
+        """Every scheduler, in the order a checkpoint stores them."""
+        return self.epoch_schedulers + self.step_schedulers
+
+
+@dataclass
 class BaseHparams:
     """Every method has a budget: epochs and the batch size per domain. Method Hparams extend this."""
     epochs: int = 1
@@ -71,6 +123,8 @@ class BaseHparams:
 
 class Method(nn.Module):
     name: ClassVar[str] = "?"                 # set by @register
+    label: ClassVar[str | None] = None        # the row label of the harness's tables (None: the registered name)
+    paper_label: ClassVar[str | None] = None  # the row of UEM's tables (results/uem_paper_results.csv); None: no row
     Hparams: ClassVar[type] = BaseHparams
     # Per-dataset budget/hyper-parameter overrides on top of the dataclass defaults (e.g. the quickstart's scaled
     # budget under "synthetic"); the suite and `--set` come after these.
@@ -93,6 +147,7 @@ class Method(nn.Module):
         super().__init__()
         self.hparams = hparams
         self.backbone = backbone
+        self.epoch = 0                          # the current epoch (0-based), set by `start_epoch`
         self._epoch_log: dict[str, float] = {}
 
     def log(self, name: str, value) -> None:
@@ -132,9 +187,28 @@ class Method(nn.Module):
             bank.fill(ctx.embed_domain(domain_id, fill))
         return banks
 
+    # --- driven by the runner (not overridden) ---------------------------------------------------------------
+    def start_epoch(self, epoch: int, ctx: FitContext) -> None:
+        """Sets `self.epoch`, then runs `on_epoch_start`."""
+        self.epoch = epoch
+        self.on_epoch_start(epoch, ctx)
+
+    def commit_staged_updates(self) -> None:
+        """Applies every update staged by this step (banks, queues, momentum encoders), module by module in
+        registration order, each module's in the order they were staged."""
+        for module in self.modules():
+            if isinstance(module, StagedUpdates):
+                module.commit()
+
+    def after_optimizer_step(self, step: int) -> None:
+        """The staged updates, then `on_train_batch_end(step)`."""
+        self.commit_staged_updates()
+        self.on_train_batch_end(step)
+
     # --- hooks -------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        """An optimizer, a list of them, or (optimizers, per-epoch LR schedulers). Empty for untrained methods."""
+        """An optimizer, a list of them, (optimizers, per-epoch LR schedulers), or an `Optimization` (with
+        per-step schedulers). Empty for untrained methods."""
         return []
 
     def on_fit_start(self, ctx: FitContext) -> None:
@@ -147,7 +221,7 @@ class Method(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} trains but defines no training_step")
 
     def on_train_batch_end(self, step: int) -> None:
-        """After the optimiser step (e.g. memory-bank updates with the features of this step)."""
+        """After the optimiser step and the staged updates (banks, queues, EMAs are committed by the base class)."""
 
     def steps_per_epoch(self, size_a: int, size_b: int) -> int:
         """Default epoch: one pass over the larger domain (the smaller one is cycled), drop_last, at least 1 step."""

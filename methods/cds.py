@@ -1,7 +1,7 @@
 """CDS: Cross-Domain Self-supervised pre-training (Kim, Saito, Oh, Plummer, Sclaroff, Saenko; ICCV 2021).
 
 The self-supervised stage of CDS (its few-shot fine-tuning stage needs labels and is not part of retrieval; paper:
-arXiv 2003.13003), from the official code, github.com/VisionLearningGroup/CDS at commit 5b3644c (`CDS_pretraining/`):
+arXiv 2003.08264), from the official code, github.com/VisionLearningGroup/CDS at commit 5b3644c (`CDS_pretraining/`):
 
 - one memory bank per domain, N_d x d, filled before training with the initial model's features and updated after
   each step by m_i <- normalize(0.5 m_i + 0.5 f_i);
@@ -18,7 +18,7 @@ arXiv 2003.13003), from the official code, github.com/VisionLearningGroup/CDS at
 Choices where this harness departs from the official code, each deliberate:
 - the bank is filled with un-augmented features (the code runs the training transform for that pass: a quirk);
 - both domains use the same batch size and an epoch is one pass over the larger domain (the code scales the larger
-  domain's batch so both loaders have as many iterations; incidental per baselines.md);
+  domain's batch so both loaders have as many iterations; an incidental detail);
 - both domains go through the network in one forward pass (the code makes two): BatchNorm then trains on the
   statistics of the two domains together, which its running averages — used at evaluation — estimate (single-domain
   batches made the running statistics disagree with the training-time ones; with the quickstart's GroupNorm
@@ -82,6 +82,7 @@ def cross_domain_entropy(features: torch.Tensor, other_bank: torch.Tensor, tempe
 
 @register("cds")
 class CDS(Method):
+    label, paper_label = "CDS", "CDS"
     Hparams = CDSHparams
     native_init = "imagenet_supervised"      # its released code: torchvision resnet50(pretrained=True)
     # Quickstart budget: 10 epochs of 15 steps on the synthetic domains (the definition is unchanged).
@@ -119,10 +120,7 @@ class CDS(Method):
         entropy_ba = cross_domain_entropy(features[1], self.banks[0].features, h.temperature, h.n_neighbors,
                                           h.entropy_temperature)
         loss_cdm = h.cdm_weight * (entropy_ab + entropy_ba)
-        self._pending_bank_updates = [(b.index, f.detach()) for b, f in zip(batches, features)]
+        for bank, b, f in zip(self.banks, batches, features):   # after the optimiser step, as the official code
+            bank.stage_momentum_update(b.index, f, h.bank_momentum)
         return {"loss": loss_id + loss_cdm, "instance": loss_id.detach(), "cross_domain_entropy": loss_cdm.detach()}
 
-    def on_train_batch_end(self, step: int) -> None:
-        # After the optimiser step, as in the official code: the banks take this step's (pre-update) features.
-        for bank, (index, features) in zip(self.banks, self._pending_bank_updates):
-            bank.momentum_update(index, features, self.hparams.bank_momentum)

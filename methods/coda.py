@@ -1,14 +1,15 @@
 """CoDA: Correspondence-Free Domain Alignment for Unsupervised Cross-Domain Image Retrieval (Wang, Peng, Yan, Hu;
-AAAI 2023).
+AAAI 2023; arXiv 2302.06081).
 
-From the official code `wangxu-scu/CoDA` (Office-Home only) as described in shared/reference/baselines.md §9; the
-paper body was not read, so where paper and code could differ the code's behaviour is the default.
+From the official code `wangxu-scu/CoDA` at commit 67735cd (Office-Home only: `train_udar_oh_coda.py`,
+`shells/run_coda.sh`); the paper body was not read, so where paper and code could differ the code's behaviour is
+the default.
 
 Network: the backbone with an L2-normalised head (the retrieval feature f), and per domain d in {A, B}, R = 4
 bias-free linear "cluster classifiers" W^d_r (K_r x dim, K_r = r K for r = 1..R; K = `cluster_num`).
 
 - Memory banks: one per domain, N_d x dim, filled before training with the initial model's features and updated
-  after each step by m_i <- normalize(0.95 m_i + 0.05 f_i)                             (`on_fit_start`, `on_train_batch_end`)
+  after each optimiser step by m_i <- normalize(0.95 m_i + 0.05 f_i)          (`on_fit_start`; `stage_momentum_update`)
 - Classifier initialisation, once at fit start, never re-clustered (`shared_cluster_heads`): for each r, spherical
   k-means (faiss, 40 iterations) with K_r on the union of both banks gives shared centroids C_r; spherical k-means on
   each domain's bank started from C_r gives C^A_r, C^B_r; W^A_r := C^A_r, W^B_r := C^B_r. Starting both from C_r makes
@@ -30,7 +31,7 @@ bias-free linear "cluster classifiers" W^d_r (K_r x dim, K_r = r K for r = 1..R;
   closest to the class count that the App. B.2 detector's own k-means uses (K ~ 1.5 C against C), and because finer
   heads split the queries into more clusters of one member, whose bound of 0 flags them whatever their neighbour.
 
-Hyper-parameters where the official code gives none (baselines.md §13 Q7): `cluster_num` K = 100 on Office-Home
+Hyper-parameters where the official code gives none: `cluster_num` K = 100 on Office-Home
 (released script, 1.54 x 65 classes). The rule used elsewhere is K ~ 1.5-1.6 x the class count, fixed per dataset in
 `dataset_overrides` (never read from labels): Office-31 50 (1.61 x 31: the value another stored version of the run
 script, commit 304dc94, carries in a commented-out line; the same lines give 12 for Image-CLEF's 12 classes and 100
@@ -58,12 +59,12 @@ Quirks of the official code and what is done about them:
 - best-epoch selection on test labels (it evaluates every epoch and reports the best): not done; the harness
   reports the last epoch (DESIGN §3.3). The per-class bucket indexing of its mAP code is the evaluator's concern.
 - the ISS student logits carry no temperature (raw cosine-scale logits W f, in [-1, 1], against targets sharpened by
-  tau = 0.01): kept as released (`student_temperature=1.0`); the paper's formula may differ (§13 Q7), so the student
-  temperature is a hyper-parameter.
+  tau = 0.01): kept as released (`student_temperature=1.0`); the paper's formula may differ (not checked), so the
+  student temperature is a hyper-parameter.
 - CCA on raw logits, not probabilities (`cross_domain_softmax False` in the released script): kept;
   `cca_softmax=True` compares softmax outputs instead, the code's other switch.
 - one stored version of the run script (commit 304dc94) passes `--lambda_cross_domain 0.0` (CCA off), while the
-  argument's default and the other version (commit 57506f5) give 0.01, the value used here (the spec's, and the only
+  argument's default and the other version (commit 57506f5) give 0.01, the value used here (and the only
   one under which the paper's alignment term exists). `cca_weight=0` reproduces the former.
 - the cluster classifiers start as unit-norm centroids but are trained without re-normalisation (as released), so
   the logits W f drift away from cosines as training goes.
@@ -145,6 +146,7 @@ def shared_cluster_heads(bank_a: torch.Tensor, bank_b: torch.Tensor, k: int, *, 
 
 @register("coda")
 class CoDA(Method):
+    label, paper_label = "CoDA", "CoDA"
     Hparams = CoDAHparams
     native_init = "imagenet_supervised"      # its released code: torchvision resnet50(pretrained=True)
     open_set_distance = "euclidean"
@@ -212,13 +214,9 @@ class CoDA(Method):
                                                h.student_temperature) / h.granularities
                 cca = cca + h.cca_weight * classifier_alignment(self.heads[0][r](f), self.heads[1][r](f),
                                                                 h.cca_softmax) / h.granularities
-        self._pending_bank_updates = [(b.index, f.detach()) for b, f in zip(batches, features)]
+        for bank, b, f in zip(self.banks, batches, features):   # after the optimiser steps, as the official code
+            bank.stage_momentum_update(b.index, f, h.bank_momentum)
         return {"loss": iss + cca, "iss": iss.detach(), "cca": cca.detach()}
-
-    def on_train_batch_end(self, step: int) -> None:
-        # After the optimiser steps, as in the official code: the banks take this step's (pre-update) features.
-        for bank, (index, features) in zip(self.banks, self._pending_bank_updates):
-            bank.momentum_update(index, features, self.hparams.bank_momentum)
 
     def cluster_assignment(self, features: torch.Tensor, domain_id: int, granularity: int) -> torch.Tensor:
         """Argmax of domain `domain_id`'s classifier of granularity index `granularity` (K_r = (index + 1) K)."""

@@ -1,10 +1,10 @@
 """DARL = DARLING, Domain-Aware Representation LearnING (Zhang, Zhou, Xu, Cui, Shen, Liu; "Towards Unsupervised Domain
 Generalization", CVPR 2022, pp. 4910-4920; arXiv 2107.06219, whose v1 called the method DIUL). UEM calls it "DARL".
 
-Implemented from shared/reference/darl_dn2a.md §1 (what is confirmed, what is reconstruction, an implementation spec)
-and baselines.md §6. Neither the paper's method section nor any code of DARLING could be read: no official code, no
-re-implementation. Everything below the abstract is a reconstruction ([R] in the spec) or our reading ([H]), and is
-marked so. No code or prose was copied from anywhere.
+Reconstructed from the paper's abstract (arXiv 2107.06219) and UEM's App. B.2 (how UEM ran it); no official code
+exists and no re-implementation was found, and the paper's method section could not be read. Everything beyond the
+abstract is our own written reconstruction ("the spec" below): its reconstructed parts are marked [R], our readings
+[H]. No code or prose was copied from anywhere.
 
 Sources searched (issue: "look for more", about 15 minutes over the stored docs, issues, code and page collections and
 the GitHub file index; queries: DARLING / Domain-Aware Representation Learning / DIUL / 2107.06219 / similarity
@@ -15,7 +15,7 @@ predictor / per-domain MoCo queue / UDG codebases):
   unlabeled pretraining data" motivation. Nothing on the loss.
 - README of LoRACL ("Low-Rank Adversarial Contrastive Learning for Unlabeled Domain Generalization", a public UDG
   repository): it asks users to remove DomainNet categories "according to Table 18 in DARLING" (arXiv 2107.06219).
-  Confirms that DARLING's paper defines the reduced DomainNet subset of the UDG protocol (the spec's §3 [R] item);
+  Confirms that DARLING's paper defines the reduced DomainNet subset of the UDG protocol (an [R] item of the spec);
   nothing on the method.
 - BSS (Batch Styles Standardization, ICLR 2024, openreview.net/forum?id=qtE9K23ISq, abstract and reviews):
   describes the contrastive UDG methods as "restricting comparisons to examples from the same domain" - consistent
@@ -25,8 +25,8 @@ predictor / per-domain MoCo queue / UDG codebases):
   methods were reachable; none restates DARLING's loss or ships a DARLING baseline.
 - The UEM paper text (NeurIPS 2024): "Unsupervised Domain Generalization (DARL [31], DN2A [32]) ... We follow their
   default settings and only conduct compulsory customization" (already in the spec).
-Nothing found settles the open questions of darl_dn2a.md §4 (predictor architecture and input, detached pi, queue
-sizes, tau, an extra plain MoCo term, epochs/batch/lr): the spec's [H] choices are used.
+Nothing found settles the open questions (predictor architecture and input, detached pi, queue sizes, tau, an extra
+plain MoCo term, epochs/batch/lr): the spec's [H] choices are used.
 
 Model ([R], MoCo v2): query encoder = the backbone (trunk + 2-layer MLP head -> 128-d, L2-normalised); key encoder =
 its EMA copy (`momentum.MomentumEncoder`, m = `key_momentum` 0.999), both from the init, head included. Every step
@@ -35,7 +35,7 @@ and B in one forward pass), view 2 -> key encoder.
 
 Queues ([R] mechanism, [H] sizes): one `momentum.KeyQueue` per domain, created in `on_fit_start` with
 K_d = max(1, min(`queue_size`, N_d - batch_size)) slots (so a sample's own key is rarely still queued when it comes
-back; Office-31 DSLR has 498 images). After the optimiser step (`on_train_batch_end`) the keys of batch d go to Q_d
+back; Office-31 DSLR has 498 images). After the optimiser step (staged updates) the keys of batch d go to Q_d
 only. Empty slots are not negatives (MoCo starts its queue from random unit vectors; here the queues fill during the
 first steps); with `mask_own_keys` (default, our reading) an older key of the query's own image in its own domain's
 queue is not a negative either (it is a view of the same image).
@@ -107,6 +107,7 @@ from torch import nn
 
 from .augment import moco_v2_view
 from .base import BaseHparams, Batch, Method, both_domains, sgd_with_cosine
+from .losses import info_nce_logits
 from .momentum import KeyQueue, MomentumEncoder
 from .registry import register
 
@@ -148,8 +149,7 @@ def domain_log_likelihoods(query: torch.Tensor, positive_key: torch.Tensor, quer
         if mask_own_keys:
             own = (queue.index[None, :] == query_index[:, None]) & (query_domain == d)[:, None]
             valid = valid & ~own
-        negatives = (query @ queue.keys.t() / temperature).masked_fill(~valid, -math.inf)
-        logits = torch.cat([positive, negatives], dim=1)
+        logits = info_nce_logits(positive, query @ queue.keys.t() / temperature, valid)
         columns.append(positive[:, 0] - torch.logsumexp(logits, dim=1))
     return torch.stack(columns, dim=1)
 
@@ -188,6 +188,7 @@ def queue_length(queue_size: int, domain_size: int, batch_size: int) -> int:
 
 @register("darl")
 class DARL(Method):
+    label, paper_label = "DARL", "DARL"
     Hparams = DARLHparams
     open_set_distance = "cosine"      # UCDIR's search, attached by UEM (App. B.2)
     num_domains = 2                   # the harness trains on a query and a retrieval domain
@@ -204,7 +205,6 @@ class DARL(Method):
         self.predictor = domain_predictor(backbone.feature_dim, hparams.predictor_hidden,
                                           self.num_domains).to(device)
         self.queues = nn.ModuleList()  # one per domain, sized from the data in on_fit_start
-        self._pending_keys = []
 
     # --- features ----------------------------------------------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -245,8 +245,10 @@ class DARL(Method):
         domain_ce = F.cross_entropy(predictor_logits, domain)
         loss = darl + h.predictor_weight * domain_ce
 
-        self._pending_keys = [(b.domain_id, b.index, k) for b, k in zip(batches, key.split([len(b.images)
-                                                                                             for b in batches]))]
+        # after the optimiser step: the EMA, and the keys of domain d into Q_d only
+        self.key_encoder.stage_update(self.backbone, h.key_momentum)
+        for b, k in zip(batches, key.split([len(b.images) for b in batches])):
+            self.queues[b.domain_id].stage_enqueue(k, b.index)
         with torch.no_grad():
             pi = F.softmax(predictor_logits, dim=1) if h.pi_mode.startswith("learned") else log_pi.exp()
             own = domain[:, None]
@@ -256,9 +258,3 @@ class DARL(Method):
                      # r_{i,d_i} = pi p / sum_d pi_d p_d: the share of the L_DARL gradient on the own domain's term
                      "posterior_own": torch.softmax(log_joint, dim=1).gather(1, own).mean()}
         return {"loss": loss, "darl": darl.detach(), "domain_ce": domain_ce.detach(), **stats}
-
-    def on_train_batch_end(self, step: int) -> None:
-        self.key_encoder.update(self.backbone, self.hparams.key_momentum)
-        for domain_id, index, keys in self._pending_keys:           # keys of domain d go to Q_d only
-            self.queues[domain_id].enqueue(keys, index)
-        self._pending_keys = []

@@ -1,5 +1,5 @@
 """DGDIR (DG-UCDIR): Unsupervised Feature Representation Learning for Domain-generalized Cross-domain Image Retrieval
-(Hu, Zhang, Lee; ICCV 2023). Official code: `conghui1002/DG-UCDIR`; spec: shared/reference/baselines.md §10.
+(Hu, Zhang, Lee; ICCV 2023). Official code: `conghui1002/DG-UCDIR` at commit 38635d8 (`main_dgucdir.py`, `moco/`).
 
 In UEM's benchmark DGDIR is trained and evaluated on the query/retrieval pair itself (transductive, like every method
 here), not on unseen domains as in its own paper.
@@ -21,7 +21,7 @@ pooled trunk feature (`backbone.features`) of the query encoder: clustering, pro
 
 Queues: one `momentum.KeyQueue` per domain and modality (phase, rgb), 128-d keys with their instance index, 5120 each;
 a query contrasts only with its own domain's queues, and slots holding a key of the query's own instance are masked
-out (`negatives_mask`). The batch's keys are enqueued after the optimiser step (`on_train_batch_end`).
+out (`negatives_mask`). The batch's keys are enqueued after the optimiser step (staged updates, `methods/staged.py`).
 
 Loss terms (`training_step`; each InfoNCE = CE over [positive, own-domain queue negatives] / T, `queue_info_nce`,
 mean over the queries of both domains):
@@ -66,7 +66,7 @@ Quirks of the official code and what is done here:
   phase image, while training uses the grayscale phase view: by default the clustering uses the same grayscale phase
   view as training (the paper's "phase images"); `cluster_phase="rgb"` gives the literal per-channel behaviour.
 - The cross-modal terms take their negatives from the *query's* modality queue although the positive key is of the
-  other modality (phase->rgb contrasts with the phase queue): kept by default, as the code does it (§10);
+  other modality (phase->rgb contrasts with the phase queue): kept by default, as the code does it (`moco/builder.py`);
   `cross_negatives="key"` takes them from the positive key's modality (a standard cross-modal InfoNCE). It is not
   marked as a quirk and the paper's formula could not be checked. On the quickstart (3 pairs x 3 seeds, mAP@All)
   the code's choice leaves g where it started (22.7 after training, 22.8 untrained), "key" lifts it to 28.3.
@@ -98,15 +98,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import moco_v2_view
+from .augment import grayscale, moco_v2_view
 from .base import BaseHparams, Batch, Method, both_domains, sgd_with_cosine
 from .clustering import empty_clusters, faiss_kmeans
+from .losses import masked_info_nce
 from .momentum import KeyQueue, MomentumEncoder
 from .registry import register
 
 REFERENCE_SIDE = 224                       # the official images' side, at which `hpf_range` is given
 OFFICIAL_PHASE_RMS = 50000 / (224 * 255)   # RMS of the official phase view in units of the pixel range (0.875)
-LUMA = (0.299, 0.587, 0.114)               # PIL's "L" conversion (ITU-R 601-2), as the official grayscale
 TERMS = ("phase_phase", "rgb_rgb", "phase_rgb", "rgb_phase")
 
 
@@ -175,11 +175,6 @@ def fourier_mix(v: torch.Tensor, z: torch.Tensor, lam: torch.Tensor, mu: torch.T
     return torch.fft.ifft2(torch.polar(amplitude, phase)).real
 
 
-def grayscale(images: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor(LUMA, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
-
-
 def phase_only(images: torch.Tensor, rms: float) -> torch.Tensor:
     """Re(IFFT(C e^{i angle F(x)})) per channel, unclipped, with C = rms * sqrt(H W): by Parseval its RMS is `rms`."""
     x = _fft_dtype(images)
@@ -234,10 +229,8 @@ def queue_info_nce(query: torch.Tensor, positive_key: torch.Tensor, queue: KeyQu
                    temperature: float) -> torch.Tensor:
     """Per-query InfoNCE losses [B]: logits [q . k+, q . queue_j for the valid slots j] / T, target 0; slots that
     are empty or hold a key of the query's own instance are left out."""
-    positive = (query * positive_key).sum(dim=1, keepdim=True)
-    negatives = (query @ queue.keys.t()).masked_fill(~queue.negatives_mask(query_index), -math.inf)
-    logits = torch.cat([positive, negatives], dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long, device=query.device), reduction="none")
+    return masked_info_nce(query, positive_key, queue.keys, queue.negatives_mask(query_index), temperature,
+                           reduction="none")
 
 
 def contrastive_terms(q_phase: torch.Tensor, q_rgb: torch.Tensor, k_phase: torch.Tensor, k_rgb: torch.Tensor,
@@ -272,6 +265,7 @@ def joint_cluster_count(num_classes_hint) -> int:
 
 @register("dgdir")
 class DGDIR(Method):
+    label, paper_label = "DGDIR", "DGDIR"
     Hparams = DGDIRHparams
     open_set_distance = "cosine"
     # Quickstart budget (32-px images, ~230-460 images per domain, ~15 steps per epoch; the definition is
@@ -293,7 +287,6 @@ class DGDIR(Method):
                                                     for m in ("phase", "rgb")}) for _ in range(2)])
         self.centroids = None          # [K, d] unit centroids of the current epoch (from warm-up on)
         self.assignments = None        # per domain: [N_d] cluster of each image
-        self._pending_keys = []
 
     # --- features ----------------------------------------------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -354,14 +347,15 @@ class DGDIR(Method):
             k_phase, k_rgb = self.key_encoder(torch.cat([phase_k, rgb_k])).split(n)
 
         rows = {name: [] for name in TERMS}
-        self._pending_keys = []
+        self.key_encoder.stage_update(self.backbone, h.key_momentum)        # after the optimiser step
         for b, qp, qr, kp, kr in zip(batches, q_phase.split(sizes), q_rgb.split(sizes), k_phase.split(sizes),
                                      k_rgb.split(sizes)):
             # A query contrasts with its own domain's queues only.
             for name, losses in contrastive_terms(qp, qr, kp, kr, self.queues[b.domain_id], b.index,
                                                   h.temperature, h.cross_negatives).items():
                 rows[name].append(losses)
-            self._pending_keys.append((b.domain_id, b.index, kp, kr))
+            self.queues[b.domain_id]["phase"].stage_enqueue(kp, b.index)     # after the optimiser step
+            self.queues[b.domain_id]["rgb"].stage_enqueue(kr, b.index)
         terms = {name: torch.cat(r).mean() for name, r in rows.items()}
         loss = h.contrast_weight * sum(terms.values())
 
@@ -371,10 +365,3 @@ class DGDIR(Method):
             proto = prototype_loss(torch.cat([g_phase, g_rgb]), self.centroids, torch.cat([assignment, assignment]))
             loss = loss + h.prototype_weight * proto
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}, "prototype": proto.detach()}
-
-    def on_train_batch_end(self, step: int) -> None:
-        self.key_encoder.update(self.backbone, self.hparams.key_momentum)
-        for domain_id, index, k_phase, k_rgb in self._pending_keys:
-            self.queues[domain_id]["phase"].enqueue(k_phase, index)
-            self.queues[domain_id]["rgb"].enqueue(k_rgb, index)
-        self._pending_keys = []

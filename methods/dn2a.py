@@ -2,11 +2,12 @@
 "Promoting Semantic Connectivity: Dual Nearest Neighbors Contrastive Learning for Unsupervised Domain
 Generalization", CVPR 2023, pp. 3510-3519).
 
-RECONSTRUCTION. Neither the paper's method section nor any code could be read (no arXiv version, no official or
-third-party implementation found). Implemented from shared/reference/darl_dn2a.md §2 (its spec §2.5) and
-baselines.md §7; no code or prose was copied from anywhere. Sources found (a search of documentation, issue-tracker,
-code and web-page collections and of a GitHub file index for "DN2A", "Dual Nearest Neighbors Contrastive Learning",
-"Promoting Semantic Connectivity", UDG-FAS and UDG code bases), and what each confirms:
+RECONSTRUCTION from the paper's abstract and UEM's App. B.2 (both listed below); no official code exists.
+Neither the paper's method section nor any code could be read (no arXiv version, no official or third-party
+implementation found). Everything beyond those sources is our own reconstruction, written down before coding and
+called "the spec" below; no code or prose was copied from anywhere. Sources found (a search of documentation,
+issue-tracker, code and web-page collections and of a GitHub file index for "DN2A", "Dual Nearest Neighbors
+Contrastive Learning", "Promoting Semantic Connectivity", UDG-FAS and UDG code bases), and what each confirms:
 - the abstract (https://openreview.net/forum?id=Iewi8zwGsZr , ICLR 2023 submission; the same text on
   https://www.paperswithcode.com/paper/promoting-semantic-connectivity-dual-nearest ): contrastive learning;
   strong augmentations suppress intra-domain connectivity; a dual nearest-neighbour search finds trustworthy
@@ -39,7 +40,7 @@ query encoder in one pass and through the key encoder in one pass.
 
 Support sets: one FIFO queue per domain (`momentum.KeyQueue`), created in `on_fit_start` with
 min(`queue_size`, N_d - B) slots (spec: K_d <= N_d - B); the anchor view's keys (the MoCo-only view) are enqueued
-with their instance index after the optimiser step (`on_train_batch_end`).
+with their instance index after the optimiser step (staged updates).
 
 Dual nearest neighbours (`training_step` -> `in_domain_neighbour`, `cross_domain_neighbour`), for every anchor key
 k_i of domain d (the MoCo-only view's key: [ours], the cleaner of the two views):
@@ -71,7 +72,7 @@ The mean over anchors pools both domains' anchors of the step.
 Optimiser: SGD (lr 2e-4, momentum 0.9, weight decay 1e-4 [ours: UCDIR's, the UEM setup gives none]) on the query
 encoder, cosine lr per epoch (lr (1 + cos(pi e / E)) / 2), 200 epochs [H], 32 images per domain per step (the UEM
 setup's batch 64, balanced over the two domains). Hyper-parameter sources: lr, momentum, cosine schedule, batch 64
-and the ResNet-50 MoCo v2 init are UEM's common setup (§4 of UEM / baselines.md §1); m = 0.999 and the 128-d MLP
+and the ResNet-50 MoCo v2 init are UEM's common setup (UEM Sec. 4, Experiment Settings); m = 0.999 and the 128-d MLP
 projection are MoCo v2's; tau 0.2 is MoCo v2's (spec [H]); queue size 4096 (capped at N_d - B), warm-up 20 and ramp
 to epoch 40, loss weights 1, RandAugment N = 2 / M = 10 with a FixMatch-style op pool are the spec's [H] choices;
 200 epochs is the spec's [H] budget (UCDIR's and DGDIR's).
@@ -89,14 +90,9 @@ Our readings where the sources are silent (besides the [ours] marks above):
 - standardisation statistics come from the current queues (the spec's "queue mean/std" option), not running means;
 - the features searched are the L2-normalised 128-d keys (so in-domain Euclidean NN = cosine NN; the cross-domain
   search after standardisation is not equivalent to cosine);
-- RandAugment op pool (`rand_augment`): identity, autocontrast, equalize, brightness, color (saturation), contrast,
-  sharpness, posterize, solarize, rotate, shear x/y, translate x/y (FixMatch's pool without cutout); each of the
-  `randaug_ops` rounds draws one op per image uniformly; strength s = M / 10 (`randaug_random_magnitude`: s drawn
-  U(0, M/10) per image and round, FixMatch's variant), signed ops get a random sign; at s = 1: enhance factors
-  1 +- 0.9, posterize to 4 bits, solarize threshold 0 (inversion), rotate 30 degrees, shear 0.3, translate 0.3 of
-  the side; geometric ops fill with grey 0.5; applied after the MoCo v2 view; equalize is the cumulative-histogram
-  mapping on 256 levels (not PIL's integer rounding); sharpness blends with PIL's 3x3 smoothing kernel, replicate
-  borders.
+- strong view: the MoCo v2 view, then RandAugment (`methods/randaugment.py`: FixMatch's op pool without cutout,
+  `randaug_ops` rounds of one uniformly drawn op per image, strength M / 10 or, with `randaug_random_magnitude`,
+  U(0, M/10) per image and round).
 - BatchNorm backbones: the key batch is shuffled and forwarded in `key_bn_splits` chunks (MoCo's shuffle-BN on one
   GPU, `MomentumEncoder.shuffled_keys`); a GroupNorm backbone (the quickstart) forwards it in one piece. The key
   encoder keeps its own BatchNorm running statistics, as MoCo's does.
@@ -113,9 +109,6 @@ warm-up 1 epoch and ramp to epoch 2 (the spec's 10 % / 20 % of the budget, round
 N_d - 32), lr 0.003 and key momentum 0.99 (2e-4 and 0.999 leave the model and the key encoder where they started
 in ~100 steps, as measured for UCDIR/DGDIR), crops >= 0.5 of the 32-px side (as for the other MoCo-family
 methods). The definition is unchanged.
-
-`rand_augment` / `apply_randaug_ops` are generic (a batched RandAugment any method could use); they live here
-because only DN2A needs a strong augmentation so far.
 """
 from __future__ import annotations
 
@@ -128,7 +121,9 @@ from torch import nn
 
 from .augment import moco_v2_view
 from .base import BaseHparams, Batch, Method, both_domains, sgd_with_cosine
+from .losses import masked_info_nce
 from .momentum import KeyQueue, MomentumEncoder
+from .randaugment import rand_augment
 from .registry import register
 
 
@@ -154,169 +149,6 @@ class DN2AHparams(BaseHparams):
     min_crop_scale: float = 0.2       # MoCo v2's RandomResizedCrop lower bound
     retrieval_feature: str = "key_head"   # "key_head", "query_head" or "trunk"
     key_bn_splits: int = 2            # shuffle-BN of the key encoder (nets with BatchNorm only)
-
-
-# --- strong augmentation: a batched RandAugment stage ---------------------------------------------------------------
-
-RANDAUG_OPS = ("identity", "autocontrast", "equalize", "brightness", "color", "contrast", "sharpness", "posterize",
-               "solarize", "rotate", "shear_x", "shear_y", "translate_x", "translate_y")
-GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
-MAX_ROTATION_DEGREES = 30.0
-MAX_SHEAR = 0.3
-MAX_TRANSLATE = 0.3                   # fraction of the side
-MAX_ENHANCE = 0.9                     # enhance factor 1 +- 0.9 s
-LUMA = (0.299, 0.587, 0.114)
-
-
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor(LUMA, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
-
-
-def _per_image(values: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, 1, 1, 1)
-
-
-def autocontrast(images: torch.Tensor) -> torch.Tensor:
-    """Per image and channel, stretch [min, max] to [0, 1] (a flat channel stays as it is)."""
-    low = images.amin(dim=(2, 3), keepdim=True)
-    high = images.amax(dim=(2, 3), keepdim=True)
-    span = high - low
-    stretched = (images - low) / span.clamp_min(1e-12)
-    return torch.where(span > 0, stretched, images)
-
-
-def equalize(images: torch.Tensor) -> torch.Tensor:
-    """Per image and channel histogram equalisation on 256 levels: level v -> (cdf(v) - cdf_min) / (n - cdf_min),
-    cdf_min the count of the lowest occupied level (a flat channel stays as it is)."""
-    n, c, h, w = images.shape
-    levels = (images.clamp(0, 1) * 255).round().long().view(n * c, h * w)
-    counts = torch.zeros(n * c, 256, device=images.device, dtype=images.dtype)
-    counts.scatter_add_(1, levels, torch.ones_like(levels, dtype=images.dtype))
-    cdf = counts.cumsum(dim=1)
-    lowest = cdf.gather(1, levels.min(dim=1, keepdim=True).values)        # count at the lowest occupied level
-    total = float(h * w)
-    mapped = ((cdf - lowest) / (total - lowest).clamp_min(1.0)).clamp(0, 1)
-    out = mapped.gather(1, levels).view(n, c, h, w)
-    flat = (lowest == total).view(n, c, 1, 1)
-    return torch.where(flat, images, out)
-
-
-def _blend(degenerate: torch.Tensor, images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """PIL ImageEnhance: degenerate + factor (image - degenerate), clipped."""
-    return (degenerate + _per_image(factor) * (images - degenerate)).clamp(0, 1)
-
-
-def brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return _blend(torch.zeros_like(images), images, factor)
-
-
-def color(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return _blend(_grey(images).expand_as(images), images, factor)
-
-
-def contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return _blend(_grey(images).mean(dim=(2, 3), keepdim=True).expand_as(images), images, factor)
-
-
-def sharpness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with PIL's smoothing filter [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 (replicate borders)."""
-    c = images.shape[1]
-    kernel = torch.ones(3, 3, device=images.device, dtype=images.dtype)
-    kernel[1, 1] = 5.0
-    kernel = (kernel / 13.0).expand(c, 1, 3, 3)
-    smooth = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
-    return _blend(smooth, images, factor)
-
-
-def posterize(images: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    """Keep the top `bits` (per image) of the 8-bit levels."""
-    step = _per_image(2.0 ** (8 - bits.to(images.dtype)))
-    levels = (images.clamp(0, 1) * 255).round()
-    return torch.floor(levels / step) * step / 255.0
-
-
-def solarize(images: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """Invert the pixels at or above the (per image) threshold."""
-    return torch.where(images >= _per_image(threshold), 1.0 - images, images)
-
-
-def _geometric_theta(op: torch.Tensor, strength: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-    """Per-image affine maps (output -> input, normalised coordinates) for the geometric ops; identity otherwise."""
-    n = len(op)
-    theta = torch.zeros(n, 2, 3, device=strength.device, dtype=strength.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    signed = strength * sign
-    angle = signed * math.radians(MAX_ROTATION_DEGREES)
-    rotate = op == RANDAUG_OPS.index("rotate")
-    theta[:, 0, 0] = torch.where(rotate, torch.cos(angle), theta[:, 0, 0])
-    theta[:, 0, 1] = torch.where(rotate, -torch.sin(angle), theta[:, 0, 1])
-    theta[:, 1, 0] = torch.where(rotate, torch.sin(angle), theta[:, 1, 0])
-    theta[:, 1, 1] = torch.where(rotate, torch.cos(angle), theta[:, 1, 1])
-    theta[:, 0, 1] += torch.where(op == RANDAUG_OPS.index("shear_x"), signed * MAX_SHEAR, 0.0)
-    theta[:, 1, 0] += torch.where(op == RANDAUG_OPS.index("shear_y"), signed * MAX_SHEAR, 0.0)
-    # A shift of a fraction t of the side is 2t in normalised coordinates.
-    theta[:, 0, 2] = torch.where(op == RANDAUG_OPS.index("translate_x"), 2 * signed * MAX_TRANSLATE, 0.0)
-    theta[:, 1, 2] = torch.where(op == RANDAUG_OPS.index("translate_y"), 2 * signed * MAX_TRANSLATE, 0.0)
-    return theta
-
-
-def _warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Affine resampling; zero padding around (image - 0.5), then + 0.5: the uncovered area is grey."""
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return (F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            + 0.5).clamp(0, 1)
-
-
-def apply_randaug_ops(images: torch.Tensor, op: torch.Tensor, strength: torch.Tensor, sign: torch.Tensor,
-                      per_op_subsets: bool | None = None) -> torch.Tensor:
-    """One RandAugment round with given per-image draws: op index into RANDAUG_OPS, strength s in [0, 1], sign +-1.
-    Vectorised over the batch, a loop over the 14 ops, never over images: one affine resampling for the geometric
-    ops, one call per photometric op. On the CPU each op runs on its own images only (boolean indexing); on an
-    accelerator each runs on the whole batch and is selected per image (no host synchronisation); `per_op_subsets`
-    forces either way (the results are the same)."""
-    strength = strength.to(images.dtype)
-    sign = sign.to(images.dtype)
-    factor = 1.0 + MAX_ENHANCE * strength * sign
-    theta = _geometric_theta(op, strength, sign)
-    transforms = {
-        GEOMETRIC_OPS: lambda x, t, f, s: _warp(x, t),
-        ("autocontrast",): lambda x, t, f, s: autocontrast(x),
-        ("equalize",): lambda x, t, f, s: equalize(x),
-        ("brightness",): lambda x, t, f, s: brightness(x, f),
-        ("color",): lambda x, t, f, s: color(x, f),
-        ("contrast",): lambda x, t, f, s: contrast(x, f),
-        ("sharpness",): lambda x, t, f, s: sharpness(x, f),
-        ("posterize",): lambda x, t, f, s: posterize(x, 8 - torch.round(4 * s)),
-        ("solarize",): lambda x, t, f, s: solarize(x, 1.0 - s),
-    }
-    out = images.clone()
-    on_cpu = images.device.type == "cpu" if per_op_subsets is None else per_op_subsets
-    for names, transform in transforms.items():
-        chosen = torch.zeros_like(op, dtype=torch.bool)
-        for name in names:
-            chosen |= op == RANDAUG_OPS.index(name)
-        if on_cpu:
-            if chosen.any():
-                out[chosen] = transform(images[chosen], theta[chosen], factor[chosen], strength[chosen])
-        else:
-            out = torch.where(_per_image(chosen), transform(images, theta, factor, strength), out)
-    return out
-
-
-def rand_augment(images: torch.Tensor, num_ops: int = 2, magnitude: float = 10.0,
-                 random_magnitude: bool = False) -> torch.Tensor:
-    """RandAugment on a batch in [0, 1]: `num_ops` rounds, each drawing one op per image uniformly from RANDAUG_OPS,
-    a sign per image and (with `random_magnitude`) a strength U(0, magnitude / 10) per image; torch's global
-    generator (reseeded per epoch by the harness)."""
-    n, device = len(images), images.device
-    top = min(max(magnitude, 0.0), 10.0) / 10.0
-    for _ in range(num_ops):
-        op = torch.randint(len(RANDAUG_OPS), (n,), device=device)
-        sign = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0)
-        strength = torch.rand(n, device=device) * top if random_magnitude else torch.full((n,), top, device=device)
-        images = apply_randaug_ops(images, op, strength, sign)
-    return images
 
 
 def strong_view(images: torch.Tensor, num_ops: int = 2, magnitude: float = 10.0, random_magnitude: bool = False,
@@ -389,17 +221,11 @@ def cross_domain_neighbour(anchor: torch.Tensor, anchor_index: torch.Tensor, own
 
 # --- losses --------------------------------------------------------------------------------------------------------
 
-def nn_info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, valid: torch.Tensor,
+def nn_info_nce(query: torch.Tensor, positive: torch.Tensor, negative_similarity: torch.Tensor, valid: torch.Tensor,
                 temperature: float) -> torch.Tensor:
-    """Per-query InfoNCE [B]: -log exp(q.p / t) / (exp(q.p / t) + sum_{j valid} exp(q.n_j / t))."""
-    return _info_nce(query, positive, query @ negatives.t(), valid, temperature)
-
-
-def _info_nce(query: torch.Tensor, positive: torch.Tensor, negative_similarity: torch.Tensor, valid: torch.Tensor,
-              temperature: float) -> torch.Tensor:
-    positive_logit = (query * positive).sum(dim=1, keepdim=True)
-    logits = torch.cat([positive_logit, negative_similarity.masked_fill(~valid, -math.inf)], dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long, device=query.device), reduction="none")
+    """Per-query InfoNCE [B] of one neighbour term: -log exp(q.p / t) / (exp(q.p / t) + sum_{j valid} exp(s_j / t)),
+    `losses.masked_info_nce` without reduction (the terms average over the queries whose neighbour was found)."""
+    return masked_info_nce(query, positive, None, valid, temperature, reduction="none", similarity=negative_similarity)
 
 
 def masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -419,6 +245,7 @@ def neighbour_weight(epoch: int, warmup_epochs: int, ramp_end_epoch: int) -> flo
 
 @register("dn2a")
 class DN2A(Method):
+    label, paper_label = "DN2A", "DN2A"
     Hparams = DN2AHparams
     open_set_distance = "euclidean"       # UEM App. B.2: DN2A's own distance
     dataset_overrides = {
@@ -433,8 +260,6 @@ class DN2A(Method):
             raise ValueError(f"dn2a: key_bn_splits must be >= 1, got {hparams.key_bn_splits}")
         self.key_encoder = MomentumEncoder(backbone)
         self.queues = nn.ModuleList()
-        self.epoch = 0
-        self._pending_keys = []
 
     # --- features ----------------------------------------------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -462,9 +287,6 @@ class DN2A(Method):
         self.queues = nn.ModuleList([
             KeyQueue(max(1, min(h.queue_size, len(domain) - h.batch_size)), self.backbone.embed_dim).to(ctx.device)
             for domain in ctx.domains])
-
-    def on_epoch_start(self, epoch: int, ctx) -> None:
-        self.epoch = epoch
 
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         h = self.hparams
@@ -510,9 +332,9 @@ class DN2A(Method):
         self_terms, in_terms, x_terms = [], [], []
         for query, other_key in ((q_strong, k_anchor), (q_anchor, k_strong)):   # symmetrised over the two views
             similarity = query @ negatives.t()
-            self_terms.append(_info_nce(query, other_key, similarity, base_valid, h.temperature).mean())
-            in_terms.append(masked_mean(_info_nce(query, n_in, similarity, in_valid, h.temperature), in_found))
-            x_terms.append(masked_mean(_info_nce(query, n_x, similarity, x_valid, h.temperature), x_accepted))
+            self_terms.append(nn_info_nce(query, other_key, similarity, base_valid, h.temperature).mean())
+            in_terms.append(masked_mean(nn_info_nce(query, n_in, similarity, in_valid, h.temperature), in_found))
+            x_terms.append(masked_mean(nn_info_nce(query, n_x, similarity, x_valid, h.temperature), x_accepted))
         loss_self = (self_terms[0] + self_terms[1]) / 2
         loss_in = (in_terms[0] + in_terms[1]) / 2
         loss_x = (x_terms[0] + x_terms[1]) / 2
@@ -521,13 +343,9 @@ class DN2A(Method):
         if weight > 0:
             loss = loss + weight * (h.in_weight * loss_in + h.cross_weight * loss_x)
 
-        self._pending_keys = [(b.domain_id, b.index, key) for b, key in zip(batches, k_anchor.split(sizes))]
+        self.key_encoder.stage_update(self.backbone, h.key_momentum)        # after the optimiser step
+        for b, key in zip(batches, k_anchor.split(sizes)):
+            self.queues[b.domain_id].stage_enqueue(key, b.index)
         return {"loss": loss, "self": loss_self.detach(), "in_domain": loss_in.detach(),
                 "cross_domain": loss_x.detach(), "nn_weight": torch.tensor(weight),
                 "accept_rate": masked_mean(x_accepted.float(), x_found).detach()}
-
-    def on_train_batch_end(self, step: int) -> None:
-        self.key_encoder.update(self.backbone, self.hparams.key_momentum)
-        for domain_id, index, key in self._pending_keys:
-            self.queues[domain_id].enqueue(key, index)
-        self._pending_keys = []

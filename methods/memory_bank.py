@@ -1,13 +1,15 @@
 """Per-domain, index-addressed memory bank: one L2-normalised feature slot per training image (InstDisc / CDS / PCS /
-UCDIR / UEM). A buffer, so it is saved and restored with the method's state_dict."""
+UCDIR / UEM). A buffer, so it is saved and restored with the method's state_dict. A training step stages its update
+(`stage_momentum_update`, `stage_overwrite`); the runner commits it after the optimiser step (`methods/staged.py`)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from .staged import StagedUpdates
 
 
-class MemoryBank(nn.Module):
+class MemoryBank(StagedUpdates):
     def __init__(self, size: int, dim: int):
         super().__init__()
         self.register_buffer("features", torch.zeros(size, dim))
@@ -26,6 +28,14 @@ class MemoryBank(nn.Module):
         """m_i <- normalize(momentum * m_i + (1 - momentum) * f_i)."""
         mixed = momentum * self.features[index] + (1.0 - momentum) * features.detach().to(self.features)
         self.features[index] = F.normalize(mixed, dim=1)
+
+    def stage_momentum_update(self, index: torch.Tensor, features: torch.Tensor, momentum: float) -> None:
+        """`momentum_update` with this step's features, applied after the optimiser step."""
+        self.stage(self.momentum_update, index, features.detach(), momentum)
+
+    def stage_overwrite(self, index: torch.Tensor, features: torch.Tensor) -> None:
+        """`overwrite` with this step's features, applied after the optimiser step."""
+        self.stage(self.overwrite, index, features.detach())
 
     @torch.no_grad()
     def overwrite(self, index: torch.Tensor, features: torch.Tensor) -> None:

@@ -1,6 +1,7 @@
 """MoCo pieces shared by the momentum-encoder methods (UCDIR, DGDIR, DARL, DN2A): an EMA key encoder and a FIFO
 queue of keys that remembers which instance each key came from. Both keep their state in buffers, so a checkpoint
-restores them with the method's state_dict."""
+restores them with the method's state_dict, and both change only after the optimiser step: a training step stages
+the update (`stage_update`, `stage_enqueue`) and the runner commits it (`methods/staged.py`)."""
 from __future__ import annotations
 
 import copy
@@ -9,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .staged import StagedUpdates
 
-class MomentumEncoder(nn.Module):
+
+class MomentumEncoder(StagedUpdates):
     """A frozen copy of an online network, moved towards it after each step: theta_k <- m theta_k + (1 - m) theta_q
     (MoCo). Only parameters move: buffers (BatchNorm running statistics) are the key encoder's own, estimated by its
     own forward passes in training mode, as in MoCo and UCDIR's key encoders."""
@@ -23,6 +26,10 @@ class MomentumEncoder(nn.Module):
     def update(self, online: nn.Module, momentum: float) -> None:
         for key, query in zip(self.encoder.parameters(), online.parameters()):
             key.mul_(momentum).add_(query.detach(), alpha=1.0 - momentum)
+
+    def stage_update(self, online: nn.Module, momentum: float) -> None:
+        """`update` towards `online` as it will be after the optimiser step (applied then)."""
+        self.stage(self.update, online, momentum)
 
     @torch.no_grad()
     def forward(self, *args, **kwargs):
@@ -49,7 +56,7 @@ class MomentumEncoder(nn.Module):
         return keys
 
 
-class KeyQueue(nn.Module):
+class KeyQueue(StagedUpdates):
     """A FIFO of `size` L2-normalised keys with the instance index of each (-1 while a slot is empty).
 
     `negatives_mask(index)` says which slots may serve as negatives for queries of the given instances: filled slots
@@ -73,6 +80,10 @@ class KeyQueue(nn.Module):
         self.keys[slots] = F.normalize(keys.detach().to(self.keys), dim=1)
         self.index[slots] = index.to(self.index)
         self.pointer.copy_((self.pointer + n) % len(self))
+
+    def stage_enqueue(self, keys: torch.Tensor, index: torch.Tensor) -> None:
+        """`enqueue` this step's keys after the optimiser step."""
+        self.stage(self.enqueue, keys.detach(), index)
 
     def negatives_mask(self, query_index: torch.Tensor) -> torch.Tensor:
         """Bool [B, size]: True where slot j is a valid negative for query i."""

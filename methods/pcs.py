@@ -1,8 +1,8 @@
 """PCS: Prototypical Cross-domain Self-supervised Learning for Few-shot Unsupervised Domain Adaptation (Yue, Zheng,
 Zhang, Gao, Darrell, Keutzer, Sangiovanni-Vincentelli; CVPR 2021).
 
-The self-supervised part of PCS, from the official code `zhengzangw/PCS-FUDA` as described in
-shared/reference/baselines.md §5 (no code was copied). PCS's classifier, its adaptive prototype weights (APCU), the
+The self-supervised part of PCS (arXiv 2103.16765), from the official code `zhengzangw/PCS-FUDA` at commit 1b82dd0
+(`pcs/`, `config/`; no code was copied). PCS's classifier, its adaptive prototype weights (APCU), the
 mutual-information terms (MIM) and the few-shot cross entropy read labels and are left out (UEM: "compulsory
 customization"); what remains is the paper's in-domain prototypical contrast and cross-domain instance-to-prototype
 self-supervision, the two terms its released configs train (`proto-*`, `I2C-cross`).
@@ -10,7 +10,7 @@ self-supervision, the two terms its released configs train (`proto-*`, `I2C-cros
 Network: the backbone with its L2-normalised head output f (the retrieval feature). Domains: A = the query domain
 (id 0), B = the retrieval domain (id 1).
 
-- Memory banks (`on_fit_start`, `on_train_batch_end`): one per domain, N_d x dim (`memory_bank.MemoryBank`), filled
+- Memory banks (`on_fit_start`, staged updates): one per domain, N_d x dim (`memory_bank.MemoryBank`), filled
   before training with the initial model's features and updated after each optimiser step with that step's features,
   m_i <- normalize(0.5 m_i + 0.5 f_i) (`loss_params.m` 0.5).
 - Clustering (`on_epoch_start`, every epoch, as the code's first iteration of each epoch): per domain d, spherical
@@ -36,8 +36,8 @@ Network: the backbone with its L2-normalised head output f (the retrieval featur
   `proto-src`, w_B = `proto_weight_retrieval` takes `proto-tgt`.
 - Optimiser (`configure_optimizers`): one SGD, Nesterov, momentum 0.9, weight decay 5e-4 (0 on normalisation
   parameters); lr 0.01 for the head, 0.1 x 0.01 = 0.001 for the trunk (`conv_lr_ratio`); every group's lr decays per
-  optimiser step, lr_it = lr (1 + 1e-4 it)^-0.75 (`lr_decay_factor`, set in `training_step` from the global step, so a
-  resumed run continues the schedule).
+  optimiser step, lr_it = lr (1 + 1e-4 it)^-0.75 (`lr_decay_factor`, a per-step scheduler the runner steps after
+  every optimiser step and checkpoints, so a resumed run continues the schedule).
 - Augmentation: one crop + flip view per image and step (`augment.crop_flip_view`: the code's resize 256, random crop
   224, horizontal flip). Batch 64 per domain.
 - Retrieval feature (`embed`): the normalised head output. Open set: the paper's baseline detector (App. B.2) with
@@ -96,7 +96,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import crop_flip_view
-from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, derive_seed
+from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, Optimization, derive_seed
 from .clustering import empty_clusters, faiss_kmeans
 from .losses import softmax_entropy
 from .registry import register
@@ -188,6 +188,7 @@ class Clustering:
 
 @register("pcs")
 class PCS(Method):
+    label, paper_label = "PCS", "PCS"
     Hparams = PCSHparams
     native_init = "imagenet_supervised"      # its released code: torchvision resnet50(pretrained=True)
     # Released per-dataset values (module docstring); the quickstart: a scaled budget and fewer k-means repetitions
@@ -210,7 +211,6 @@ class PCS(Method):
         if hparams.n_kmeans < 1:
             raise ValueError(f"pcs: n_kmeans must be at least 1, got {hparams.n_kmeans}")
         self.clusterings: list[list[Clustering]] = []
-        self._optimizer = None
 
     def steps_per_epoch(self, size_a: int, size_b: int) -> int:
         if self.hparams.steps_per_epoch_override > 0:
@@ -227,17 +227,13 @@ class PCS(Method):
             undecayed = [p for p in part.parameters() if id(p) in norm]
             for params, weight_decay in ((decayed, h.weight_decay), (undecayed, 0.0)):
                 if params:
-                    groups.append({"params": params, "lr": lr, "base_lr": lr, "weight_decay": weight_decay})
-        self._optimizer = torch.optim.SGD(groups, lr=h.lr, momentum=h.momentum, nesterov=h.nesterov,
-                                          weight_decay=h.weight_decay)
-        return self._optimizer
-
-    def set_learning_rate(self, step: int) -> None:
-        """lr of every group for the harness's global step `step` (0-based), counted in the code's optimiser steps."""
-        h = self.hparams
-        factor = lr_decay_factor(step * h.lr_decay_steps_per_iteration, h.lr_decay_gamma, h.lr_decay_power)
-        for group in self._optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+                    groups.append({"params": params, "lr": lr, "weight_decay": weight_decay})
+        optimizer = torch.optim.SGD(groups, lr=h.lr, momentum=h.momentum, nesterov=h.nesterov,
+                                    weight_decay=h.weight_decay)
+        # harness step s (0-based) runs at lr x factor(s x the code's optimiser steps per harness step)
+        decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_decay_factor(
+            step * h.lr_decay_steps_per_iteration, h.lr_decay_gamma, h.lr_decay_power))
+        return Optimization([optimizer], step_schedulers=[decay])
 
     # --- banks and clusters ----------------------------------------------------------------------------------------
     def on_fit_start(self, ctx) -> None:
@@ -268,8 +264,6 @@ class PCS(Method):
     # --- losses ----------------------------------------------------------------------------------------------------
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         h = self.hparams
-        if self._optimizer is not None:
-            self.set_learning_rate(step)
         batches = (batch_a, batch_b)
         features = self.backbone(torch.cat([crop_flip_view(b.images) for b in batches])).split(
             [len(b.images) for b in batches])
@@ -283,11 +277,8 @@ class PCS(Method):
         proto_a = h.proto_weight_query * proto[0]
         proto_b = h.proto_weight_retrieval * proto[1]
         i2c = h.i2c_weight * (cross[0] + cross[1])
-        self._pending_bank_updates = [(b.index, f.detach()) for b, f in zip(batches, features)]
+        for bank, b, f in zip(self.banks, batches, features):   # after the optimiser step, as the official code
+            bank.stage_momentum_update(b.index, f, h.bank_momentum)
         return {"loss": proto_a + proto_b + i2c, "proto_query": proto_a.detach(),
                 "proto_retrieval": proto_b.detach(), "i2c_cross": i2c.detach()}
 
-    def on_train_batch_end(self, step: int) -> None:
-        # After the optimiser step, as in the code: the banks take this step's (pre-update) features.
-        for bank, (index, features) in zip(self.banks, self._pending_bank_updates):
-            bank.momentum_update(index, features, self.hparams.bank_momentum)

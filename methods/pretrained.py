@@ -17,4 +17,5 @@ class PretrainedHparams(BaseHparams):
 
 @register("pretrained")
 class Pretrained(Method):
+    label = "Pretrained (init)"                # the floor of every table; the paper has no such row
     Hparams = PretrainedHparams

@@ -1,7 +1,7 @@
 """UCDIR: Feature Representation Learning for Unsupervised Cross-domain Image Retrieval (Hu & Lee, ECCV 2022).
 
-Implemented from shared/reference/baselines.md §8 (a spec read from the official code `conghui1002/UCDIR`:
-`builder.py`, `main.py`, `scripts/office-home.sh`, `scripts/domainnet.sh`); no code was copied.
+Implemented from the official code `conghui1002/UCDIR` at commit ad7fa42 (`builder.py`, `main.py`,
+`scripts/office-home.sh`, `scripts/domainnet.sh`); no code was copied. Paper: arXiv 2207.09721.
 
 Model: MoCo v2 with per-image banks. The query encoder is the backbone (trunk + 2-layer MLP head -> 128-d,
 L2-normalised); the key encoder is its EMA copy (`momentum.MomentumEncoder`, m = 0.999), both starting from the
@@ -45,7 +45,7 @@ cosine distance (`open_set_distance = "cosine"`).
 
 Quirks of the official code, and what is done here:
 - Model selection on test labels: the code evaluates after every epoch and reports the best epoch by P@1 (P@50) on
-  the test labels (baselines.md §2.1). The harness reports the last epoch; nothing here reads a label.
+  the test labels (its `main.py`). The harness reports the last epoch; nothing here reads a label.
 - Split BatchNorm + batch shuffle in the key encoder (a 1-GPU emulation of MoCo's shuffle-BN). For nets with
   BatchNorm the key batch (A and B together) is shuffled with a random permutation and forwarded in `key_bn_splits`
   (2) chunks, so each chunk normalises with its own batch statistics, as SplitBatchNorm does; the keys are then put
@@ -53,7 +53,7 @@ Quirks of the official code, and what is done here:
   key batch goes through in one piece and no permutation is drawn (`MomentumEncoder.shuffled_keys`). Running
   statistics: the key encoder keeps its own, estimated from its split passes, as the official one does.
 - Order of the EMA update: the code moves the key encoder at the start of each step, before the key forward; here it
-  moves after the optimiser step (`on_train_batch_end`). The sequence of key encoders is the same except that the
+  moves after the optimiser step (staged updates). The sequence of key encoders is the same except that the
   update before the very first key forward (a no-op: both encoders are equal) is not made and the last step's update
   is applied before evaluation (the code evaluates without it).
 - k-means seed: the code seeds faiss with 0 (the index of the K in its list) at every epoch and for both domains;
@@ -84,7 +84,6 @@ key encoder, ~85 % the init after 150 steps; 0.9 would change it within a fracti
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -93,7 +92,7 @@ import torch.nn.functional as F
 from .augment import moco_v2_view
 from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, both_domains, sgd_with_cosine
 from .clustering import empty_clusters, faiss_kmeans
-from .losses import softmax_entropy
+from .losses import masked_info_nce, softmax_entropy
 from .momentum import MomentumEncoder
 from .registry import register
 
@@ -127,11 +126,8 @@ class UCDIRHparams(BaseHparams):
 def instance_contrast(query: torch.Tensor, key: torch.Tensor, bank: torch.Tensor, index: torch.Tensor,
                       temperature: float) -> torch.Tensor:
     """L_inst: the key of the other view is the positive; every bank slot but the image's own is a negative."""
-    positive = (query * key).sum(dim=1, keepdim=True)
     own_slot = torch.arange(len(bank), device=bank.device)[None, :] == index[:, None]
-    negatives = (query @ bank.t()).masked_fill(own_slot, -math.inf)
-    logits = torch.cat([positive, negatives], dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long, device=query.device))
+    return masked_info_nce(query, key, bank, ~own_slot, temperature)
 
 
 def confidence_filter(key: torch.Tensor, prototypes: torch.Tensor, labels: torch.Tensor, temperature: float,
@@ -199,6 +195,7 @@ class DomainClusters:
 
 @register("ucdir")
 class UCDIR(Method):
+    label, paper_label = "UCDIR", "UCDIR"
     Hparams = UCDIRHparams
     open_set_distance = "cosine"
     # Quickstart budget ("synthetic"): see "Quickstart budget" in the module docstring.
@@ -217,7 +214,6 @@ class UCDIR(Method):
             raise ValueError(f"ucdir: key_bn_splits must be >= 1, got {hparams.key_bn_splits}")
         self.key_encoder = MomentumEncoder(backbone)
         self.clusters: list[DomainClusters] | None = None
-        self.epoch = 0
 
     # --- schedule ------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -233,7 +229,6 @@ class UCDIR(Method):
 
     def on_epoch_start(self, epoch: int, ctx) -> None:
         h = self.hparams
-        self.epoch = epoch
         if epoch < h.warmup_epochs:
             self.clusters = None
             return
@@ -275,6 +270,7 @@ class UCDIR(Method):
                                                     h.temperature, h.cw_filter_threshold)
                 kept[d] = keep.float().mean()
         loss = ((instance[0] + w_cw * cluster[0]) + (instance[1] + w_cw * cluster[1])) / 2
+        self.key_encoder.stage_update(self.backbone, h.key_momentum)        # after the optimiser step
         entropy = dod = zero
         if self.clusters is not None and self.epoch >= h.align_start_epoch:
             prototypes = tuple(c.prototypes for c in self.clusters)
@@ -285,6 +281,3 @@ class UCDIR(Method):
         return {"loss": loss, "instance": ((instance[0] + instance[1]) / 2).detach(),
                 "cluster": ((cluster[0] + cluster[1]) / 2).detach(), "cluster_weight": torch.tensor(w_cw),
                 "kept": ((kept[0] + kept[1]) / 2).detach(), "entropy": entropy.detach(), "dod": dod.detach()}
-
-    def on_train_batch_end(self, step: int) -> None:
-        self.key_encoder.update(self.backbone, self.hparams.key_momentum)

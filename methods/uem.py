@@ -1,6 +1,7 @@
 """UEM: Semantic Feature Learning for Universal Unsupervised Cross-domain Retrieval (Wang, Du, Zhu; NeurIPS 2024).
 
-Implemented from shared/reference/uem.md (a reconstruction of the camera-ready paper; no official code exists).
+Reconstructed from the paper (arXiv:2403.05690; NeurIPS 2024 camera-ready, Sec. 3 method, Sec. 4 setup, App. B.1
+open set); no official code exists (the paper's checklist says the code is not released).
 Two stages over one backbone f (L2-normalised embeddings), equations numbered as in the paper:
 
 Stage 1, intra-domain semantic-enhanced learning (IDSE), epochs 0..E-1, for each domain d in {A, B}:
@@ -36,7 +37,7 @@ Logged per epoch (the run's history): `clusters_query`, `clusters_retrieval` (K 
 before the first clustering), `merged_pairs`, `alpha`, and in stage 2 `sn2m_trust` (the fraction of anchors whose
 switch trusts the cross-domain neighbour, Eq. 17).
 
-Choices where the paper is silent or ambiguous (uem.md §9), each the best reading unless a switch says otherwise:
+Choices where the paper is silent or ambiguous, each the best reading unless a switch says otherwise:
 - A1/A3: a per-instance memory bank (as written, not a key encoder); 128-d L2-normalised features; bank entries
   re-normalised after each update; raw k-means centres for Euclidean terms (Eq. 8, 9, 11, 14, delta) and unit-norm
   centres inside softmax logits (Eq. 7, 11's weights, 17).
@@ -81,6 +82,7 @@ from .augment import moco_v2_view
 from .base import BaseHparams, Batch, Method, cosine_factor
 from .clustering import elbow_kmeans
 from .grl import grad_reverse
+from .losses import bank_instance_nce
 from .registry import register
 
 
@@ -93,7 +95,7 @@ class UEMHparams(BaseHparams):
     lr: float = 2e-4
     stage2_lr: float = 0.0            # derived: 0 means `lr` (the paper: one lr for both stages)
     momentum: float = 0.9
-    weight_decay: float = 1e-4        # not in the paper: UCDIR's default (uem.md §5)
+    weight_decay: float = 1e-4        # not in the paper: UCDIR's default (conghui1002/UCDIR ad7fa42, main.py --wd)
     temperature: float = 0.07         # tau, every contrastive term
     bank_momentum: float = 0.99       # beta (Eq. 5)
     k_min: int = 2
@@ -285,6 +287,7 @@ class DomainClassifier(nn.Sequential):
 
 @register("uem")
 class UEM(Method):
+    label, paper_label = "UEM (Ours)", "UEM"
     Hparams = UEMHparams
     # Quickstart budget: 8 + 4 epochs of 15 steps (the paper runs ~7000 stage-1 steps on Office-Home), so the
     # stage-1 lr is raised to keep lr x steps of the same order (at 2e-4, 120 steps leave the model where it
@@ -310,7 +313,6 @@ class UEM(Method):
         self.prototypes = None     # stage 1: per domain (raw centres, assignment); stage 2: features too
         self.unified = None
         self.alpha = 0.0
-        self.epoch = 0
 
     # --- schedule ------------------------------------------------------------------------------------------------
     def in_stage2(self, epoch: int) -> bool:
@@ -336,7 +338,6 @@ class UEM(Method):
 
     def on_epoch_start(self, epoch: int, ctx) -> None:
         h = self.hparams
-        self.epoch = epoch
         seed = ctx.seed * 1000 + epoch
         if not self.in_stage2(epoch):
             self.alpha = progressive_weight(epoch, h.stage1_epochs)
@@ -378,10 +379,10 @@ class UEM(Method):
         for d, (batch, f) in enumerate(zip(batches, features)):
             bank = self.banks[d].features
             if h.ince_negatives == "bank":                                                     # Eq. 6, A2
-                ince = F.cross_entropy(f @ bank.t() / h.temperature, batch.index)
-            else:
-                ince = F.cross_entropy(f @ bank[batch.index].t() / h.temperature,
-                                       torch.arange(len(f), device=f.device))
+                ince = bank_instance_nce(f, bank, batch.index, h.temperature)
+            else:                                                   # the batch's own bank slots only
+                ince = bank_instance_nce(f, bank[batch.index], torch.arange(len(f), device=f.device),
+                                         h.temperature)
             terms["ince"] = terms["ince"] + self._scale(ince, len(f))
             if self.unified is not None:
                 own_set, own_in_set = ((self.unified.set_a, self.unified.a_in_a) if d == 0
@@ -395,7 +396,8 @@ class UEM(Method):
                 if h.use_sel:
                     terms["sel"] = terms["sel"] + semantic_enhanced_loss(f, own_set, h.temperature)  # Eq. 11
         loss = terms["ince"] + self.alpha * terms["pnce"] + self.alpha * terms["sel"]            # Eq. 12
-        self._pending_bank_updates = [(b.index, f.detach()) for b, f in zip(batches, features)]
+        for bank, b, f in zip(self.banks, batches, features):   # Eq. 5, after the optimiser step
+            bank.stage_momentum_update(b.index, f, h.bank_momentum)
         return {"loss": loss, **{k: torch.as_tensor(v).detach() for k, v in terms.items()}}
 
     def _stage2_losses(self, batches, views, features) -> dict[str, torch.Tensor]:
@@ -422,15 +424,10 @@ class UEM(Method):
                     self.prototypes[other][0], h.temperature, anchor_is_a=(d == 0),
                     merging=h.prototype_merging, return_trust=True)                                     # Eq. 17
                 match, trusted = match + loss, trusted + [trust]
-        self._pending_bank_updates = []
         terms = {"loss": dal + spr + match, "dal": dal.detach(), "spr": spr.detach(), "sn2m": match.detach()}  # Eq. 18
         if trusted:
             terms["sn2m_trust"] = torch.cat(trusted).float().mean()
         return terms
-
-    def on_train_batch_end(self, step: int) -> None:
-        for (index, features), bank in zip(self._pending_bank_updates, self.banks):          # Eq. 5
-            bank.momentum_update(index, features, self.hparams.bank_momentum)
 
     # --- open set (App. B.1) ------------------------------------------------------------------------------------
     def detect_private(self, query_features: torch.Tensor, retrieval_features: torch.Tensor, *,
@@ -487,15 +484,16 @@ def private_by_merged_bounds(query_features, retrieval_features, query_prototype
     return nearest_item > bound[nearest_prototype]
 
 
-def _variant(name: str, **switches):
+def _variant(name: str, label: str, paper_label: str, **switches):
+    """A registered ablation of UEM, labelled as the rows of the paper's Table 4 (`paper_label` as its CSV spells it)."""
     hparams_cls = dataclass(type(f"{name}_Hparams", (UEMHparams,), {
         "__annotations__": {k: type(v) for k, v in switches.items()}, **switches}))
-    cls = type(name, (UEM,), {"Hparams": hparams_cls, "variant_of": "uem",
+    cls = type(name, (UEM,), {"Hparams": hparams_cls, "variant_of": "uem", "label": label, "paper_label": paper_label,
                               "__doc__": f"UEM ablation ({', '.join(f'{k}={v}' for k, v in switches.items())})."})
     return register(name)(cls)
 
 
-UEMNoPrototypeMerging = _variant("uem_no_pm", prototype_merging=False)
-UEMNoSEL = _variant("uem_no_sel", use_sel=False)
-UEMNoSPDA = _variant("uem_no_spda", use_spr=False)
-UEMNoSN2M = _variant("uem_no_sn2m", match="nearest_neighbour")
+UEMNoPrototypeMerging = _variant("uem_no_pm", "w/o PM", "w/o P.M.", prototype_merging=False)
+UEMNoSEL = _variant("uem_no_sel", "w/o SEL", "w/o SEL", use_sel=False)
+UEMNoSPDA = _variant("uem_no_spda", "w/o SPDA", "w/o SPDA", use_spr=False)
+UEMNoSN2M = _variant("uem_no_sn2m", "w/o SN²M", "w/o SN2M", match="nearest_neighbour")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark import suites
-from benchmark.initialisation import QUICKSTART_BACKBONE
+from benchmark.backbone_specs import QUICKSTART_BACKBONE
 from datasets.synthetic import ensure_synthetic
 
 # The quickstart's backbone spec with a one-epoch SimCLR init: the same code path, seconds instead of minutes.

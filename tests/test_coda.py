@@ -131,7 +131,7 @@ def test_total_loss_iss_plus_cca_on_both_domains(monkeypatch):
     assert all(p.grad is not None for p in method.heads.parameters())       # the heads learn from both terms
     # After the step, the banks take this step's features: m_B <- normalize(0.95 (1, 0) + 0.05 (0, 1))
     # = (0.95, 0.05) / 0.95131 = (0.99862, 0.05256); m_A stays (1, 0).
-    method.on_train_batch_end(0)
+    method.after_optimizer_step(0)
     assert method.banks[1].features[0].tolist() == pytest.approx([0.99862, 0.05256], abs=1e-5)
     assert method.banks[0].features[0].tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
 

@@ -16,7 +16,7 @@ from methods.backbones import build_backbone
 from methods.base import Batch, build_hparams, resolve_hparams
 from methods.darl import (DARL, domain_log_likelihoods, mixture_log_weights, mixture_nll,  # registers "darl"
                           queue_length)
-from methods.losses import info_nce
+from methods.losses import masked_info_nce
 from methods.momentum import KeyQueue
 
 from .conftest import assert_key_encoder_trails, run_stopped_after_one_epoch, tiny_suite
@@ -93,10 +93,10 @@ def test_oracle_one_hot_pi_equals_per_domain_info_nce():
     loss = mixture_nll(log_pi, domain_log_likelihoods(q, k, domain, index, queues, temperature=0.2))
     for d in (0, 1):
         rows = domain == d
-        expected = info_nce(q[rows], k[rows], queues[d].keys, temperature=0.2)   # MoCo with in-domain negatives
+        expected = masked_info_nce(q[rows], k[rows], queues[d].keys, None, 0.2)   # MoCo with in-domain negatives
         assert loss[rows].mean().item() == pytest.approx(expected.item(), abs=1e-12)
     # ... and not the InfoNCE against the other domain's queue.
-    other = info_nce(q[domain == 0], k[domain == 0], queues[1].keys, temperature=0.2)
+    other = masked_info_nce(q[domain == 0], k[domain == 0], queues[1].keys, None, 0.2)
     assert loss[domain == 0].mean().item() != pytest.approx(other.item(), abs=1e-3)
 
 
@@ -106,7 +106,7 @@ def test_single_domain_equals_plain_moco_info_nce():
     log_pi = mixture_log_weights("learned_detached", torch.randn(len(q), 1, dtype=q.dtype), domain)
     assert log_pi.tolist() == [[0.0]] * len(q)                               # softmax over one domain: pi = 1
     loss = mixture_nll(log_pi, domain_log_likelihoods(q, k, domain, index, queues, temperature=0.2)).mean()
-    assert loss.item() == pytest.approx(info_nce(q, k, queues[0].keys, temperature=0.2).item(), abs=1e-12)
+    assert loss.item() == pytest.approx(masked_info_nce(q, k, queues[0].keys, None, 0.2).item(), abs=1e-12)
 
 
 def _naive_float64(q, k, queues, domain, pi, temperature):
@@ -184,8 +184,12 @@ def test_keys_go_to_their_own_domains_queue():
     assert [len(q) for q in method.queues] == [36, 56]                       # N_d - B: 40 - 4, 60 - 4
     batch_a, batch_b = _batches(1, index_a=(0, 1, 2, 3), index_b=(0, 1, 2, 3))   # same indices, other domain
     method.training_step(batch_a, batch_b, 0)
-    keys_a, keys_b = method._pending_keys[0][2], method._pending_keys[1][2]
-    method.on_train_batch_end(0)
+    # staged, not applied: the queues change only after the optimiser step
+    assert all((q.index < 0).all() for q in method.queues)
+    (enqueue_a,), (enqueue_b,) = method.queues[0]._staged, method.queues[1]._staged
+    keys_a, keys_b = enqueue_a.args[0], enqueue_b.args[0]
+    method.after_optimizer_step(0)
+    assert not method.queues[0].has_staged and not method.queues[1].has_staged
     for queue, keys in zip(method.queues, (keys_a, keys_b)):
         filled = queue.index >= 0
         assert filled.sum().item() == 4 and queue.index[filled].tolist() == [0, 1, 2, 3]
@@ -194,7 +198,7 @@ def test_keys_go_to_their_own_domains_queue():
     # A second step: 4 more keys each, still each domain's own.
     batch_a, batch_b = _batches(2, index_a=(10, 11, 12, 13), index_b=(50, 51, 52, 53))
     out = method.training_step(batch_a, batch_b, 1)
-    method.on_train_batch_end(1)
+    method.after_optimizer_step(1)
     assert sorted(method.queues[0].index[method.queues[0].index >= 0].tolist()) == [0, 1, 2, 3, 10, 11, 12, 13]
     assert sorted(method.queues[1].index[method.queues[1].index >= 0].tolist()) == [0, 1, 2, 3, 50, 51, 52, 53]
     assert out["darl"].item() > 0 and torch.isfinite(out["loss"])
@@ -233,7 +237,7 @@ def test_domain_predictor_cross_entropy_by_hand():
 def test_darl_gradient_reaches_the_predictor_only_when_joint(mode, predictor_gets_darl_gradient):
     method = _tiny_method(pi_mode=mode, predictor_weight=0.0)
     method.training_step(*_batches(4), 0)
-    method.on_train_batch_end(0)                                             # queues now hold keys
+    method.after_optimizer_step(0)                                             # queues now hold keys
     out = method.training_step(*_batches(5, index_a=(4, 5, 6, 7), index_b=(8, 9, 10, 11)), 1)
     out["loss"].backward()
     grads = [p.grad for p in method.predictor.parameters()]

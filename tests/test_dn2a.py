@@ -9,9 +9,9 @@ import torch
 
 from benchmark.runner import run_one
 from benchmark.suites import plan
-from methods.dn2a import (RANDAUG_OPS, apply_randaug_ops, cross_domain_neighbour, in_domain_neighbour,
-                          masked_mean, nearest_slot, neighbour_weight, nn_info_nce, queue_statistics, rand_augment,
-                          standardise)  # importing methods.dn2a registers "dn2a"
+from methods.dn2a import (cross_domain_neighbour, in_domain_neighbour, masked_mean,  # registers "dn2a"
+                          nearest_slot, neighbour_weight, nn_info_nce, queue_statistics, standardise)
+from methods.randaugment import RANDAUG_OPS, apply_randaug_ops, rand_augment
 
 from .conftest import assert_key_encoder_trails, run_stopped_after_one_epoch, tiny_suite
 
@@ -119,10 +119,10 @@ def test_nn_info_nce_by_hand():
     positive = torch.tensor([[0.6, 0.8]])
     negatives = torch.tensor([[0.6, 0.8], [0.0, 1.0], [-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
     valid = torch.tensor([[False, True, True, False, False]])
-    loss = nn_info_nce(query, positive, negatives, valid, temperature=0.5)
+    loss = nn_info_nce(query, positive, query @ negatives.t(), valid, temperature=0.5)
     assert loss.tolist() == pytest.approx([0.294127], abs=1e-5)
     # With nothing valid the loss is log(e^1.2) - 1.2 = 0 (the first steps, before the queues fill).
-    assert nn_info_nce(query, positive, negatives, torch.zeros_like(valid), 0.5).tolist() == [0.0]
+    assert nn_info_nce(query, positive, query @ negatives.t(), torch.zeros_like(valid), 0.5).tolist() == [0.0]
 
 
 def test_masked_mean_and_warm_up():

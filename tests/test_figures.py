@@ -15,9 +15,10 @@ from benchmark import store
 from benchmark.collect import table_specs, tidy_frame
 from benchmark.evaluation import retrieval_sample, sample_queries
 from benchmark.figures import avg_chart, choose_methods, method_colours, training_curves, write_figures
-from benchmark.reports import aggregate
-from benchmark.runner import (FIGURE_PRIVATE_QUERIES, FIGURE_SHARED_QUERIES, FIGURE_TOP_K, RETRIEVALS_FILE,
-                              load_split_domains, run_one)
+from benchmark.tables import aggregate
+from benchmark.retrievals import FIGURE_PRIVATE_QUERIES, FIGURE_SHARED_QUERIES, FIGURE_TOP_K, RETRIEVALS_FILE
+from benchmark.runner import run_one
+from benchmark.spec import load_split_domains
 from benchmark.suites import plan
 
 from .conftest import prepared_run, tiny_suite

@@ -12,7 +12,7 @@ from methods.augment import color_jitter, crop_flip_view, gaussian_blur, moco_v2
 from methods.base import HparamError, Method, resolve_hparams
 from methods.cds import cross_domain_entropy
 from methods.grl import grad_reverse
-from methods.losses import bank_instance_nce, info_nce, nt_xent, softmax_entropy
+from methods.losses import bank_instance_nce, info_nce_logits, masked_info_nce, nt_xent, softmax_entropy
 from methods.memory_bank import MemoryBank
 from methods.open_set import cluster_radius_detector
 
@@ -52,7 +52,18 @@ def test_info_nce_by_hand():
     # q = k+ = (1, 0); negatives (0, 1), (-1, 0); t = 1: logits (1, 0, -1); loss = -log(e / (e + 1 + e^-1)) = 0.40761.
     q = torch.tensor([[1.0, 0.0]])
     negatives = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
-    assert info_nce(q, q, negatives, 1.0).item() == pytest.approx(0.40761, abs=1e-4)
+    assert masked_info_nce(q, q, negatives, None, 1.0).item() == pytest.approx(0.40761, abs=1e-4)
+    # Masking (-1, 0) out: logits (1, 0); loss = -log(e / (e + 1)) = 0.31326.
+    valid = torch.tensor([[True, False]])
+    assert masked_info_nce(q, q, negatives, valid, 1.0).item() == pytest.approx(0.31326, abs=1e-4)
+    # The logits themselves: the positive first, a masked slot -inf; the same with the similarity given.
+    assert info_nce_logits(torch.tensor([[1.0]]), q @ negatives.t(), valid).tolist() == [[1.0, 0.0, float("-inf")]]
+    assert masked_info_nce(q, q, None, valid, 1.0, similarity=q @ negatives.t()).item() == pytest.approx(0.31326,
+                                                                                                        abs=1e-4)
+    # reduction="none": one loss per query
+    two = masked_info_nce(q.repeat(2, 1), q.repeat(2, 1), negatives, torch.tensor([[True, True], [True, False]]),
+                          1.0, reduction="none")
+    assert two.tolist() == pytest.approx([0.40761, 0.31326], abs=1e-4)
 
 
 def test_nt_xent_by_hand():

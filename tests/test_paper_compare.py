@@ -22,7 +22,8 @@ from benchmark.paper import (
     paper_pair,
 )
 from benchmark.errors import UserError
-from benchmark.reports import METHOD_HEADER, TableSpec, aggregate, markdown_escape, to_latex, to_markdown
+from benchmark.render import markdown_escape, to_latex, to_markdown
+from benchmark.tables import METHOD_HEADER, TableSpec, aggregate
 from benchmark.suites import get_suite, plan
 
 from .test_reports import OPEN_METRICS, averages_models, check_golden, tidy_frame as hand_tidy_frame
@@ -313,10 +314,10 @@ def test_compare_small_cells():
 
 
 def test_golden_compare_markdown():
-    from benchmark.reports import suite_markdown
+    from benchmark.render import suite_markdown
     check_golden("compare_small.md", suite_markdown("small_vs_paper", [c.model for c in compare_models()]))
 
 
 def test_golden_compare_latex():
-    from benchmark.reports import suite_latex
+    from benchmark.render import suite_latex
     check_golden("compare_small.tex", suite_latex([c.model for c in compare_models()]))

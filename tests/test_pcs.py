@@ -93,9 +93,13 @@ def test_cross_domain_prototype_entropy():
 def test_per_step_lr_decay_on_every_group(step, factor):
     from methods.backbones import build_backbone
     method = PCS(PCSHparams(), build_backbone("small_cnn", width=8))
-    optimizer = method.configure_optimizers()
+    optimization = method.configure_optimizers()
+    (optimizer,), (decay,) = optimization.optimizers, optimization.step_schedulers
+    assert not optimization.epoch_schedulers
     assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.9
-    method.set_learning_rate(step)
+    for _ in range(step):                                          # the runner steps it after every optimiser step
+        optimizer.step()                                           # (no gradients: moves nothing)
+        decay.step()
     head = {id(p) for p in method.backbone.head.parameters()}
     norm = {id(p) for m in method.backbone.modules() if isinstance(m, nn.GroupNorm) for p in m.parameters()}
     seen = set()
@@ -151,7 +155,7 @@ def test_total_loss_own_domain_prototypes_other_domain_entropy(monkeypatch):
     assert losses["loss"].item() == pytest.approx(pc_a + pc_b + cs, abs=1e-6)
     # After the step the banks take this step's features: m_B <- normalize(0.5 (1, 0) + 0.5 (0, 1)) = (0.70711,
     # 0.70711); m_A = normalize(0.5 (1, 0) + 0.5 (1, 0)) stays (1, 0).
-    method.on_train_batch_end(0)
+    method.after_optimizer_step(0)
     assert method.banks[1].features[0].tolist() == pytest.approx([0.70711, 0.70711], abs=1e-5)
     assert method.banks[0].features[0].tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
 
@@ -217,12 +221,13 @@ def test_stop_after_an_epoch_and_resume_bitwise(tmp_path, cache_dir, one_thread)
     run_one(spec_path, stop_after_epochs=1)
     checkpoint = torch.load(spec_path.parent / "ckpt" / "last.pt", weights_only=False)
     assert checkpoint["epoch"] == 1 and "banks.0.features" in checkpoint["method"]
-    # The lr saved is the last step's, one decay factor (1 + 1e-4 it)^-0.75 < 1 for every group: the schedule
-    # continues from there on resume (it is recomputed from the global step).
+    # The lr saved is the next step's, one decay factor (1 + 1e-4 it)^-0.75 < 1 for every group, and the per-step
+    # scheduler is checkpointed at step 4: the schedule continues from there on resume.
     groups = checkpoint["optimizers"][0]["param_groups"]
-    assert {g["base_lr"] for g in groups} == {0.01, 0.001}
-    factors = {round(g["lr"] / g["base_lr"], 12) for g in groups}
+    assert {g["initial_lr"] for g in groups} == {0.01, 0.001}
+    factors = {round(g["lr"] / g["initial_lr"], 12) for g in groups}
     assert len(factors) == 1 and 0.99 < factors.pop() < 1.0
+    assert [s["last_epoch"] for s in checkpoint["schedulers"]] == [4]
     resumed = run_one(spec_path)
     assert resumed == uninterrupted
     assert 0 <= resumed["open_set_acc"] <= 1

@@ -5,7 +5,6 @@ the official code returned) and `tol`; recorded by running the repository's own 
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,23 +14,18 @@ from methods.cds import CDS, CDSHparams, cross_domain_entropy
 from methods.losses import bank_instance_nce
 from methods.memory_bank import MemoryBank
 
-CASES = Path(__file__).parent / "data" / "peer" / "cds"
+from .peer import load_case, assert_official
 
 
-def load_case(name: str) -> dict:
-    return torch.load(CASES / f"{name}.pt", weights_only=False)
 
 
-def assert_official(actual, case: dict, official=None) -> None:
-    expected = case["official"] if official is None else official
-    torch.testing.assert_close(torch.as_tensor(actual).float(), torch.as_tensor(expected).float(), rtol=0,
-                               atol=case["tol"])
+
 
 
 @pytest.mark.parametrize("name", ["cross_entropy_full", "cross_entropy_minimal", "cross_entropy_topk"])
 def test_cross_domain_entropy_matches_the_official_code(name):
     # The official term takes log(p + 1e-5); with the exact log the full case differs by about 1e-4, beyond tol.
-    case = load_case(name)
+    case = load_case("cds", name)
     assert case["key"] == "cds.cross_domain_entropy"
     inputs = case["inputs"]
     assert_official(cross_domain_entropy(inputs["features"], inputs["other_bank"], **case["params"]), case)
@@ -39,7 +33,7 @@ def test_cross_domain_entropy_matches_the_official_code(name):
 
 def test_the_exact_log_would_not_match():
     # Guards the test above: the case is sensitive to the offset (so the offset is what makes it pass).
-    case = load_case("cross_entropy_full")
+    case = load_case("cds", "cross_entropy_full")
     inputs, params = case["inputs"], case["params"]
     logits = inputs["features"] @ inputs["other_bank"].t() / params["temperature"]
     p = torch.softmax(params["entropy_temperature"] * logits, dim=1)
@@ -48,13 +42,13 @@ def test_the_exact_log_would_not_match():
 
 
 def test_instance_nce_matches_the_official_code():
-    case = load_case("instance_nce")
+    case = load_case("cds", "instance_nce")
     inputs = case["inputs"]
     assert_official(bank_instance_nce(inputs["features"], inputs["bank"], inputs["index"], **case["params"]), case)
 
 
 def test_bank_update_matches_the_official_code():
-    case = load_case("bank_update")
+    case = load_case("cds", "bank_update")
     inputs = case["inputs"]
     bank = MemoryBank(*inputs["bank"].shape)
     bank.features.copy_(inputs["bank"])
@@ -74,7 +68,7 @@ class EightDimensionalFeatures(torch.nn.Module):
 def test_training_step_matches_the_official_code(monkeypatch):
     # The official forward/loss composition on fixed features, augmentation replaced by the identity; then the
     # banks after the step's update.
-    case = load_case("training_step")
+    case = load_case("cds", "training_step")
     inputs = case["inputs"]
     method = CDS(CDSHparams(**case["params"]["hparams"]), EightDimensionalFeatures())
     monkeypatch.setattr(method, "augment", lambda images: images)
@@ -84,7 +78,7 @@ def test_training_step_matches_the_official_code(monkeypatch):
     batch_a = cds_module.Batch(inputs["images_a"], inputs["index_a"], 0)
     batch_b = cds_module.Batch(inputs["images_b"], inputs["index_b"], 1)
     losses = method.training_step(batch_a, batch_b, step=0)
-    method.on_train_batch_end(0)
+    method.after_optimizer_step(0)
     for name in ("loss", "instance", "cross_domain_entropy"):
         assert_official(losses[name].detach(), case, case["official"][name])
     assert_official(method.banks[0].features, case, case["official"]["bank_a"])

@@ -488,9 +488,10 @@ def test_a_paper_suite_runs_end_to_end_from_a_local_moco_checkpoint(tmp_path, ca
 def test_native_baseline_init_reads_torchvision_weights_from_the_torch_cache(tmp_path, monkeypatch):
     # --baseline-init native: CDS, PCS and CoDA start from torchvision's supervised ResNet-50 (their papers' start),
     # every other method from the suite's MoCo v2 file; each file is looked for before anything trains.
-    from benchmark.cli import _check_initialisation
+    from benchmark.pipeline import check_initialisation
     from benchmark.errors import UserError
-    from benchmark.initialisation import SUPERVISED_RESNET50_INIT, new_backbone
+    from benchmark.backbone_specs import SUPERVISED_RESNET50_INIT
+    from benchmark.initialisation import new_backbone
     suite = suites.get_suite("office31_closed")
     specs = suites.plan(suite, pairs=["A-D"], seeds=[2024], baseline_init="native")
     kinds = {s.method: s.backbone["init"]["kind"] for s in specs}
@@ -505,17 +506,17 @@ def test_native_baseline_init_reads_torchvision_weights_from_the_torch_cache(tmp
     torch.save(_moco_checkpoint(new_backbone(suite.backbone)), moco)
     with pytest.raises(UserError, match=r"resnet50-0676ba61.pth \(torchvision\) .* torch's cache \(.*torch/hub/"
                                         r"checkpoints/\)"):
-        _check_initialisation(suite, specs, tmp_path / "cache", None, moco)
+        check_initialisation(suite, specs, tmp_path / "cache", None, moco)
     trunk = {k[len("trunk."):]: v for k, v in new_backbone(suite.backbone).state_dict().items()
              if k.startswith("trunk.")}
     trunk["fc.weight"], trunk["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)
     cached = tmp_path / "torch" / "hub" / "checkpoints" / SUPERVISED_RESNET50_INIT["files"][1]   # the legacy name
     cached.parent.mkdir(parents=True)
     torch.save(trunk, cached)
-    assert _check_initialisation(suite, specs, tmp_path / "cache", None, moco) == moco.resolve()
+    assert check_initialisation(suite, specs, tmp_path / "cache", None, moco) == moco.resolve()
     # only native-init runs left to do: no MoCo file needed, none returned
     native_only = [s for s in specs if kinds[s.method] == "torchvision"]
-    assert _check_initialisation(suite, native_only, tmp_path / "cache", None, None) is None
+    assert check_initialisation(suite, native_only, tmp_path / "cache", None, None) is None
 
 
 def test_native_baseline_init_needs_a_backbone_with_supervised_weights():

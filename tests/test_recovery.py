@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from benchmark import cli, store
+from benchmark import cli, pipeline, store
 from benchmark.collect import tidy_frame
 from benchmark.runner import run_one
 from benchmark.suites import plan
@@ -46,15 +46,15 @@ def test_a_truncated_checkpoint_is_moved_aside_and_the_run_resumes_from_the_prev
     run_dir = spec_path.parent
     truncate(run_dir / "ckpt" / "last.pt")
     # The census names it before anything runs.
-    groups = cli.census([spec], tmp_path)
-    assert any("truncated?" in line and "last.pt" in line for line in cli.census_problems(groups, tmp_path))
+    groups = pipeline.census([spec], tmp_path)
+    assert any("truncated?" in line and "last.pt" in line for line in pipeline.census_problems(groups, tmp_path))
     assert run_one(spec_path) == uninterrupted                      # epoch 2 recomputed from previous.pt (epoch 1)
     log_text = (run_dir / "log.txt").read_text()
     assert "ckpt/last.pt is unreadable" in log_text and "moved to last.pt.unreadable-" in log_text
     assert "resumed from" in log_text and "previous.pt after epoch 1" in log_text
     assert [p.name.split(".unreadable-")[0] for p in store.moved_aside(run_dir)] == ["last.pt"]
     assert not (run_dir / "ckpt" / "previous.pt").exists()           # a done run keeps its last checkpoint only
-    lines = cli.census_problems(cli.census([spec], tmp_path), tmp_path)
+    lines = pipeline.census_problems(pipeline.census([spec], tmp_path), tmp_path)
     assert len(lines) == 1 and "recovered" in lines[0] and "1 unreadable file(s) moved aside" in lines[0]
 
 
@@ -78,7 +78,7 @@ def test_a_done_run_with_unreadable_metrics_is_named_counted_incomplete_and_eval
     run_dir = spec_path.parent
     (run_dir / "metrics.json").write_text('{"metrics": {"map_all": 0.3')   # cut off mid-write by a full disk
     assert store.run_status(run_dir) == "incomplete"
-    lines = cli.census_problems(cli.census([spec], tmp_path), tmp_path)
+    lines = pipeline.census_problems(pipeline.census([spec], tmp_path), tmp_path)
     assert any("metrics.json" in line and "counted as incomplete" in line for line in lines)
     frame = tidy_frame([spec], tmp_path)                            # a report goes on, the run counted incomplete
     assert set(frame["status"]) == {"incomplete"}

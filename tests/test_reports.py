@@ -1,4 +1,4 @@
-"""Tests of benchmark/reports.py: aggregation over seeds, marks, footnotes, escaping, rendering, golden files.
+"""Tests of the tables (benchmark/tables.py, render.py, latex_pdf.py): aggregation over seeds, marks, footnotes, escaping, rendering, golden files.
 
 Golden files: tests/golden/report_small.md and tests/golden/report_small.tex hold the rendered report of the small fixed
 tidy frame built in `small_suite_models`; tests/golden/averages_small.* the tables of averages (summary and ablation)
@@ -19,11 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark import reports
-from benchmark.reports import (
-    TableSpec, aggregate, combine_averages, compile_pdf, has_runs, latex_document, latex_escape, load_tidy, paired_p_value,
-    save_tidy, to_csv_frame, to_latex, to_markdown, write_report,
-)
+from benchmark import latex_pdf, render, tables
+from benchmark.latex_pdf import compile_pdf
+from benchmark.render import latex_document, latex_escape, to_csv_frame, to_latex, to_markdown, write_report
+from benchmark.tables import TableSpec, aggregate, combine_averages, has_runs, load_tidy, paired_p_value, save_tidy
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 SEEDS = [2024, 2025, 2026]
@@ -46,7 +45,7 @@ def tidy_frame(runs, dataset="synthetic", setting="closed", metrics=("map_all_co
                 "status": status, "metric": metric, "value": value,
                 "run_id": f"{method}-{query}{retrieval}-{seed}",
             })
-    return pd.DataFrame(rows, columns=list(reports.TIDY_COLUMNS))
+    return pd.DataFrame(rows, columns=list(tables.TIDY_COLUMNS))
 
 
 def closed_spec(methods=("x", "y"), pairs=("A→C", "C→A"), **overrides) -> TableSpec:
@@ -506,11 +505,11 @@ def check_golden(name: str, text: str) -> None:
 
 
 def test_golden_markdown():
-    check_golden("report_small.md", reports.suite_markdown("small", small_suite_models()))
+    check_golden("report_small.md", render.suite_markdown("small", small_suite_models()))
 
 
 def test_golden_latex():
-    check_golden("report_small.tex", reports.suite_latex(small_suite_models()))
+    check_golden("report_small.tex", render.suite_latex(small_suite_models()))
 
 
 def test_small_suite_numbers():
@@ -658,11 +657,11 @@ def test_table_of_averages_refuses_a_source_without_avg():
 
 
 def test_golden_averages_markdown():
-    check_golden("averages_small.md", reports.suite_markdown("summary", list(averages_models())))
+    check_golden("averages_small.md", render.suite_markdown("summary", list(averages_models())))
 
 
 def test_golden_averages_latex():
-    check_golden("averages_small.tex", reports.suite_latex(list(averages_models())))
+    check_golden("averages_small.tex", render.suite_latex(list(averages_models())))
 
 
 def test_write_report_writes_md_tex_csv(tmp_path):
@@ -715,7 +714,7 @@ def test_latex_document_compiles_with_pdflatex(tmp_path):
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (TeX Live comes in CI)")
 def test_a_latex_error_is_reported_with_pdflatex_own_lines_and_no_pdf(tmp_path):
     (tmp_path / "broken.tex").write_text(latex_document([r"\begin{table}\undefinedmacro\end{table}"]))
-    with pytest.raises(reports.LatexError, match=r"broken.tex: ! Undefined control sequence"):
+    with pytest.raises(latex_pdf.LatexError, match=r"broken.tex: ! Undefined control sequence"):
         compile_pdf(tmp_path / "broken.tex")
     assert not (tmp_path / "broken.pdf").exists()
 

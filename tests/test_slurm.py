@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import cli, slurm, store
+from benchmark import cli, pipeline, slurm, store
 from benchmark.errors import UserError
 from benchmark.suites import plan
 
@@ -95,9 +95,9 @@ def test_census_counts_runs_still_in_the_queue_and_does_not_submit_them(tmp_path
         store.atomic_write_json(run_dir / slurm.JOB_FILE, {"job_id": job})
     monkeypatch.setattr(slurm, "queue_states", lambda: {"7_0": "RUNNING", "7_1": "PENDING"})
     monkeypatch.setattr(slurm, "accounting_states", lambda ids: {"7_2": "CANCELLED"})
-    groups = cli.census(specs, tmp_path)
+    groups = pipeline.census(specs, tmp_path)
     assert [len(groups[s]) for s in ("running", "queued", "incomplete")] == [1, 1, 1]
-    assert "1 queued, 1 running on SLURM, 1 incomplete" in cli.census_text(groups, False)
+    assert "1 queued, 1 running on SLURM, 1 incomplete" in pipeline.census_text(groups, False)
     assert cli.main(["--suite", suite.name, "--output", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "job 7_0" in out and "job 7_2 (CANCELLED)" in out and "-> 1 to run" in out
@@ -293,7 +293,8 @@ def test_ci_requires_the_cluster_tests():
 def quickstart_cache(tmp_path: Path, cache_dir: Path) -> Path:
     """A cache folder where the quickstart's backbone is already "pretrained" (the tests' one-epoch SimCLR state,
     under the quickstart's name): a built-in suite then runs in seconds, as a separate process needs."""
-    from benchmark.initialisation import QUICKSTART_BACKBONE, _init_key, cached_simclr_state
+    from benchmark.backbone_specs import QUICKSTART_BACKBONE
+    from benchmark.initialisation import _init_key, cached_simclr_state
 
     from .conftest import TINY_BACKBONE
     cache = tmp_path / "cache"

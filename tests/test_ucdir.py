@@ -171,7 +171,7 @@ def test_banks_take_the_keys_before_the_losses_and_embed_is_the_key_encoder():
     with torch.no_grad():
         for p in method.backbone.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    method.on_epoch_start(1, ctx)                         # clusters, cluster weight 0.5, alignment on
+    method.start_epoch(1, ctx)                            # clusters, cluster weight 0.5, alignment on
     bank_before = [b.features.clone() for b in method.banks]
     index_a = torch.tensor([0, 3, 3])                     # slot 3 twice: the later key wins
     index_b = torch.tensor([1, 4, 2])
