@@ -85,7 +85,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import crop_flip_view
-from .base import DOMAIN_ROLES, BaseHparams, Batch, Method
+from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, derive_seed
 from .clustering import empty_clusters, faiss_kmeans
 from .open_set import radius_detector_from_assignment
 from .registry import register
@@ -178,7 +178,8 @@ class CoDA(Method):
         self.banks = self.filled_banks(ctx)
         for r in range(h.granularities):
             weights = shared_cluster_heads(self.banks[0].features, self.banks[1].features, (r + 1) * h.cluster_num,
-                                           seed=ctx.seed * 1000 + r, niter=h.kmeans_niter, shared=h.shared_init)
+                                           seed=derive_seed(ctx.seed, "kmeans", r), niter=h.kmeans_niter,
+                                           shared=h.shared_init)
             with torch.no_grad():
                 for domain_heads, w in zip(self.heads, weights):
                     domain_heads[r].weight.copy_(w)

@@ -99,7 +99,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import grayscale, moco_v2_view
-from .base import BaseHparams, Batch, Method, both_domains, sgd_with_cosine
+from .base import BaseHparams, Batch, Method, both_domains, derive_seed, sgd_with_cosine
 from .clustering import empty_clusters, faiss_kmeans
 from .losses import masked_info_nce
 from .momentum import KeyQueue, MomentumEncoder
@@ -314,7 +314,7 @@ class DGDIR(Method):
         features = [ctx.embed_domain(d, embed=self.phase_embed) for d in (0, 1)]
         joint = torch.cat(features)
         centroids, assignment = faiss_kmeans(joint, min(self.num_prototypes, len(joint)),
-                                             seed=ctx.seed * 1000 + epoch, niter=h.kmeans_niter,
+                                             seed=derive_seed(ctx.seed, "kmeans", epoch), niter=h.kmeans_niter,
                                              nredo=h.kmeans_nredo, max_points_per_centroid=2000)
         self.centroids = F.normalize(centroids, dim=1)
         self.assignments = list(assignment.split([len(f) for f in features]))

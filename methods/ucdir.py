@@ -90,7 +90,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import moco_v2_view
-from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, both_domains, sgd_with_cosine
+from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, both_domains, derive_seed, sgd_with_cosine
 from .clustering import empty_clusters, faiss_kmeans
 from .losses import masked_info_nce, softmax_entropy
 from .momentum import MomentumEncoder
@@ -236,7 +236,7 @@ class UCDIR(Method):
         for d in range(2):
             features = ctx.embed_domain(d)                        # key encoder, eval mode, no augmentation
             k = max(1, min(int(ctx.num_classes_hint[d]), len(features)))
-            centroids, assignment = faiss_kmeans(features, k, seed=ctx.seed * 1000 + 2 * epoch + d,
+            centroids, assignment = faiss_kmeans(features, k, seed=derive_seed(ctx.seed, "kmeans", epoch, d),
                                                  niter=h.kmeans_niter, nredo=h.kmeans_nredo)
             self.clusters.append(DomainClusters(assignment, F.normalize(centroids, dim=1)))
             self.log(f"clusters_{DOMAIN_ROLES[d]}", k)

@@ -79,7 +79,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from .augment import moco_v2_view
-from .base import BaseHparams, Batch, Method, cosine_factor
+from .base import BaseHparams, Batch, Method, cosine_factor, derive_seed
 from .clustering import elbow_kmeans
 from .grl import grad_reverse
 from .losses import bank_instance_nce
@@ -338,12 +338,11 @@ class UEM(Method):
 
     def on_epoch_start(self, epoch: int, ctx) -> None:
         h = self.hparams
-        seed = ctx.seed * 1000 + epoch
         if not self.in_stage2(epoch):
             self.alpha = progressive_weight(epoch, h.stage1_epochs)
             self.log("alpha", self.alpha)
             if self.alpha >= h.alpha_floor:
-                self._build_prototypes([bank.features for bank in self.banks], seed)
+                self._build_prototypes([bank.features for bank in self.banks], ctx.seed, epoch)
             else:
                 self.prototypes = self.unified = None
             return
@@ -352,13 +351,14 @@ class UEM(Method):
         if epoch == h.stage1_epochs:                                   # the stage switch: freeze f'
             self.frozen.load_state_dict(self.backbone.state_dict())
         features = [ctx.embed_domain(d) for d in (0, 1)]              # A7: refreshed every stage-2 epoch
-        self._build_prototypes(features, seed)
+        self._build_prototypes(features, ctx.seed, epoch)
         self.retrieval_features = features
 
-    def _build_prototypes(self, features: list[torch.Tensor], seed: int) -> None:
+    def _build_prototypes(self, features: list[torch.Tensor], run_seed: int, epoch: int) -> None:
         h = self.hparams
         k_range = range(h.k_min, h.k_max + 1)
-        self.prototypes = [elbow_kmeans(f, k_range, seed=seed + d)[:2] for d, f in enumerate(features)]
+        self.prototypes = [elbow_kmeans(f, k_range, seed=derive_seed(run_seed, "kmeans", epoch, d))[:2]
+                           for d, f in enumerate(features)]
         self.unified = merge_prototypes(self.prototypes[0][0], self.prototypes[1][0], features[0].mean(dim=0),
                                         features[1].mean(dim=0), merging=h.prototype_merging)
         self.log("clusters_query", len(self.prototypes[0][0]))
@@ -462,8 +462,9 @@ def open_set_detector_b1(query_features: torch.Tensor, retrieval_features: torch
     """App. B.1: elbow k-means on each domain's features (query [Q, d], retrieval [G, d]), Eq. 8 translation,
     Hungarian pairing, Eq. 9 merge, Eq. 25 bounds, then `private_by_merged_bounds`. Nothing here depends on the
     order in which either domain is stored (the k-means puts its points in a canonical order)."""
-    query_prototypes, query_assignment, _ = elbow_kmeans(query_features, k_range, seed=seed)
-    retrieval_prototypes, retrieval_assignment, _ = elbow_kmeans(retrieval_features, k_range, seed=seed + 1)
+    query_prototypes, query_assignment, _ = elbow_kmeans(query_features, k_range, seed=derive_seed(seed, "query"))
+    retrieval_prototypes, retrieval_assignment, _ = elbow_kmeans(retrieval_features, k_range,
+                                                                 seed=derive_seed(seed, "retrieval"))
     unified = merge_prototypes(query_prototypes, retrieval_prototypes, query_features.mean(dim=0),
                                retrieval_features.mean(dim=0))
     bounds = merged_pair_bounds(query_features, retrieval_features, query_assignment, retrieval_assignment,

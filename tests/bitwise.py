@@ -9,7 +9,11 @@ recorded before the Method interface was reworked; `tests/test_bitwise.py` check
 
 Record again (only after a change that is meant to move the numbers, saying so in the commit):
 
-    python -m tests.bitwise --record
+    python -m tests.bitwise --record                       # every method
+    python -m tests.bitwise --record --methods coda uem    # only these; the others keep their fingerprints
+
+Recorded on 2026-11-30 before issue 15's refactoring; CoDA, DGDIR, UCDIR and UEM (with its ablations) recorded again
+after their k-means seeds moved to derive_seed (PROTOCOL_VERSION 3), the file's `rerecorded` list says so.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from benchmark.spec import PROTOCOL_VERSION
 
 GOLDEN = Path(__file__).parent / "golden" / "bitwise_quickstart.json"
 SUITES_RECORDED = ("quickstart", "quickstart_ablation")
@@ -76,25 +82,34 @@ def machine() -> dict:
             "machine": platform.machine()}
 
 
-def record(cache_dir: Path) -> None:
+def record(cache_dir: Path, methods: list[str] | None = None) -> None:
+    """Record every method's fingerprint, or only `methods`' (the file keeps the others', and says which were
+    recorded again, when and why in its `rerecorded` list)."""
+    kept = json.loads(GOLDEN.read_text()) if methods and GOLDEN.is_file() else {"runs": {}, "rerecorded": []}
     with tempfile.TemporaryDirectory() as output:
-        runs = {}
+        runs = dict(kept["runs"])
         for method, suite in recorded_methods().items():
+            if methods and method not in methods:
+                continue
             runs[method] = {"suite": suite, **fingerprint(method, suite, Path(output), cache_dir)}
             print(method, runs[method]["metrics"], flush=True)
-    GOLDEN.write_text(json.dumps({"machine": machine(), "run": [QUERY, RETRIEVAL, SEED],
-                                  "runs": runs}, indent=1, sort_keys=True) + "\n")
+    rerecorded = kept.get("rerecorded", []) + ([{"methods": sorted(methods), "protocol_version": PROTOCOL_VERSION}]
+                                               if methods else [])
+    GOLDEN.write_text(json.dumps({"machine": machine(), "run": [QUERY, RETRIEVAL, SEED], "runs": runs,
+                                  "rerecorded": rerecorded}, indent=1, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--record", action="store_true", required=True)
+    parser.add_argument("--methods", nargs="+", help="record these methods again, keep the others' fingerprints "
+                                                     "(after a change meant to move only their numbers)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="a synthetic-data cache (default: a temporary one)")
     args = parser.parse_args()
     from datasets.synthetic import ensure_synthetic
     with tempfile.TemporaryDirectory() as scratch:
         cache = args.cache_dir or Path(scratch)
         ensure_synthetic(cache)
-        record(cache)
+        record(cache, args.methods)
     sys.exit(0)
