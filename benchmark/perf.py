@@ -388,17 +388,21 @@ def _add_common_options(command: argparse.ArgumentParser, device: str = "cpu") -
                          help="torch CPU threads (default: torch's choice; 1 helps on a machine busy with other work)")
 
 
+def _add_counts(command: argparse.ArgumentParser, **defaults: int) -> None:
+    """Positive-integer options, `--name-with-dashes` for each keyword name, with their defaults."""
+    for name, default in defaults.items():
+        command.add_argument(f"--{name.replace('_', '-')}", type=_positive_int, default=default)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark.perf", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    accelerator = "cuda" if torch.cuda.is_available() else "cpu"
 
     ev = commands.add_parser("eval", help="retrieval_metrics against a per-query numpy reference")
-    ev.add_argument("--queries", type=_positive_int, default=10000)
-    ev.add_argument("--gallery", type=_positive_int, default=10000)
-    ev.add_argument("--dim", type=_positive_int, default=128)
-    ev.add_argument("--classes", type=_positive_int, default=65)
+    _add_counts(ev, queries=10000, gallery=10000, dim=128, classes=65)
     ev.add_argument("--ks", type=_positive_int, nargs="+", default=[1, 5, 15])
-    ev.add_argument("--chunk-size", type=_positive_int, default=1024)
+    _add_counts(ev, chunk_size=1024)
     _add_common_options(ev)
     ev.add_argument(
         "--reference-queries", type=_positive_int, default=1000,
@@ -408,31 +412,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(handler=run_eval)
 
     data = commands.add_parser("data", help="training images/s: per-image PIL pipeline against the cached one")
-    data.add_argument("--images", type=_positive_int, default=512)
-    data.add_argument("--source-size", type=_positive_int, default=300)
-    data.add_argument("--size", type=_positive_int, default=224)
-    data.add_argument("--batch", type=_positive_int, default=64)
+    _add_counts(data, images=512, source_size=300, size=224, batch=64)
     _add_common_options(data)
     data.set_defaults(handler=run_data)
 
     elbow = commands.add_parser("elbow", help="UEM's elbow: the previous faiss k-means against the current one")
-    elbow.add_argument("--points", type=_positive_int, default=4400)
-    elbow.add_argument("--dim", type=_positive_int, default=128)
-    elbow.add_argument("--classes", type=_positive_int, default=65)
-    elbow.add_argument("--k-max", type=_positive_int, default=130)
-    elbow.add_argument("--repeats", type=_positive_int, default=3)
+    _add_counts(elbow, points=4400, dim=128, classes=65, k_max=130, repeats=3)
     elbow.add_argument("--restarts", type=_positive_int, default=None, help="chains of the new elbow (default: "
                        "methods.clustering.ELBOW_RESTARTS)")
-    _add_common_options(elbow, device="cuda" if torch.cuda.is_available() else "cpu")
+    _add_common_options(elbow, device=accelerator)
     elbow.set_defaults(handler=run_elbow)
 
     train = commands.add_parser("train", help="backbone training images/s: fp32, bf16 autocast, channels_last")
     train.add_argument("--arch", choices=["resnet50", "resnet18", "small_cnn"], default="resnet50")
-    train.add_argument("--size", type=_positive_int, default=224)
-    train.add_argument("--batch", type=_positive_int, default=64)
-    train.add_argument("--steps", type=_positive_int, default=20)
-    train.add_argument("--warmup", type=_positive_int, default=3)
-    _add_common_options(train, device="cuda" if torch.cuda.is_available() else "cpu")
+    _add_counts(train, size=224, batch=64, steps=20, warmup=3)
+    _add_common_options(train, device=accelerator)
     train.set_defaults(handler=run_train)
     return parser
 

@@ -131,13 +131,19 @@ class SlurmRun(submitit.helpers.Checkpointable):
         return run_one(Path(spec_path))
 
 
+def _ask(command: list[str]) -> str | None:
+    """The standard output of a SLURM query (scontrol, sinfo, squeue, sacct); None when it cannot be run, does not
+    answer within COMMAND_TIMEOUT_S or fails."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
 def cluster_max_array_size() -> int:
     """The cluster's MaxArraySize (array indices go up to MaxArraySize - 1)."""
-    try:
-        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
-                             timeout=COMMAND_TIMEOUT_S).stdout
-    except (OSError, subprocess.SubprocessError):
-        return DEFAULT_MAX_ARRAY_SIZE
+    out = _ask(["scontrol", "show", "config"]) or ""
     match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
     return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
 
@@ -195,22 +201,16 @@ def _gres_gpus(gres: str) -> int:
 def partition_offers(partition: str | None) -> tuple[str, list[NodeOffer]] | None:
     """(the partition asked for, or the cluster's default, and what each of its nodes offers), from sinfo; None when
     sinfo cannot say (then sbatch alone judges the request)."""
-    try:
-        if partition is None:
-            listing = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
-                                     timeout=COMMAND_TIMEOUT_S).stdout.split()
-            defaults = [name[:-1] for name in listing if name.endswith("*")]
-            if not defaults:
-                return None
-            partition = defaults[0]
-        result = subprocess.run(["sinfo", "-h", "-N", "-p", partition, "-o", "%N|%c|%m|%G"], capture_output=True,
-                                text=True, timeout=COMMAND_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if result.returncode != 0:
+    if partition is None:
+        defaults = [name[:-1] for name in (_ask(["sinfo", "-h", "-o", "%P"]) or "").split() if name.endswith("*")]
+        if not defaults:
+            return None
+        partition = defaults[0]
+    listing = _ask(["sinfo", "-h", "-N", "-p", partition, "-o", "%N|%c|%m|%G"])
+    if listing is None:
         return None
     offers = {}
-    for line in result.stdout.splitlines():
+    for line in listing.splitlines():
         parts = line.strip().split("|")
         if len(parts) == 4 and parts[1].isdigit():
             memory = float(parts[2].rstrip("+")) / 1024 if parts[2].rstrip("+").isdigit() else 0.0
@@ -226,8 +226,7 @@ def check_request_fits(options: SlurmOptions) -> None:
         return
     partition, offers = found
     if not offers:
-        names = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
-                               timeout=COMMAND_TIMEOUT_S).stdout.split()
+        names = (_ask(["sinfo", "-h", "-o", "%P"]) or "").split()
         raise UserError(f"--partition {partition}: no such partition on this cluster (partitions: "
                         f"{', '.join(n.rstrip('*') for n in names) or 'none listed'})")
     fits = [n for n in offers if n.cpus >= options.cpus and n.gpus >= options.gpus
@@ -295,15 +294,11 @@ def queue_details() -> dict[str, tuple[str, str]] | None:
     is no cluster to ask (or it does not answer)."""
     if not slurm_available():
         return None
-    try:
-        result = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
-                                capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if result.returncode != 0:
+    listing = _ask(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"])
+    if listing is None:
         return None
     details = {}
-    for line in result.stdout.splitlines():
+    for line in listing.splitlines():
         job_id, _, rest = line.strip().partition("|")
         state, _, reason = rest.partition("|")
         if job_id:
@@ -353,13 +348,8 @@ def accounting_states(job_ids: list[str]) -> dict[str, str]:
     empty when accounting is off."""
     if not job_ids or shutil.which("sacct") is None:
         return {}
-    try:
-        result = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                                capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
-        return {}
     states = {}
-    for line in result.stdout.splitlines():
+    for line in (_ask(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)]) or "").splitlines():
         job_id, _, state = line.strip().partition("|")
         if job_id:
             states[job_id] = state.split()[0] if state else ""

@@ -21,32 +21,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from datasets.cache import atomic_torch_save  # noqa: F401  (re-exported: the store's writer of checkpoints)
+from datasets.cache import atomic_write
 
 from .spec import RunSpec
 
-STATUSES = ("done", "failed", "incomplete", "missing")
-
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from datasets.registry import get_dataset
+from datasets.registry import add_unique, get_dataset
 from datasets.splits import SETTINGS, build_split
 from methods import get_method_class, method_names
 from methods.base import HparamError, resolve_hparams
@@ -40,10 +40,8 @@ SUITES: dict[str, Suite] = {}
 
 
 def add_suite(suite: Suite) -> Suite:
-    if suite.name in SUITES:
-        raise ValueError(f"suite {suite.name!r} is defined twice")
-    SUITES[suite.name] = suite
-    return suite
+    """Make a suite known by its name (ValueError when the name is taken). Returns `suite`."""
+    return add_unique(SUITES, suite.name, suite, "suite")
 
 
 add_suite(Suite(

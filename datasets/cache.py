@@ -97,18 +97,23 @@ def build_once(path: Path, build: Callable[[Path], None], load: Callable[[Path],
         return load(path)
 
 
-def atomic_torch_save(path: Path, obj) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename: readers see the old file or the whole
-    new one, and a crash right after the rename cannot leave it empty."""
+def atomic_write(path: Path, write) -> None:
+    """`write(handle)` into a temporary file in the same folder, fsync, then rename over `path`: readers see the old
+    file or the whole new one, and a crash right after the rename cannot leave it empty. The folder is created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    """torch.save, atomically (`atomic_write`)."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))

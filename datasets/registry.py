@@ -73,13 +73,19 @@ def _real_info(dataset: real.RealDataset) -> DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {}
 
 
+def add_unique(table: dict, name: str, entry, what: str):
+    """table[name] = entry, refusing a name already taken (ValueError naming `what` and the name). Returns `entry`.
+    The registries of datasets and suites."""
+    if name in table:
+        raise ValueError(f"{what} name {name!r} is already registered")
+    table[name] = entry
+    return entry
+
+
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
     """Make a dataset known by its name (as `methods.register` and `benchmark.suites.add_suite` do for methods and
     suites); a name already taken is an error. Returns `info`."""
-    if info.name in DATASETS:
-        raise ValueError(f"dataset name {info.name!r} is already registered")
-    DATASETS[info.name] = info
-    return info
+    return add_unique(DATASETS, info.name, info, "dataset")
 
 
 register_dataset(DatasetInfo(

@@ -266,11 +266,11 @@ def joint_cluster_count(num_classes_hint) -> int:
 @register("dgdir")
 class DGDIR(Method):
     label, paper_label = "DGDIR", "DGDIR"
-    Hparams = DGDIRHparams
-    open_set_distance = "cosine"
+    Hparams = DGDIRHparams             # open set: the App. B.2 detector with the base class's cosine distance
     # Quickstart budget (32-px images, ~230-460 images per domain, ~15 steps per epoch; the definition is
     # unchanged): 6 epochs (~90 steps; the official run makes ~13k-28k; 8 epochs gave 22.7 Avg mAP against 22.1 for
-    # 6, at 50 % more time); warm-up 1 epoch (the official 10 % of the run); queues of 512 keys (1-2x a domain, as 5120 is for Office-Home's ~4.4k / DomainNet-7's ~2k images);
+    # 6, at 50 % more time); warm-up 1 epoch (the official 10 % of the run); queues of 512 keys (1-2x a domain, as
+    # 5120 is for Office-Home's ~4.4k / DomainNet-7's ~2k images);
     # lr 0.01 so that lr x steps stays of the official order (measured on seed 2024: 2e-4 and 0.005 leave g at or
     # below its start, 0.03 is unstable); key momentum 0.99, an EMA horizon of ~100 steps instead of 1000 (0.999
     # measured worse); crops >= 0.5 of the 32-px side, as the init's SimCLR views.

@@ -41,7 +41,7 @@ Logged beside `loss`: `instance`, `cluster`, `cluster_weight`, `kept` (fraction 
 Optimiser: SGD (lr 2e-4, momentum 0.9, weight decay 1e-4) on the query encoder, lr x 1/2 (1 + cos(pi e / E)) set at
 the start of every epoch, 200 epochs, batch 64 per domain. Retrieval feature (`embed`): the key encoder's 128-d
 L2-normalised output, as the official code evaluates. Open set: the paper's baseline detector (App. B.2) with the
-cosine distance (`open_set_distance = "cosine"`).
+cosine distance (the base class's `open_set_distance`).
 
 Quirks of the official code, and what is done here:
 - Model selection on test labels: the code evaluates after every epoch and reports the best epoch by P@1 (P@50) on
@@ -197,7 +197,6 @@ class DomainClusters:
 class UCDIR(Method):
     label, paper_label = "UCDIR", "UCDIR"
     Hparams = UCDIRHparams
-    open_set_distance = "cosine"
     # Quickstart budget ("synthetic"): see "Quickstart budget" in the module docstring.
     dataset_overrides = {
         "synthetic": {"epochs": 10, "batch_size": 32, "warmup_epochs": 1, "cw_ramp_end_epoch": 5,

@@ -12,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+
+from methods.memory_bank import MemoryBank
 
 PEER_DATA = Path(__file__).parent / "data" / "peer"
 
@@ -40,3 +43,47 @@ def assert_every_case_tested(method: str, case_tests: dict[str, str], test_modul
     a new recording cannot go untested."""
     assert case_names(method) == set(case_tests)
     assert set(case_tests.values()) <= {name for name in test_module_globals if name.startswith("test_")}
+
+
+class UnitFeatures(torch.nn.Module):
+    """A stub backbone: the cases' "images" are the trunk's 8-d features, only L2-normalised."""
+    embed_dim = 8
+
+    def forward(self, images):
+        return F.normalize(images.flatten(1), dim=1)
+
+
+class TrunkAndLinearHead(torch.nn.Module):
+    """A stub backbone: the "images" are trunk features (`features` is the identity), the head a fixed bias-free
+    linear layer, the output L2-normalised (no BatchNorm: a key encoder takes the batch in one piece)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        with torch.no_grad():
+            self.head.weight.copy_(weight)
+        self.embed_dim = weight.shape[0]
+
+    def features(self, images):
+        return images
+
+    def forward(self, images):
+        return F.normalize(self.head(self.features(images)), dim=1)
+
+
+def case_banks(inputs: dict) -> torch.nn.ModuleList:
+    """The two domains' memory banks of a training-step case (`bank_a`, `bank_b`)."""
+    banks = torch.nn.ModuleList([MemoryBank(*inputs["bank_a"].shape), MemoryBank(*inputs["bank_b"].shape)])
+    banks[0].features.copy_(inputs["bank_a"])
+    banks[1].features.copy_(inputs["bank_b"])
+    return banks
+
+
+def replayed_bank(case: dict, update) -> MemoryBank:
+    """A bank case's `bank` after `update(bank, index, features)` for each of its recorded steps."""
+    inputs = case["inputs"]
+    bank = MemoryBank(*inputs["bank"].shape)
+    bank.features.copy_(inputs["bank"])
+    for index, features in zip(inputs["indices"], inputs["features"]):
+        update(bank, index, features)
+    return bank

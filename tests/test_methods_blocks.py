@@ -185,3 +185,37 @@ def test_momentum_encoder_keeps_its_own_batchnorm_statistics():
     online.running_mean.fill_(5.0)
     key.update(online, momentum=0.5)
     assert key.encoder.running_mean.item() == 0.0           # MoCo: statistics come from the key encoder's own passes
+
+
+def test_staged_updates_wait_for_the_commit_and_keep_their_order():
+    from methods.memory_bank import MemoryBank
+    from methods.momentum import KeyQueue, MomentumEncoder
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.online = torch.nn.Linear(2, 2)
+            self.bank = MemoryBank(3, 2)
+            self.queue = KeyQueue(4, 2)
+            self.key_encoder = MomentumEncoder(self.online)
+
+    from methods.base import Method
+    holder = Holder()
+    holder.bank.fill(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
+    with torch.no_grad():
+        holder.online.weight.add_(1.0)               # the online net moved by an optimiser step
+    before = holder.bank.features.clone()
+    index = torch.tensor([0])
+    holder.bank.stage_overwrite(index, torch.tensor([[0.0, 3.0]]))
+    holder.bank.stage_momentum_update(index, torch.tensor([[1.0, 0.0]]), 0.5)
+    holder.queue.stage_enqueue(torch.tensor([[3.0, 4.0]]), index)
+    holder.key_encoder.stage_update(holder.online, 0.0)
+    # nothing moved yet: a loss still to be back-propagated reads the old state
+    assert torch.equal(holder.bank.features, before) and (holder.queue.index < 0).all()
+    assert not torch.equal(holder.key_encoder.encoder.weight, holder.online.weight)
+    Method.commit_staged_updates(holder)
+    # in the order staged: overwrite with (0, 1), then normalize(0.5 (0, 1) + 0.5 (1, 0))
+    assert holder.bank.features[0].tolist() == pytest.approx([2 ** -0.5, 2 ** -0.5])
+    assert holder.queue.keys[0].tolist() == pytest.approx([0.6, 0.8]) and holder.queue.index[0] == 0
+    assert torch.equal(holder.key_encoder.encoder.weight, holder.online.weight)     # momentum 0: a copy
+    assert not any(m.has_staged for m in (holder.bank, holder.queue, holder.key_encoder))

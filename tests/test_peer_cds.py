@@ -12,9 +12,8 @@ import torch
 from methods import cds as cds_module
 from methods.cds import CDS, CDSHparams, cross_domain_entropy
 from methods.losses import bank_instance_nce
-from methods.memory_bank import MemoryBank
 
-from .peer import load_case, assert_official
+from .peer import UnitFeatures, assert_official, case_banks, load_case, replayed_bank
 
 
 
@@ -49,20 +48,9 @@ def test_instance_nce_matches_the_official_code():
 
 def test_bank_update_matches_the_official_code():
     case = load_case("cds", "bank_update")
-    inputs = case["inputs"]
-    bank = MemoryBank(*inputs["bank"].shape)
-    bank.features.copy_(inputs["bank"])
-    for index, features in zip(inputs["indices"], inputs["features"]):
-        bank.momentum_update(index, features, case["params"]["momentum"])
+    momentum = case["params"]["momentum"]
+    bank = replayed_bank(case, lambda bank, index, features: bank.momentum_update(index, features, momentum))
     assert_official(bank.features, case)
-
-
-class EightDimensionalFeatures(torch.nn.Module):
-    """The cases' "images" are the trunk's 8-d features: the backbone only L2-normalises them."""
-    embed_dim = 8
-
-    def forward(self, images):
-        return torch.nn.functional.normalize(images.flatten(1), dim=1)
 
 
 def test_training_step_matches_the_official_code(monkeypatch):
@@ -70,11 +58,9 @@ def test_training_step_matches_the_official_code(monkeypatch):
     # banks after the step's update.
     case = load_case("cds", "training_step")
     inputs = case["inputs"]
-    method = CDS(CDSHparams(**case["params"]["hparams"]), EightDimensionalFeatures())
+    method = CDS(CDSHparams(**case["params"]["hparams"]), UnitFeatures())
     monkeypatch.setattr(method, "augment", lambda images: images)
-    method.banks = torch.nn.ModuleList([MemoryBank(*inputs["bank_a"].shape), MemoryBank(*inputs["bank_b"].shape)])
-    method.banks[0].features.copy_(inputs["bank_a"])
-    method.banks[1].features.copy_(inputs["bank_b"])
+    method.banks = case_banks(inputs)
     batch_a = cds_module.Batch(inputs["images_a"], inputs["index_a"], 0)
     batch_b = cds_module.Batch(inputs["images_b"], inputs["index_b"], 1)
     losses = method.training_step(batch_a, batch_b, step=0)

@@ -13,9 +13,8 @@ import torch
 
 from methods import base as base_module
 from methods import coda as coda_module
-from methods.memory_bank import MemoryBank
 
-from .peer import load_case, assert_official, assert_every_case_tested
+from .peer import UnitFeatures, assert_every_case_tested, assert_official, case_banks, load_case, replayed_bank
 
 
 
@@ -45,11 +44,8 @@ def test_every_recorded_case_is_tested():
 def test_bank_update_matches_the_official_code():
     case = load_case("coda", "bank_update")
     assert case["key"] == "memory_bank.momentum_update"
-    inputs = case["inputs"]
-    bank = MemoryBank(*inputs["bank"].shape)
-    bank.features.copy_(inputs["bank"])
-    for index, features in zip(inputs["indices"], inputs["features"]):
-        bank.momentum_update(index, features, case["params"]["momentum"])
+    momentum = case["params"]["momentum"]
+    bank = replayed_bank(case, lambda bank, index, features: bank.momentum_update(index, features, momentum))
     assert_official(bank.features, case)
 
 
@@ -87,14 +83,6 @@ def test_shared_cluster_heads_match_the_official_code(name):
     assert_official(weights_b, case, official["w_b"])
 
 
-class UnitFeatures(torch.nn.Module):
-    """The cases' "images" are the trunk's 8-d features: the backbone only L2-normalises them."""
-    embed_dim = 8
-
-    def forward(self, images):
-        return torch.nn.functional.normalize(images.flatten(1), dim=1)
-
-
 def test_training_step_matches_the_official_code(monkeypatch):
     # The official forward/loss composition on fixed features, the crop + flip view replaced by the identity, the
     # case's cluster classifiers (R = 2 granularities per domain); then the banks after the step's update.
@@ -103,9 +91,7 @@ def test_training_step_matches_the_official_code(monkeypatch):
     inputs, official = case["inputs"], case["official"]
     method = coda_module.CoDA(coda_module.CoDAHparams(**case["params"]["hparams"]), UnitFeatures())
     monkeypatch.setattr(coda_module, "crop_flip_view", lambda images: images)
-    method.banks = torch.nn.ModuleList([MemoryBank(*inputs["bank_a"].shape), MemoryBank(*inputs["bank_b"].shape)])
-    method.banks[0].features.copy_(inputs["bank_a"])
-    method.banks[1].features.copy_(inputs["bank_b"])
+    method.banks = case_banks(inputs)
     with torch.no_grad():
         for d, domain_heads in enumerate(method.heads):
             assert len(domain_heads) == len(inputs[f"heads_{d}"])

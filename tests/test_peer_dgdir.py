@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from methods import base as base_module
@@ -24,7 +23,7 @@ from methods.momentum import KeyQueue
 # modality 0 phase, 1 rgb (the one layout under which the case's four terms come out; [domain, modality] does not).
 MODALITIES = ("phase", "rgb")
 
-from .peer import load_case, assert_official, max_difference, assert_every_case_tested
+from .peer import TrunkAndLinearHead, assert_every_case_tested, assert_official, load_case, max_difference
 
 
 
@@ -182,24 +181,6 @@ def test_prototype_loss_matches_the_official_code():
     loss = dgdir_module.prototype_loss(torch.cat([inputs["g_phase"], inputs["g_rgb"]]), inputs["centroids"],
                                        torch.cat([assignment, assignment]), **case["params"])
     assert_official(loss, case)
-
-
-class TrunkAndLinearHead(torch.nn.Module):
-    """The stub backbone: the "images" are trunk features (`features` is the identity), the head a fixed bias-free
-    linear layer, the output L2-normalised."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-        with torch.no_grad():
-            self.head.weight.copy_(weight)
-        self.embed_dim = weight.shape[0]
-
-    def features(self, images):
-        return images
-
-    def forward(self, images):
-        return F.normalize(self.head(self.features(images)), dim=1)
 
 
 def test_joint_kmeans_matches_the_official_code(monkeypatch):

@@ -13,9 +13,9 @@ import torch
 
 from methods import base as base_module
 from methods import pcs as pcs_module
-from methods.memory_bank import MemoryBank
 
-from .peer import load_case, assert_official, max_difference, assert_every_case_tested
+from .peer import (UnitFeatures, assert_every_case_tested, assert_official, case_banks, load_case, max_difference,
+                   replayed_bank)
 
 
 
@@ -59,11 +59,8 @@ def test_every_recorded_case_is_tested():
 def test_bank_update_matches_the_official_code():
     case = load_case("pcs", "bank_update")
     assert case["key"] == "memory_bank.momentum_update"
-    inputs = case["inputs"]
-    bank = MemoryBank(*inputs["bank"].shape)
-    bank.features.copy_(inputs["bank"])
-    for index, features in zip(inputs["indices"], inputs["features"]):
-        bank.momentum_update(index, features, case["params"]["momentum"])
+    momentum = case["params"]["momentum"]
+    bank = replayed_bank(case, lambda bank, index, features: bank.momentum_update(index, features, momentum))
     assert_official(bank.features, case)
 
 
@@ -138,14 +135,6 @@ def test_prototype_nce_excluding_empty_clusters_is_the_documented_deviation():
     torch.testing.assert_close(excluded, sum(terms) / len(terms), rtol=0, atol=case["tol"])
 
 
-class UnitFeatures(torch.nn.Module):
-    """The cases' "images" are the trunk's 8-d features: the backbone only L2-normalises them."""
-    embed_dim = 8
-
-    def forward(self, images):
-        return torch.nn.functional.normalize(images.flatten(1), dim=1)
-
-
 def test_training_step_matches_the_official_code(monkeypatch):
     # The official forward/loss composition on fixed features, the crop + flip view replaced by the identity, the
     # case's clusterings (empty_cluster="code"); then the banks after the step's update.
@@ -154,9 +143,7 @@ def test_training_step_matches_the_official_code(monkeypatch):
     inputs, official = case["inputs"], case["official"]
     method = pcs_module.PCS(pcs_module.PCSHparams(**case["params"]["hparams"]), UnitFeatures())
     monkeypatch.setattr(pcs_module, "crop_flip_view", lambda images: images)
-    method.banks = torch.nn.ModuleList([MemoryBank(*inputs["bank_a"].shape), MemoryBank(*inputs["bank_b"].shape)])
-    method.banks[0].features.copy_(inputs["bank_a"])
-    method.banks[1].features.copy_(inputs["bank_b"])
+    method.banks = case_banks(inputs)
     method.clusterings = [
         [pcs_module.Clustering(centroids, assignment, phi, None)
          for centroids, assignment, phi in zip(inputs[f"centroids_{d}"], inputs[f"assignment_{d}"],

@@ -11,14 +11,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from methods import base as base_module
 from methods import ucdir as ucdir_module
-from methods.memory_bank import MemoryBank
 from methods.momentum import MomentumEncoder
 
-from .peer import load_case, assert_official, assert_every_case_tested
+from .peer import TrunkAndLinearHead, assert_every_case_tested, assert_official, case_banks, load_case, replayed_bank
 
 
 
@@ -55,11 +53,7 @@ def test_every_recorded_case_is_tested():
 def test_bank_overwrite_matches_the_official_code():
     case = load_case("ucdir", "bank_overwrite")
     assert case["key"] == "memory_bank.overwrite"
-    inputs = case["inputs"]
-    bank = MemoryBank(*inputs["bank"].shape)
-    bank.features.copy_(inputs["bank"])
-    for index, features in zip(inputs["indices"], inputs["features"]):
-        bank.overwrite(index, features, **case["params"])
+    bank = replayed_bank(case, lambda bank, index, features: bank.overwrite(index, features, **case["params"]))
     assert_official(bank.features, case)
 
 
@@ -134,21 +128,6 @@ def test_key_encoder_ema_matches_the_official_code():
     assert_official(key.encoder.bias, case, case["official"]["b_k"])
 
 
-class LinearHead(torch.nn.Module):
-    """The training-step cases' stub backbone: the "images" are trunk features, the head a fixed bias-free linear
-    layer, the output L2-normalised (no BatchNorm, so the key encoder takes the batch in one piece)."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-        with torch.no_grad():
-            self.head.weight.copy_(weight)
-        self.embed_dim = weight.shape[0]
-
-    def forward(self, images):
-        return F.normalize(self.head(images), dim=1)
-
-
 def test_kmeans_matches_the_official_code(monkeypatch):
     # `UCDIR.on_epoch_start` (per-domain faiss k-means, niter 20, nredo 5, K from the hint, unit prototypes) with
     # the code's seed (0 for both domains) in place of the harness's derived one (a documented choice).
@@ -158,7 +137,7 @@ def test_kmeans_matches_the_official_code(monkeypatch):
     features = (inputs["features_a"], inputs["features_b"])
     method = ucdir_module.UCDIR(ucdir_module.UCDIRHparams(warmup_epochs=0, kmeans_niter=params["niter"],
                                                           kmeans_nredo=params["nredo"]),
-                                LinearHead(torch.eye(features[0].shape[1])))
+                                TrunkAndLinearHead(torch.eye(features[0].shape[1])))
     calls = []
 
     def faiss_kmeans_with_the_code_seed(points, k, *, seed, **options):
@@ -185,13 +164,12 @@ def test_training_step_matches_the_official_code(monkeypatch, name):
     case = load_case("ucdir", name)
     assert case["key"] == "ucdir.training_step"
     inputs, official, params = case["inputs"], case["official"], case["params"]
-    method = ucdir_module.UCDIR(ucdir_module.UCDIRHparams(**params["hparams"]), LinearHead(inputs["head_weight"]))
+    method = ucdir_module.UCDIR(ucdir_module.UCDIRHparams(**params["hparams"]),
+                                TrunkAndLinearHead(inputs["head_weight"]))
     views = iter([torch.cat([inputs["images_q_a"], inputs["images_q_b"]]),
                   torch.cat([inputs["images_k_a"], inputs["images_k_b"]])])
     monkeypatch.setattr(ucdir_module, "moco_v2_view", lambda images, **options: next(views))
-    method.banks = torch.nn.ModuleList([MemoryBank(*inputs["bank_a"].shape), MemoryBank(*inputs["bank_b"].shape)])
-    method.banks[0].features.copy_(inputs["bank_a"])
-    method.banks[1].features.copy_(inputs["bank_b"])
+    method.banks = case_banks(inputs)
     method.clusters = [ucdir_module.DomainClusters(inputs[f"assignment_{d}"], inputs[f"prototypes_{d}"])
                        for d in "ab"]
     method.epoch = params["epoch"]
