@@ -21,6 +21,7 @@ from pathlib import Path
 from datasets.base import DataError
 from datasets.registry import DATASETS
 from methods import get_method_class, method_names
+from methods.plugins import PluginError, load_plugins
 
 from . import slurm
 from .errors import UserError
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels-last", action="store_true",
                         help="channels_last memory format for the backbone and batches (faster convolutions on "
                              "tensor-core GPUs; recorded in launch.json)")
+    parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="PATH_OR_MODULE",
+                        help="a Python file or module that registers more methods (repeatable); every process "
+                             "that runs a run imports it again (see 'Adding a method' in the README)")
     parser.add_argument("--launcher", default="local", choices=("local", "slurm"),
                         help="local (default): on this machine; slurm: submit SLURM job arrays and return")
     parser.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
@@ -179,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
+    try:
+        plugins = load_plugins(args.plugins)       # before --list and the plan: their methods are registered
+    except PluginError as error:
+        raise UserError(str(error)) from None
     if args.list:
         print(list_everything())
         return 0
@@ -188,10 +196,10 @@ def _dispatch(args) -> int:
         raise UserError("--figures draws one suite's runs; use it with --report --suite NAME, not --summary")
     if (args.summary or args.compare_paper) and not args.report:
         raise UserError("--summary and --compare-paper read stored runs and train nothing: use them with --report")
-    return run(options_from(args))
+    return run(options_from(args, plugins))
 
 
-def options_from(args) -> Options:
+def options_from(args, plugins: list[str] | None = None) -> Options:
     """The parsed arguments as the pipeline's Options; the launcher's flags are checked only when it will launch."""
     launches = not (args.report or args.dry_run or args.summary)
     return Options(
@@ -199,6 +207,7 @@ def options_from(args) -> Options:
         seeds=_flatten(args.seeds), settings=_flatten(args.settings), assignments=args.assignments,
         baseline_init=args.baseline_init, data_root=args.data_root, cache_dir=args.cache_dir,
         pretrained=args.pretrained, device=args.device, precision=args.precision, channels_last=args.channels_last,
+        plugins=list(plugins or []),
         launcher=_launcher(args) if launches else LocalLauncher(args.jobs, args.device), dry_run=args.dry_run,
         report=args.report, summary=args.summary, compare_paper=args.compare_paper, figures=args.figures,
         retry_failed=args.retry_failed, strict=args.strict)

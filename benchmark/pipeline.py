@@ -46,6 +46,7 @@ class Options:
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
+    plugins: list[str] = field(default_factory=list)   # keys of the loaded plugins (methods/plugins.py)
     launcher: Launcher = field(default_factory=LocalLauncher)
     dry_run: bool = False
     report: bool = False                       # tables from stored runs, no training
@@ -175,7 +176,8 @@ def run(options: Options) -> int:
             launch = store.Launch(data_root=str(options.data_root) if options.data_root else None,
                                   cache_dir=str(options.cache_dir), device=options.device,
                                   precision=options.precision, channels_last=options.channels_last,
-                                  pretrained=str(pretrained) if pretrained else None)
+                                  pretrained=str(pretrained) if pretrained else None,
+                                  plugins=tuple(options.plugins))
             spec_paths = []
             new_run_dirs = [spec.run_dir(output_root) for spec in groups["missing"]]
             for spec in to_run:

@@ -35,6 +35,7 @@ import torch
 from datasets.base import LabelledDomain, UnlabeledDomain
 from methods import get_method_class
 from methods.base import Batch, Method, Optimization, build_hparams, derive_seed
+from methods.plugins import load_plugins
 
 from . import store
 from .catalogue import DEFAULT_DETECTOR_PREFIX
@@ -158,6 +159,7 @@ def run_one(spec_path, *, stop_after_epochs: int | None = None, device: str | No
         return store.read_metrics(run_dir)
     spec = load_spec(spec_path)
     launch = store.read_launch(run_dir).with_device(device)
+    load_plugins(launch.plugins)              # methods from outside the harness: this process may be a worker
     with run_logging(run_dir):
         if (run_dir / "DONE").is_file():         # done, but its metrics cannot be read: evaluate again
             for name, reason in store.unreadable_files(run_dir).items():
@@ -266,6 +268,7 @@ def trained_features(run_dir, device: str = "cpu"):
     run_dir = Path(run_dir)
     spec = load_spec(run_dir / "spec.json")
     launch = store.read_launch(run_dir)
+    load_plugins(launch.plugins)
     query, retrieval, method, ctx = _prepare_fit(spec, launch, launch.data_path, launch.cache_path(run_dir),
                                                  torch.device(device))
     found = store.readable_checkpoint(run_dir, lambda path: _read_checkpoint(path, torch.device(device)), log.error)

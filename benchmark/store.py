@@ -152,13 +152,15 @@ class Launch:
     data_root: the --data-root folder (None: the embedded synthetic data); cache_dir: the shared cache (synthetic
     data, decoded images, initial backbones); device: "auto", "cpu", "cuda", "cuda:1"; precision: "fp32" or "bf16"
     (the training steps' autocast); channels_last: the NHWC memory format; pretrained: a weights file given with
-    --pretrained."""
+    --pretrained; plugins: the files or modules that register methods from outside the harness (methods/plugins.py),
+    imported again by every process that runs the run."""
     data_root: str | None = None
     cache_dir: str | None = None
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
     pretrained: str | None = None
+    plugins: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, values: "Launch | dict | None") -> "Launch":
@@ -169,6 +171,8 @@ class Launch:
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"launch.json: unknown key(s) {unknown}; expected {[f.name for f in fields(cls)]}")
+        if "plugins" in values:
+            values["plugins"] = tuple(values["plugins"] or ())
         return cls(**values)
 
     def with_device(self, device: str | None) -> "Launch":

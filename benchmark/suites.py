@@ -151,7 +151,8 @@ def select_methods(suite: Suite, requested: list[str] | None) -> list[str]:
     names = requested or suite.method_list()
     unknown = [n for n in names if n not in method_names()]
     if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)}; registered methods: {', '.join(method_names())}")
+        raise UserError(f"unknown method(s) {', '.join(unknown)}; registered methods: {', '.join(method_names())} "
+                        f"(a method from outside the harness needs --plugin FILE_OR_MODULE)")
     if requested:            # table rows in the registry's order (the paper's), whatever order they were typed in
         names = [n for n in method_names() if n in set(requested)]
     return names

@@ -386,3 +386,26 @@ def test_a_task_that_dies_at_its_start_is_reported_then_failed(cluster, tmp_path
     reason = store.failure_reason(run_dir)
     assert "ended before the run started, 3 times in a row" in reason and all(job in reason for job in jobs)
     assert "module: cuda/12.9 not found on this node" in reason
+
+
+@pytest.mark.slow
+def test_a_plugin_method_runs_on_the_cluster(cluster, tmp_path, cache_dir, capsys):
+    # The README's example method, as a file outside the repository: the SLURM task imports it again (launch.json).
+    from methods import plugins
+    from methods.registry import REGISTRY
+    plugin = tmp_path / "lab" / "my_method.py"
+    plugin.parent.mkdir()
+    shutil.copy(Path(__file__).resolve().parent.parent / "examples" / "my_method.py", plugin)
+    suite = tiny_suite("test_slurm_plugin", methods=["pretrained"])
+    args = _slurm_cli(suite.name, tmp_path, cache_dir, "--plugin", str(plugin), "--methods", "mymethod",
+                      "--set", "mymethod.epochs=1")
+    try:
+        assert cli.main(args) == 0
+        assert "submitted 1 run(s)" in capsys.readouterr().out
+        spec = plan(suite, methods=["mymethod"], assignments=["mymethod.epochs=1"])[0]
+        _wait(lambda: store.run_status(spec.run_dir(tmp_path)) == "done", "the plugin's run DONE", tmp_path)
+        assert cli.main(args + ["--report"]) == 0
+        assert "| MyMethod" in capsys.readouterr().out
+    finally:
+        REGISTRY.pop("mymethod", None)
+        plugins._LOADED.pop(str(plugin.resolve()), None)
