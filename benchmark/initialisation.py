@@ -21,6 +21,7 @@ A backbone spec names an architecture, a head and an init:
 from __future__ import annotations
 
 import hashlib
+import math
 import logging
 import pickle
 import re
@@ -183,32 +184,88 @@ def cached_simclr_state(backbone_spec: dict, cache_dir: Path, data_root: Path | 
                       what=f"the {backbone_spec['arch']} backbone pretrained with SimCLR")
 
 
+# The check after pretraining: the last epoch's mean NT-Xent must be clearly below its value for features that carry
+# no information, log(2B - 1) (every one of the 2B - 1 candidates equally likely), and the features of the images must
+# not have collapsed onto a point.
+SIMCLR_MAX_LOSS_FRACTION = 0.99
+SIMCLR_MIN_EFFECTIVE_RANK = 2.0
+SIMCLR_MAX_MEAN_COSINE = 0.99
+
+
+class PretrainingFailed(RuntimeError):
+    """The SimCLR init did not learn (the message gives the numbers and what to change); nothing was cached."""
+
+
 def pretrain_simclr(backbone_spec: dict, cache_dir: Path, data_root: Path | None, device: torch.device) -> dict:
-    """Two-view SimCLR (NT-Xent) on the images of every domain of the dataset, labels unused."""
+    """Two-view SimCLR (NT-Xent; Chen et al., "A Simple Framework for Contrastive Learning of Visual
+    Representations", ICML 2020, arXiv:2002.05709) on the images of every domain of the dataset, labels unused: SGD
+    with momentum 0.9, a linear warm-up over `warmup_epochs` (init key, default 0; Goyal et al., arXiv:1706.02677, as
+    SimCLR and MoCo v3 do) then cosine decay to 0, per step. Returns the state dict (CPU tensors).
+
+    Raises PretrainingFailed when the result has not learned (`check_pretraining`), FloatingPointError on a
+    non-finite loss."""
     init = backbone_spec["init"]
     info = get_dataset(init["dataset"])
     images = torch.cat([load_domain(info, d, data_root, cache_dir).images for d in info.domains])
     torch.manual_seed(init["seed"])
     net = new_backbone(backbone_spec).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=init["lr"], momentum=0.9, weight_decay=init["weight_decay"])
-    steps_per_epoch = max(1, len(images) // init["batch_size"])
+    batch_size = min(init["batch_size"], len(images))
+    steps_per_epoch = max(1, len(images) // batch_size)
     total = init["epochs"] * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    warmup = init.get("warmup_epochs", 0) * steps_per_epoch
+    if warmup:
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, total - warmup))
+        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup)
+        schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
+    else:
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     started = time.time()
     log.info("pretraining %s with SimCLR on %d %s images, %d epochs", backbone_spec["arch"], len(images),
              info.name, init["epochs"])
     net.train()
     for epoch in range(init["epochs"]):
         order = torch.randperm(len(images))
+        epoch_losses = []
         for step in range(steps_per_epoch):
-            batch = images[order[step * init["batch_size"]:(step + 1) * init["batch_size"]]].to(device).float() / 255
+            batch = images[order[step * batch_size:(step + 1) * batch_size]].to(device).float() / 255
             views = [moco_v2_view(batch, min_crop_scale=init["min_crop_scale"]) for _ in range(2)]
             loss = nt_xent(net(views[0]), net(views[1]), init["temperature"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            epoch_losses.append(loss.detach())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"SimCLR pretraining diverged at epoch {epoch} (loss {loss.item()})")
-    log.info("pretraining done in %.1f s (last loss %.3f)", time.time() - started, loss.item())
+    last_epoch_loss = float(torch.stack(epoch_losses).mean())
+    log.info("pretraining done in %.1f s (last epoch's mean loss %.3f)", time.time() - started, last_epoch_loss)
+    net.eval()
+    with torch.no_grad():
+        features = torch.cat([net(images[i:i + 256].to(device).float() / 255) for i in range(0, len(images), 256)])
+    check_pretraining(backbone_spec, last_epoch_loss, batch_size, features.cpu())
     return {k: v.cpu() for k, v in net.state_dict().items()}
+
+
+def check_pretraining(backbone_spec: dict, last_epoch_loss: float, batch_size: int, features: torch.Tensor) -> None:
+    """Refuse a SimCLR init that has not learned: the last epoch's mean loss at or above SIMCLR_MAX_LOSS_FRACTION of
+    log(2B - 1) (B: the batch size), or features [N, d] of effective rank below SIMCLR_MIN_EFFECTIVE_RANK or a mean
+    pairwise cosine above SIMCLR_MAX_MEAN_COSINE (benchmark/diagnostics.py). Raises PretrainingFailed with the
+    numbers and what to change."""
+    from .diagnostics import effective_rank, mean_pairwise_cosine
+    ceiling = math.log(2 * batch_size - 1)
+    rank, cosine = effective_rank(features), mean_pairwise_cosine(features)
+    problems = []
+    if last_epoch_loss >= SIMCLR_MAX_LOSS_FRACTION * ceiling:
+        problems.append(f"its last epoch's mean loss is {last_epoch_loss:.3f}, the value of features that carry no "
+                        f"information being log(2B - 1) = {ceiling:.3f} (B = {batch_size})")
+    if rank < SIMCLR_MIN_EFFECTIVE_RANK or cosine > SIMCLR_MAX_MEAN_COSINE:
+        problems.append(f"its features have collapsed (effective rank {rank:.2f}, mean pairwise cosine {cosine:.5f})")
+    if problems:
+        init = backbone_spec["init"]
+        recipe = ", ".join(f"{k}={init[k]}" for k in ("lr", "epochs", "batch_size", "temperature") if k in init)
+        raise PretrainingFailed(
+            f"the SimCLR initialisation on {init.get('dataset')} did not learn: " + "; and ".join(problems) +
+            f". Every method would start from this dead backbone, so nothing was trained. Recipe: {recipe}, "
+            f"warmup_epochs={init.get('warmup_epochs', 0)}. Try a smaller lr (e.g. {init['lr'] / 5:g}) with "
+            f"warmup_epochs=5, or more epochs; then run again (the failed init is not cached).")

@@ -19,11 +19,13 @@ from .backbone_specs import PRETRAINED_KINDS
 from .collect import is_ablation_suite, stored_summary, table_specs, tidy_frame
 from .errors import UserError
 from .figures import write_figures
-from .initialisation import find_pretrained, load_pretrained, missing_weights_message, new_backbone
+from .initialisation import (PretrainingFailed, cached_simclr_state, find_pretrained, load_pretrained,
+                             missing_weights_message, new_backbone)
 from .latex_pdf import LatexError, compile_pdf
 from .launchers import Launcher, LocalLauncher
 from .paper import ABLATION_SETTING, comparable, compare_with_paper, load_paper_results, write_comparison
 from .render import to_markdown, write_report
+from .runner import resolve_device
 from .spec import canonical_json
 from .suites import get_suite, plan
 from .tables import aggregate, save_tidy
@@ -173,6 +175,8 @@ def run(options: Options) -> int:
         check_data(suite.dataset, options.data_root, domains=domains_of(to_run), strict=options.strict)
         if to_run:
             pretrained = check_initialisation(suite, to_run, options.cache_dir, options.data_root, options.pretrained)
+            if isinstance(options.launcher, LocalLauncher):
+                pretrain_shared_inits(to_run, options)
             launch = store.Launch(data_root=str(options.data_root) if options.data_root else None,
                                   cache_dir=str(options.cache_dir), device=options.device,
                                   precision=options.precision, channels_last=options.channels_last,
@@ -315,6 +319,20 @@ def check_initialisation(suite, to_run, cache_dir: Path, data_root: Path | None,
         if init["kind"] == "moco_v2":
             suite_weights = path.resolve()
     return suite_weights
+
+
+def pretrain_shared_inits(to_run, options: Options) -> None:
+    """The self-supervised inits the runs share (SimCLR on the suite's images), trained and checked here, once, before
+    any run starts: an init that did not learn stops the suite with its numbers instead of failing every run (local
+    launcher; under SLURM the first task trains it and a failure marks the runs FAILED with the same message)."""
+    backbones = {canonical_json(spec.backbone): spec.backbone for spec in to_run}
+    for backbone in backbones.values():
+        if backbone.get("init", {}).get("kind") != "simclr":
+            continue
+        try:
+            cached_simclr_state(backbone, options.cache_dir, options.data_root, resolve_device(options.device))
+        except PretrainingFailed as error:
+            raise UserError(str(error)) from None
 
 
 def check_data_command(data_root: Path | None, strict: bool = False) -> int:
