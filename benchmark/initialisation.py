@@ -78,7 +78,8 @@ def weight_locations(init: dict, cache_dir: Path | None, data_root: Path | None,
                      pretrained: Path | None = None) -> list[Path]:
     """Where a pretrained init's file is looked for, in order. `--pretrained` names the suite's MoCo v2 file; the
     supervised torchvision weights are looked for in torch's cache first."""
-    places = [Path(pretrained).expanduser()] if pretrained and init["kind"] == "moco_v2" else []
+    places = [Path(init["path"])] if init.get("path") else []           # a suite file's own checkpoint
+    places += [Path(pretrained).expanduser()] if pretrained and init["kind"] == "moco_v2" else []
     if init["kind"] == "torchvision":
         places += [Path(torch.hub.get_dir()) / "checkpoints" / name for name in _weight_files(init)]
     places += [Path(root) / "weights" / name for root in (data_root, cache_dir) if root for name in _weight_files(init)]

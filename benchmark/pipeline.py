@@ -27,6 +27,7 @@ from .paper import ABLATION_SETTING, comparable, compare_with_paper, load_paper_
 from .render import to_markdown, write_report
 from .runner import resolve_device
 from .spec import canonical_json
+from .suite_files import is_suite_file
 from .suites import get_suite, plan
 from .tables import aggregate, save_tidy
 
@@ -181,7 +182,9 @@ def run(options: Options) -> int:
                                   cache_dir=str(options.cache_dir), device=options.device,
                                   precision=options.precision, channels_last=options.channels_last,
                                   pretrained=str(pretrained) if pretrained else None,
-                                  plugins=tuple(options.plugins))
+                                  plugins=tuple(options.plugins),
+                                  suite_file=str(Path(options.suite).resolve()) if is_suite_file(options.suite)
+                                  else None)
             spec_paths = []
             new_run_dirs = [spec.run_dir(output_root) for spec in groups["missing"]]
             for spec in to_run:

@@ -146,6 +146,15 @@ def environment_record(device: torch.device) -> dict:
     return record
 
 
+def load_launch_extensions(launch: store.Launch) -> None:
+    """What a run needs from outside the harness, imported in this process: its plugins (methods) and its suite
+    file (a folder dataset)."""
+    load_plugins(launch.plugins)
+    if launch.suite_file:
+        from .suite_files import load_suite_file
+        load_suite_file(launch.suite_file)
+
+
 def run_one(spec_path, *, stop_after_epochs: int | None = None, device: str | None = None) -> dict:
     """Train and evaluate the run whose spec.json is given; returns its metrics (from the store if already done).
 
@@ -159,7 +168,7 @@ def run_one(spec_path, *, stop_after_epochs: int | None = None, device: str | No
         return store.read_metrics(run_dir)
     spec = load_spec(spec_path)
     launch = store.read_launch(run_dir).with_device(device)
-    load_plugins(launch.plugins)              # methods from outside the harness: this process may be a worker
+    load_launch_extensions(launch)            # this process may be a worker or a SLURM task
     with run_logging(run_dir):
         if (run_dir / "DONE").is_file():         # done, but its metrics cannot be read: evaluate again
             for name, reason in store.unreadable_files(run_dir).items():
@@ -268,7 +277,7 @@ def trained_features(run_dir, device: str = "cpu"):
     run_dir = Path(run_dir)
     spec = load_spec(run_dir / "spec.json")
     launch = store.read_launch(run_dir)
-    load_plugins(launch.plugins)
+    load_launch_extensions(launch)
     query, retrieval, method, ctx = _prepare_fit(spec, launch, launch.data_path, launch.cache_path(run_dir),
                                                  torch.device(device))
     found = store.readable_checkpoint(run_dir, lambda path: _read_checkpoint(path, torch.device(device)), log.error)

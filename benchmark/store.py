@@ -161,6 +161,7 @@ class Launch:
     channels_last: bool = False
     pretrained: str | None = None
     plugins: tuple[str, ...] = ()
+    suite_file: str | None = None      # a TOML suite's file: loaded again where the run runs (its dataset, plugins)
 
     @classmethod
     def of(cls, values: "Launch | dict | None") -> "Launch":

@@ -109,10 +109,16 @@ for _dataset, (_pairs, _ks, _tables) in PAPER_DATASETS.items():
 
 
 def get_suite(name: str) -> Suite:
+    """A built-in suite by name, or the suite of a TOML file (`name` ending in .toml, or an existing file:
+    benchmark/suite_files.py)."""
+    from .suite_files import is_suite_file, load_suite_file
+    if name not in SUITES and is_suite_file(name):
+        return load_suite_file(name)
     try:
         return SUITES[name]
     except KeyError:
-        raise UserError(f"unknown suite {name!r}; available suites: {', '.join(SUITES)}") from None
+        raise UserError(f"unknown suite {name!r}; available suites: {', '.join(SUITES)}, or a suite file "
+                        f"(PATH.toml)") from None
 
 
 def parse_overrides(assignments: list[str], methods: list[str]) -> dict[str, dict]:

@@ -103,3 +103,42 @@ def separated_domains(n_classes: int, dim: int = 128, per_class: int = 60, share
     retrieval, retrieval_labels = domain(n_classes // 2 if shared is None else shared)
     retrieval = retrieval + shift * F.normalize(torch.randn(dim, generator=generator), dim=0)
     return query, query_labels, retrieval, retrieval_labels
+
+
+@pytest.fixture
+def clean_registries():
+    """Methods, datasets, suites, plugins and suite files registered by a test are forgotten after it (the other
+    tests plan every registered method)."""
+    import sys
+
+    from benchmark import suite_files
+    from datasets.registry import DATASETS
+    from methods import plugins
+    from methods.registry import REGISTRY
+    tables = (REGISTRY, DATASETS, suites.SUITES, plugins._LOADED, suite_files._LOADED)
+    saved = [dict(table) for table in tables]
+    modules = set(sys.modules)
+    yield
+    for table, before in zip(tables, saved):
+        table.clear()
+        table.update(before)
+    for name in set(sys.modules) - modules:          # the plugins' modules and any dropped into methods/
+        if name.startswith(("cdr_plugin_", "methods.")):
+            sys.modules.pop(name)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def toys(tmp_path) -> Path:
+    """The README's example, made in a folder outside the repository: the dataset by the example script (three
+    domains), the suite file and the method file beside it. Returns the suite file."""
+    import shutil
+    import subprocess
+    import sys
+    for name in ("toys.toml", "my_method.py"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    subprocess.run([sys.executable, str(EXAMPLES / "make_toy_dataset.py"), str(tmp_path / "toys")], check=True,
+                   capture_output=True, timeout=120)
+    return tmp_path / "toys.toml"

@@ -6,36 +6,18 @@ from __future__ import annotations
 import importlib
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmark import cli, store, suites
+from benchmark import cli, store
 from benchmark.suites import plan
-from methods import plugins
 from methods.registry import REGISTRY
 
 from .conftest import tiny_suite
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "my_method.py"
-
-
-@pytest.fixture
-def clean_registries():
-    """Methods, suites and plugins registered by a test are forgotten after it (the others plan every method)."""
-    methods, suite_names, loaded = dict(REGISTRY), set(suites.SUITES), dict(plugins._LOADED)
-    modules = set(sys.modules)
-    yield
-    REGISTRY.clear()
-    REGISTRY.update(methods)
-    for name in set(suites.SUITES) - suite_names:
-        suites.SUITES.pop(name)
-    plugins._LOADED.clear()
-    plugins._LOADED.update(loaded)
-    for name in set(sys.modules) - modules:
-        sys.modules.pop(name)
 
 
 def test_the_readme_shows_the_example_file_as_it_is():

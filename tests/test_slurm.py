@@ -409,3 +409,21 @@ def test_a_plugin_method_runs_on_the_cluster(cluster, tmp_path, cache_dir, capsy
     finally:
         REGISTRY.pop("mymethod", None)
         plugins._LOADED.pop(str(plugin.resolve()), None)
+
+
+@pytest.mark.slow
+def test_a_suite_file_with_a_folder_dataset_and_a_plugin_runs_on_the_cluster(cluster, toys, tmp_path, capsys,
+                                                                              clean_registries):
+    # The README's suite file, made outside the repository: each SLURM task loads it again (launch.json) for its
+    # folder dataset and its plugin method; the first task pretrains the shared init, the other waits for it.
+    args = ["--suite", str(toys), "--output", str(tmp_path / "results"), "--launcher", "slurm", "--cpus", "1",
+            "--time", "10", "--device", "cpu", "--methods", "pretrained", "mymethod", "--seeds", "1",
+            "--pairs", "Ph-Dr"]
+    assert cli.main(args) == 0
+    assert "submitted 2 run(s)" in capsys.readouterr().out
+    from benchmark.suite_files import load_suite_file
+    specs = plan(load_suite_file(toys), methods=["pretrained", "mymethod"], seeds=[1], pairs=["Ph-Dr"])
+    _wait(lambda: all(store.run_status(s.run_dir(tmp_path / "results")) == "done" for s in specs),
+          "both runs of the suite file DONE", tmp_path / "results")
+    assert cli.main(args + ["--report"]) == 0
+    assert "| MyMethod" in capsys.readouterr().out

@@ -1,0 +1,252 @@
+"""Suites written as TOML files (`--suite PATH.toml`), with the user's own folder dataset and methods:
+
+    name = "toys_partial"
+    settings = ["partial", "open"]
+    pairs = [["photo", "drawing"], ["drawing", "photo"]]
+    methods = ["pretrained", "uem", "ucdir"]    # default: every registered method
+    seeds = [1, 2, 3]
+    backbone = "small_cnn"                       # or resnet18 / resnet50
+    init = "simclr"                              # or "moco_v2", "imagenet_supervised", "random", a checkpoint path
+    image_size = 32
+    plugins = ["my_methods.py"]                  # optional: files or modules that register more methods
+
+    [dataset]                                    # or: dataset = "office_home" for a built-in one
+    name = "toys"
+    root = "data/toys"                           # <root>/<domain>/<class>/<image>
+    [dataset.short_names]                        # optional
+    photo = "Ph"
+
+    [hparams.uem]                                # per-method overrides, as --set uem.stage1_epochs=20
+    stage1_epochs = 20
+
+    [simclr]                                     # optional: the self-supervised init's recipe
+    lr = 0.05
+
+Paths are relative to the file. A folder dataset's domains are its root's folders, its classes the sorted union of
+the class folders over the domains (one class map). Every error names the file, the key, the value and what was
+expected (UserError: exit 2, nothing written). The runner loads the file again in every process that runs one of its
+runs (its path is in launch.json), so `--jobs` workers and SLURM tasks know its dataset and plugins.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+from datasets.base import class_folders, is_system_entry
+from datasets.classmap import ClassMap
+from datasets.registry import DATASETS, DatasetInfo, register_dataset
+from datasets.splits import SETTINGS
+from methods.plugins import PluginError, load_plugins
+
+from .backbone_specs import PAPER_BACKBONE, SUPERVISED_RESNET50_INIT
+from .errors import UserError
+from .suites import SUITES, Suite, add_suite
+
+BACKBONES = {
+    "small_cnn": {"arch": "small_cnn", "head": "mlp", "embed_dim": 128, "options": {"width": 16, "norm": "group"}},
+    "resnet18": {"arch": "resnet18", "head": "mlp", "embed_dim": 128},
+    "resnet50": {"arch": "resnet50", "head": "mlp", "embed_dim": 128},
+}
+# The self-supervised init's recipe for a suite file: the quickstart's, with a linear warm-up over the first 5 of its
+# 40 epochs (without it, lr 0.05 at batch 128 can collapse on data it was not tuned on; tests/test_pretraining_check.py).
+SIMCLR_RECIPE = {"epochs": 40, "batch_size": 128, "lr": 0.05, "temperature": 0.2, "weight_decay": 1e-4,
+                 "min_crop_scale": 0.5, "seed": 0, "warmup_epochs": 5}
+KEYS = {"name": "a suite name (letters, digits, '_', '-', '.')", "description": "a string",
+        "settings": f"a list of {', '.join(SETTINGS)}", "pairs": "a list of [query, retrieval] domain pairs",
+        "methods": "a list of method names", "seeds": "a list of integers", "ks": "a list of positive integers (P@k)",
+        "backbone": f"one of {', '.join(BACKBONES)}",
+        "init": "simclr, moco_v2, imagenet_supervised, random, or a checkpoint file",
+        "image_size": "a positive integer (pixels)", "plugins": "a list of method files or modules",
+        "dataset": "a built-in dataset's name, or a table with name and root", "hparams": "a table per method",
+        "simclr": f"a table with {', '.join(SIMCLR_RECIPE)}"}
+_LOADED: dict[str, Suite] = {}
+
+
+class SuiteFileError(UserError):
+    pass
+
+
+def is_suite_file(value: str) -> bool:
+    return str(value).endswith(".toml") or Path(value).is_file()
+
+
+def load_suite_file(path) -> Suite:
+    """The suite of a TOML file, registered (with its folder dataset and plugins); once per process and file.
+    Raises SuiteFileError naming the file, the key, the value and what was expected."""
+    path = Path(path).expanduser().resolve()
+    if str(path) in _LOADED:
+        return _LOADED[str(path)]
+    if not path.is_file():
+        raise SuiteFileError(f"--suite {path}: no such file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SuiteFileError(f"{path}: not valid TOML: {error}") from None
+    reader = _Reader(path, data)
+    suite = reader.suite()
+    if suite.name in SUITES:
+        raise reader.error("name", suite.name, "a name no other suite has (built-in suites: see --list)")
+    add_suite(suite)
+    _LOADED[str(path)] = suite
+    return suite
+
+
+class _Reader:
+    def __init__(self, path: Path, data: dict):
+        self.path, self.data = path, data
+
+    def error(self, key: str, value, expected: str) -> SuiteFileError:
+        return SuiteFileError(f"{self.path}: key {key!r} = {value!r}: expected {expected}")
+
+    def get(self, key: str, kind, default=None, required: bool = False):
+        if key not in self.data:
+            if required:
+                raise SuiteFileError(f"{self.path}: key {key!r} is missing: expected {KEYS[key]}")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise self.error(key, value, KEYS[key])
+        return value
+
+    def items(self, key: str, kind, default=None) -> list | None:
+        values = self.get(key, list, default)
+        if values is None:
+            return None
+        if not values or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+            raise self.error(key, values, KEYS[key])
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise self.error(key, values, f"{KEYS[key]}, each once (repeated: {', '.join(repeated)})")
+        return values
+
+    def relative(self, value: str) -> Path:
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else (self.path.parent / candidate).resolve()
+
+    def suite(self) -> Suite:
+        unknown = sorted(set(self.data) - set(KEYS))
+        if unknown:
+            raise SuiteFileError(f"{self.path}: unknown key(s) {', '.join(map(repr, unknown))}; the keys are: "
+                                 f"{', '.join(KEYS)}")
+        name = self.get("name", str, required=True)
+        if not name or not all(c.isalnum() or c in "_-." for c in name):
+            raise self.error("name", name, KEYS["name"])
+        plugins = self.items("plugins", str, [])
+        try:
+            load_plugins([p if not p.endswith(".py") else str(self.relative(p)) for p in plugins])
+        except PluginError as error:
+            raise SuiteFileError(f"{self.path}: key 'plugins': {error}") from None
+        image_size = self.get("image_size", int, 32)
+        if image_size < 8:
+            raise self.error("image_size", image_size, KEYS["image_size"] + " of at least 8")
+        dataset = self.dataset(image_size)
+        settings = self.items("settings", str, ["closed"])
+        for setting in settings:
+            if setting not in SETTINGS:
+                raise self.error("settings", settings, KEYS["settings"])
+        pairs = self.pairs(dataset)
+        methods = self.items("methods", str)
+        if methods is not None:
+            from methods.registry import method_names
+            unknown_methods = [m for m in methods if m not in method_names()]
+            if unknown_methods:
+                raise self.error("methods", methods, f"registered methods ({', '.join(method_names())}; more "
+                                                     f"with plugins); unknown: {', '.join(unknown_methods)}")
+        seeds = self.items("seeds", int, [2024, 2025, 2026])
+        ks = self.items("ks", int, [1, 5, 15])
+        if any(k < 1 for k in ks):
+            raise self.error("ks", ks, KEYS["ks"])
+        overrides = self.get("hparams", dict, {})
+        for method, values in overrides.items():
+            if not isinstance(values, dict):
+                raise self.error(f"hparams.{method}", values, "a table of hyper-parameters")
+        return Suite(name=name, dataset=dataset.name, settings=tuple(settings), pairs=pairs, seeds=tuple(seeds),
+                     backbone=self.backbone(dataset), methods=tuple(methods) if methods else None, ks=tuple(ks),
+                     description=self.get("description", str, f"from {self.path.name}"),
+                     method_overrides={m: dict(v) for m, v in overrides.items()})
+
+    def dataset(self, image_size: int) -> DatasetInfo:
+        value = self.get("dataset", (str, dict), required=True)
+        if isinstance(value, str):
+            if value not in DATASETS:
+                raise self.error("dataset", value, f"a built-in dataset ({', '.join(DATASETS)}) or a table with "
+                                                   f"name and root")
+            return DATASETS[value]
+        unknown = sorted(set(value) - {"name", "root", "short_names"})
+        if unknown or not isinstance(value.get("name"), str) or not isinstance(value.get("root"), str):
+            raise self.error("dataset", value, "a table with name (a string), root (a folder) and optionally "
+                                               "short_names (domain -> short name)")
+        root = self.relative(value["root"])
+        if not root.is_dir():
+            raise self.error("dataset.root", value["root"], f"a folder holding <domain>/<class>/<image> (looked at "
+                                                            f"{root})")
+        domains = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not is_system_entry(p)))
+        if len(domains) < 2:
+            raise self.error("dataset.root", value["root"], f"a folder with at least two domain folders (found "
+                                                            f"{', '.join(domains) or 'none'} in {root})")
+        classes = sorted({name for d in domains for name in class_folders(root / d)[0]})
+        short_names = dict(value.get("short_names") or {})
+        strays = sorted(set(short_names) - set(domains))
+        if strays:
+            raise self.error("dataset.short_names", short_names, f"short names of its domains "
+                                                                 f"({', '.join(domains)}); not domains: "
+                                                                 f"{', '.join(strays)}")
+        info = DatasetInfo(
+            name=value["name"], title=value["name"], domains=domains,
+            short_names={d: str(short_names.get(d, d)) for d in domains}, class_map=ClassMap.from_names(classes),
+            image_size=image_size, locate=lambda data_root, cache_dir, root=root: root,
+            description=f"a folder dataset: {root} ({len(domains)} domains, {len(classes)} classes)")
+        existing = DATASETS.get(info.name)
+        if existing is None:
+            return register_dataset(info)
+        if existing.description != info.description or existing.image_size != image_size:
+            raise self.error("dataset.name", info.name, "a name no other dataset has (built-in or loaded from "
+                                                        "another file)")
+        return existing
+
+    def pairs(self, dataset: DatasetInfo) -> tuple[tuple[str, str], ...]:
+        values = self.items("pairs", list)
+        if values is None:
+            return tuple((q, r) for q in dataset.domains for r in dataset.domains if q != r)
+        pairs = []
+        for pair in values:
+            if len(pair) != 2 or not all(isinstance(d, str) for d in pair):
+                raise self.error("pairs", pair, "a [query, retrieval] pair of domain names")
+            try:
+                resolved = (dataset.domain_name(pair[0]), dataset.domain_name(pair[1]))
+            except KeyError as error:
+                raise self.error("pairs", pair, error.args[0]) from None
+            if resolved[0] == resolved[1]:
+                raise self.error("pairs", pair, "two different domains")
+            pairs.append(resolved)
+        return tuple(pairs)
+
+    def backbone(self, dataset: DatasetInfo) -> dict:
+        arch = self.get("backbone", str, "small_cnn")
+        if arch not in BACKBONES:
+            raise self.error("backbone", arch, KEYS["backbone"])
+        spec = copy.deepcopy(BACKBONES[arch])
+        init = self.get("init", str, "simclr")
+        recipe = self.get("simclr", dict, {})
+        unknown = sorted(set(recipe) - set(SIMCLR_RECIPE))
+        if unknown:
+            raise self.error("simclr", recipe, KEYS["simclr"])
+        if recipe and init != "simclr":
+            raise self.error("simclr", recipe, "no [simclr] table unless init = \"simclr\"")
+        if init == "simclr":
+            spec["init"] = {"kind": "simclr", "dataset": dataset.name, **SIMCLR_RECIPE, **recipe}
+        elif init == "random":
+            spec["init"] = {"kind": "random"}
+        elif init in ("moco_v2", "imagenet_supervised"):
+            if arch != "resnet50":
+                raise self.error("init", init, f"an init that exists for the {arch} backbone (moco_v2 and "
+                                               f"imagenet_supervised are ResNet-50 weights)")
+            spec["init"] = copy.deepcopy(PAPER_BACKBONE["init"] if init == "moco_v2" else SUPERVISED_RESNET50_INIT)
+        else:
+            checkpoint = self.relative(init)
+            if not checkpoint.is_file():
+                raise self.error("init", init, f"{KEYS['init']} (no file at {checkpoint})")
+            spec["init"] = {"kind": "moco_v2", "file": checkpoint.name, "path": str(checkpoint)}
+        return spec

@@ -1,0 +1,56 @@
+"""Suites as TOML files with the user's own folder dataset and methods (benchmark/suite_files.py): the README's worked
+example end to end, made outside the repository, with --jobs 2 and then --report --summary; every suite-file error
+exits 2 with its message and writes nothing."""
+from __future__ import annotations
+
+import pytest
+
+from benchmark import cli
+
+def test_the_readme_suite_runs_with_two_workers_and_reaches_the_summary(toys, tmp_path, capsys, clean_registries):
+    output = tmp_path / "results"
+    assert cli.main(["--suite", str(toys), "--output", str(output), "--jobs", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "12 runs planned" in out and "trained 12 run(s)" in out and "0 failed" in out
+    assert "Partial retrieval on toys (toys_partial)" in out.replace("\\_", "_")
+    assert "Ph→Dr" in out and "Ng→Ph" in out and "| MyMethod" in out and "| CDS" in out
+    assert cli.main(["--report", "--summary", "--suite", str(toys), "--output", str(output)]) == 0
+    summary = capsys.readouterr().out
+    assert "toys partial" in summary and "| MyMethod" in summary
+    # the dataset's three domains, its class map from the folders
+    from datasets.registry import DATASETS
+    assert DATASETS["toys"].domains == ("drawing", "negative", "photo")
+    assert DATASETS["toys"].class_map.names == ("bar", "circle", "cross", "ring", "square", "triangle")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: 'colour = "blue"\n' + t, "unknown key(s) 'colour'"),
+    (lambda t: t.replace("seeds = [1, 2]", 'seeds = "1, 2"'), "key 'seeds' = '1, 2': expected a list of integers"),
+    (lambda t: t.replace('root = "toys"', 'root = "no_such_folder"'),
+     "key 'dataset.root' = 'no_such_folder': expected a folder holding <domain>/<class>/<image>"),
+    (lambda t: t.replace('["negative", "photo"]', '["negative", "painting"]'),
+     "dataset 'toys' has no domain 'painting'; its domains are: drawing (Dr), negative (Ng), photo (Ph)"),
+    (lambda t: t.replace('methods = ["pretrained", "cds", "mymethod"]', 'methods = ["pretrained", "cds", "cds"]'),
+     "key 'methods' = ['pretrained', 'cds', 'cds']: expected a list of method names, each once (repeated: cds)"),
+    (lambda t: t.replace('plugins = ["my_method.py"]', 'plugins = ["missing.py"]'), "no such file"),
+    (lambda t: t.replace("[simclr]\nepochs = 20", "[simclr]\nepochs = 20\nspeed = 3"), "key 'simclr'"),
+    (lambda t: t.replace('name = "toys_partial"', 'name = "quickstart"'), "a name no other suite has"),
+])
+def test_every_suite_file_error_exits_2_and_writes_nothing(toys, tmp_path, capsys, clean_registries, edit, message):
+    toys.write_text(edit(toys.read_text()))
+    output = tmp_path / "results"
+    assert cli.main(["--suite", str(toys), "--output", str(output), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert str(toys) in err and message in err, err
+    assert not output.exists()
+
+
+def test_the_readme_shows_the_example_suite_file_and_commands():
+    from .conftest import EXAMPLES
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme.split("## Adding a dataset and writing a suite", 1)[1].split("\n## ", 1)[0]
+    assert (EXAMPLES / "toys.toml").read_text().split("\n", 3)[3] in section
+    for command in ("python examples/make_toy_dataset.py examples/toys",
+                    "python run_benchmark.py --suite examples/toys.toml --jobs 2",
+                    "python run_benchmark.py --suite examples/toys.toml --report --summary"):
+        assert command in section
