@@ -4,7 +4,7 @@ tables across suites (`stored_summary`: the Avg of every dataset and setting, an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -23,9 +23,77 @@ from .suites import SUITES, Suite, plan
 DATASET_ORDER = ("office31", "office_home", "domainnet", "synthetic")
 
 
-def tidy_frame(specs: list[RunSpec], output_root, statuses: dict[str, str] | None = None) -> pd.DataFrame:
+@dataclass
+class Rows:
+    """The runs behind a suite's tables: the planned ones and the stored runs that differ from the plan (a
+    hyper-parameter, an init), each of those in a row of its own. `rows` maps a run id to its row key (the method's
+    name for planned runs, "<method>[<what differs>]" for the others), `labels` a row key to its label
+    ("UEM (lr=0.001)"); `left_out` says which stored runs no row shows, and why."""
+    specs: list[RunSpec]
+    rows: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
+
+    def row(self, spec: RunSpec) -> str:
+        return self.rows.get(spec.run_id, spec.method)
+
+
+def _differences(stored: RunSpec, planned: RunSpec) -> str | None:
+    """What a stored run changes against the planned run of the same grid point, as "key=value, ..." (hyper-
+    parameters, then the init); None when it differs in something a row cannot show (protocol, split, k values)."""
+    same = ("protocol_version", "query_classes", "retrieval_classes", "split_seed", "ks", "dataset")
+    if any(getattr(stored, name) != getattr(planned, name) for name in same):
+        return None
+    keys = sorted(k for k in set(stored.hparams) | set(planned.hparams)
+                  if stored.hparams.get(k) != planned.hparams.get(k))
+    parts = [f"{k}={stored.hparams.get(k):g}" if isinstance(stored.hparams.get(k), float)
+             else f"{k}={stored.hparams.get(k)}" for k in keys]
+    if stored.backbone != planned.backbone:
+        init = stored.backbone.get("init", {})
+        parts.append(f"init={init.get('kind', 'random')}" if init != planned.backbone.get("init") else "backbone")
+    return ", ".join(parts) or None
+
+
+def with_stored_runs(planned: list[RunSpec], output_root) -> Rows:
+    """The planned runs, and the stored runs of the same dataset, settings, pairs, methods and seeds that differ from
+    the plan (run with --set or --baseline-init native, or under older defaults), each difference a row of its own
+    placed after its method's; stored runs no row can show (another protocol version or split) are counted in
+    `left_out`."""
+    result = Rows(specs=list(planned))
+    if not planned:
+        return result
+    by_point = {(s.setting, s.query_domain, s.retrieval_domain, s.method, s.seed): s for s in planned}
+    planned_ids = {s.run_id for s in planned}
+    unshowable = 0
+    for stored in store.stored_specs(output_root, planned[0].dataset):
+        point = (stored.setting, stored.query_domain, stored.retrieval_domain, stored.method, stored.seed)
+        if stored.run_id in planned_ids or point not in by_point:
+            continue
+        difference = _differences(stored, by_point[point])
+        if difference is None:
+            unshowable += 1
+            continue
+        key = f"{stored.method}[{difference}]"
+        result.specs.append(stored)
+        result.rows[stored.run_id] = key
+        result.labels[key] = f"{method_label(stored.method)} ({difference})"
+    if unshowable:
+        result.left_out.append(f"{unshowable} stored run(s) of this suite's grid left out: another protocol version, "
+                               f"split or k values than today's plan (their numbers do not compare)")
+    return result
+
+
+def row_order(grid: Rows, specs: list[RunSpec]) -> list[str]:
+    """Row keys: each planned method, followed by its variants (in the order their runs were found)."""
+    keys = list(dict.fromkeys(grid.row(s) for s in specs))
+    methods = list(dict.fromkeys(s.method for s in specs))
+    return [k for m in methods for k in keys if k == m or k.startswith(m + "[")]
+
+
+def tidy_frame(specs: list[RunSpec], output_root, statuses: dict[str, str] | None = None,
+               grid: Rows | None = None) -> pd.DataFrame:
     """`statuses` (run id -> status) refines the store's for runs that are not done: the census's "queued" and
-    "running" (on SLURM) instead of "incomplete"."""
+    "running" (on SLURM) instead of "incomplete". With `grid`, the method column holds each run's row key."""
     rows = []
     for spec in specs:
         run_dir = spec.run_dir(output_root)
@@ -40,22 +108,24 @@ def tidy_frame(specs: list[RunSpec], output_root, statuses: dict[str, str] | Non
             rows.append({
                 "dataset": spec.dataset, "setting": spec.setting, "query_domain": spec.query_domain,
                 "retrieval_domain": spec.retrieval_domain,
-                "pair": info.pair_label(spec.query_domain, spec.retrieval_domain), "method": spec.method,
+                "pair": info.pair_label(spec.query_domain, spec.retrieval_domain),
+                "method": grid.row(spec) if grid else spec.method,
                 "seed": spec.seed, "status": status, "metric": name,
                 "value": float(value) if isinstance(value, (int, float)) else math.nan, "run_id": spec.run_id})
     return pd.DataFrame(rows, columns=list(TIDY_COLUMNS))
 
 
-def table_specs(suite_name: str, specs: list[RunSpec]) -> list[TableSpec]:
+def table_specs(suite_name: str, specs: list[RunSpec], grid: Rows | None = None) -> list[TableSpec]:
     """One retrieval table per setting; the open setting adds two detection tables: each method's own detector,
-    then every method under the paper's baseline detector (App. B.2)."""
+    then every method under the paper's baseline detector (App. B.2). With `grid`, the stored variants' rows too."""
     tables = []
     for setting in dict.fromkeys(s.setting for s in specs):
         of_setting = [s for s in specs if s.setting == setting]
         info = get_dataset(of_setting[0].dataset)
-        methods = list(dict.fromkeys(s.method for s in of_setting))
+        methods = row_order(grid, of_setting) if grid else list(dict.fromkeys(s.method for s in of_setting))
+        labels = grid.labels if grid else {}
         common = dict(dataset=info.name, setting=setting, methods=methods,
-                      method_labels={m: method_label(m) for m in methods},
+                      method_labels={m: labels.get(m) or method_label(m) for m in methods},
                       pairs=list(dict.fromkeys(info.pair_label(s.query_domain, s.retrieval_domain)
                                                for s in of_setting)),
                       expected_seeds=sorted(dict.fromkeys(s.seed for s in of_setting)))
@@ -107,6 +177,7 @@ class StoredSummary:
     ablation: TableModel | None
     suites: list[str]      # the suites with stored runs, in SUITES order
     frame: pd.DataFrame    # the tidy rows of every run planned by those suites (each run once)
+    left_out: list[str] = field(default_factory=list)   # stored runs no row shows, and why
 
     @property
     def models(self) -> list[TableModel]:
@@ -138,17 +209,20 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
     defaults). Suites without any stored run are left out, and so are columns and rows without any run; a UserError
     when no suite has a run."""
     suites = list(SUITES.values()) if suites is None else suites
-    used, frames, summary_sources, ablation_sources = [], [], [], []
+    used, frames, summary_sources, ablation_sources, left_out, labels = [], [], [], [], [], {}
     for suite in suites:
-        specs = plan(suite)
+        grid = with_stored_runs(plan(suite), output_root)
+        specs = grid.specs
         if not has_stored_runs(specs, output_root):
             continue
         used.append(suite.name)
-        frame = tidy_frame(specs, output_root)
+        left_out += [f"{suite.name}: {line}" for line in grid.left_out]
+        labels.update(grid.labels)
+        frame = tidy_frame(specs, output_root, grid=grid)
         frames.append(frame)
         for setting in suite.settings:
             of_setting = [s for s in specs if s.setting == setting]
-            model = aggregate(frame, table_specs(suite.name, of_setting)[0])   # the retrieval table
+            model = aggregate(frame, table_specs(suite.name, of_setting, grid)[0])   # the retrieval table
             if not any(has_runs(model, method) for method in model.methods):
                 continue
             dataset_label = dataset_title(suite.dataset)
@@ -169,7 +243,7 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
         rows = _rows(columns)
         summary = combine_averages(
             title="Summary: Avg over the ordered pairs of every dataset and setting", key="summary", sources=columns,
-            methods=rows, method_labels={m: method_label(m) for m in rows},
+            methods=rows, method_labels={m: labels.get(m) or method_label(m) for m in rows},
             metric_description="mAP@All (VOC-interpolated AP, class-balanced, following CoDA); in the open setting "
                                "shared-set mAP@All and Open-set Acc (fraction of private-class queries returned as "
                                "null)", caption_note=note)
@@ -178,7 +252,7 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
         rows = _rows(columns)
         ablation = combine_averages(
             title="Ablation of UEM (the paper's Table 4), open-set", key="ablation", sources=columns, methods=rows,
-            method_labels={m: method_label(m) for m in rows},
+            method_labels={m: labels.get(m) or method_label(m) for m in rows},
             metric_description=caption_description(cell_metrics("open")), caption_note=note)
     frame = pd.concat(frames, ignore_index=True).drop_duplicates(["run_id", "metric"], ignore_index=True)
-    return StoredSummary(summary=summary, ablation=ablation, suites=used, frame=frame)
+    return StoredSummary(summary=summary, ablation=ablation, suites=used, frame=frame, left_out=left_out)

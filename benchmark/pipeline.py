@@ -16,7 +16,7 @@ from datasets.registry import get_dataset
 
 from . import slurm, store
 from .backbone_specs import PRETRAINED_KINDS
-from .collect import is_ablation_suite, stored_summary, table_specs, tidy_frame
+from .collect import is_ablation_suite, stored_summary, table_specs, tidy_frame, with_stored_runs
 from .errors import UserError
 from .figures import write_figures
 from .initialisation import (PretrainingFailed, cached_simclr_state, find_pretrained, load_pretrained,
@@ -370,13 +370,18 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
     if summary:
         stored = stored_summary(output_root)
         print(f"summary of the stored runs of the suites: {', '.join(stored.suites)}")
+        for line in stored.left_out:
+            print(line)
         frame, models = stored.frame, stored.models
         ablation_models = [stored.ablation] if stored.ablation is not None else []
     else:
         statuses = {spec.run_id: status for status, group in census(specs, output_root).items() for spec in group}
-        frame = tidy_frame(specs, output_root, statuses)
+        grid = with_stored_runs(specs, output_root)        # and the stored runs that differ from the plan
+        for line in grid.left_out:
+            print(line)
+        frame = tidy_frame(grid.specs, output_root, statuses, grid=grid)
         save_tidy(frame, tables_dir / f"{suite_name}_runs.csv")
-        models = [aggregate(frame, table) for table in table_specs(suite_name, specs)]
+        models = [aggregate(frame, table) for table in table_specs(suite_name, grid.specs, grid)]
         ablation_models = models if is_ablation_suite(suite_name) else []
     paths = write_report(suite_name, models, tables_dir)
     for model in models:

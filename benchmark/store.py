@@ -207,6 +207,20 @@ def read_launch(run_dir: Path) -> Launch:
         raise ValueError(f"{path}: unreadable launch record ({error})") from None
 
 
+def stored_specs(output_root: Path, dataset: str | None = None) -> list[RunSpec]:
+    """The specs of every run folder under `<output>/runs` (of one dataset), whatever plan made them; folders whose
+    spec.json cannot be read are skipped (the census names them)."""
+    from .spec import load_spec
+    base = Path(output_root) / "runs" / (dataset or "")
+    specs = []
+    for path in sorted(base.glob("**/spec.json")):
+        try:
+            specs.append(load_spec(path))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    return specs
+
+
 def prepare_run_dir(spec: RunSpec, output_root: Path, launch: "Launch | dict") -> Path:
     """Create the folder with spec.json and launch.json (idempotent); returns the folder. A spec.json that is not the
     spec's canonical text (damaged: the folder's name is its hash) is moved aside and written again."""
