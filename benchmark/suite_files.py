@@ -111,10 +111,10 @@ class _Reader:
         return value
 
     def items(self, key: str, kind, default=None) -> list | None:
-        values = self.get(key, list, default)
-        if values is None:
-            return None
-        if not values or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        if key not in self.data:
+            return default
+        values = self.get(key, list)
+        if (not values and key != "plugins") or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
             raise self.error(key, values, KEYS[key])
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
@@ -237,6 +237,8 @@ class _Reader:
             raise self.error("simclr", recipe, "no [simclr] table unless init = \"simclr\"")
         if init == "simclr":
             spec["init"] = {"kind": "simclr", "dataset": dataset.name, **SIMCLR_RECIPE, **recipe}
+            if not spec["init"]["warmup_epochs"]:      # no warm-up: the init (and its hash) of the recipe without it
+                del spec["init"]["warmup_epochs"]
         elif init == "random":
             spec["init"] = {"kind": "random"}
         elif init in ("moco_v2", "imagenet_supervised"):

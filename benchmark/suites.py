@@ -7,14 +7,14 @@ exactly what ran.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from datasets.registry import add_unique, get_dataset
 from datasets.splits import SETTINGS, build_split
 from methods import get_method_class, method_names
 from methods.base import HparamError, resolve_hparams
 
-from .backbone_specs import NATIVE_INITS, PAPER_BACKBONE, QUICKSTART_BACKBONE
-from .catalogue import setting_words
+from .backbone_specs import NATIVE_INITS
 from .errors import UserError
 from .spec import RunSpec
 
@@ -44,68 +44,23 @@ def add_suite(suite: Suite) -> Suite:
     return add_unique(SUITES, suite.name, suite, "suite")
 
 
-add_suite(Suite(
-    name="quickstart",
-    dataset="synthetic",
-    settings=("partial",),
-    pairs=(("photo", "sketch"), ("clipart", "painting"), ("sketch", "clipart")),
-    seeds=(2024, 2025, 2026),
-    backbone=QUICKSTART_BACKBONE,
-    description="embedded synthetic shapes, partial setting (the query domain keeps half of the classes), "
-                "every registered method from a shared SimCLR-pretrained small CNN; CPU, minutes, no download",
-))
+# The built-in suites ship as files (suites/*.toml at the root of the checkout), as a user's own do: copy one to start.
+BUILTIN_SUITES = Path(__file__).resolve().parent.parent / "suites"
 
 
-add_suite(Suite(
-    name="quickstart_ablation",
-    dataset="synthetic",
-    settings=("open",),
-    pairs=SUITES["quickstart"].pairs,
-    seeds=SUITES["quickstart"].seeds,
-    backbone=QUICKSTART_BACKBONE,
-    # The paper's Table 4 rows (variants, then full UEM), after the starting point they all train from.
-    methods=("pretrained", "uem_no_pm", "uem_no_sel", "uem_no_spda", "uem_no_sn2m", "uem"),
-    description="UEM's ablations (the paper's Table 4) on the synthetic data, open-set: shared mAP / open-set acc, "
-                "with the untrained starting point as the first row",
-))
+def load_builtin_suites() -> None:
+    """Register every suite file of BUILTIN_SUITES, in the order --list shows them: the quickstart's, then the paper's
+    datasets in its tables' order, each closed, partial, open, ablation."""
+    from .suite_files import load_suite_file
+    order = ("quickstart", "office31", "office_home", "domainnet", "closed", "partial", "open", "ablation")
 
-
-# --- the paper's suites (UEM, NeurIPS 2024, arXiv:2403.05690: Sec. 4 and Tables 1-8) ----------------------------
-
-PAPER_SEEDS = (2024, 2025, 2026)
-ABLATION_METHODS = SUITES["quickstart_ablation"].methods
-
-
-def _ordered_pairs(domains) -> tuple[tuple[str, str], ...]:
-    """All ordered pairs, grouped by query domain in the dataset's domain order: A→D, A→W, D→A, D→W, W→A, W→D, as
-    the paper's columns."""
-    return tuple((q, r) for q in domains for r in domains if q != r)
-
-
-# dataset -> (pairs in the paper's column order, precision cut-offs: UCDIR's P@1/5/15 for the Office datasets and its
-# P@50/100/200 for DomainNet, the paper's table per setting). The tables report mAP@All, and shared mAP@All /
-# Open-set Acc for the open setting (benchmark/collect.py picks the metrics from the setting).
-PAPER_DATASETS = {
-    "office31": (_ordered_pairs(("amazon", "dslr", "webcam")), (1, 5, 15),
-                 {"closed": "Table 1", "partial": "Table 6", "open": "Table 7"}),
-    "office_home": (_ordered_pairs(("Art", "Clipart", "Product", "Real_World")), (1, 5, 15),
-                    {"closed": "Table 5", "partial": "Table 2", "open": "Table 8"}),
-    "domainnet": ((("quickdraw", "clipart"), ("clipart", "painting"), ("painting", "infograph"),
-                   ("infograph", "sketch"), ("sketch", "real")), (50, 100, 200),
-                  {"closed": "Table 1", "partial": "Table 6", "open": "Table 3"}),
-}
-
-for _dataset, (_pairs, _ks, _tables) in PAPER_DATASETS.items():
-    for _setting in ("closed", "partial", "open"):
-        add_suite(Suite(
-            name=f"{_dataset}_{_setting}", dataset=_dataset, settings=(_setting,), pairs=_pairs, seeds=PAPER_SEEDS,
-            backbone=PAPER_BACKBONE, ks=_ks,
-            description=f"the paper's {setting_words(_setting)} protocol, every registered method, seeds 2024-2026, "
-                        f"from MoCo v2 ResNet-50 (the paper's {_tables[_setting]}); needs --data-root"))
-    add_suite(Suite(
-        name=f"{_dataset}_ablation", dataset=_dataset, settings=("open",), pairs=_pairs, seeds=PAPER_SEEDS,
-        backbone=PAPER_BACKBONE, ks=_ks, methods=ABLATION_METHODS,
-        description="UEM's ablations (the paper's Table 4), open-set, from MoCo v2 ResNet-50; needs --data-root"))
+    def rank(path: Path) -> tuple:
+        dataset, _, setting = path.stem.rpartition("_")
+        dataset = dataset if dataset in order else path.stem
+        return (order.index(dataset) if dataset in order else len(order), dataset,
+                order.index(setting) if setting in order else -1)
+    for path in sorted(BUILTIN_SUITES.glob("*.toml"), key=rank):
+        load_suite_file(path)
 
 
 def get_suite(name: str) -> Suite:
@@ -241,3 +196,6 @@ def plan(suite: Suite, methods: list[str] | None = None, pairs: list[str] | None
                         method=method, hparams=resolved[method], seed=seed, split_seed=seed,
                         backbone=backbones[method], ks=tuple(suite.ks)))
     return specs
+
+
+load_builtin_suites()

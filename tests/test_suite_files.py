@@ -54,3 +54,21 @@ def test_the_readme_shows_the_example_suite_file_and_commands():
                     "python run_benchmark.py --suite examples/toys.toml --jobs 2",
                     "python run_benchmark.py --suite examples/toys.toml --report --summary"):
         assert command in section
+
+
+def test_the_built_in_suites_are_files_that_give_the_paper_s_protocol():
+    from benchmark.backbone_specs import PAPER_BACKBONE, QUICKSTART_BACKBONE
+    from benchmark.suites import BUILTIN_SUITES, SUITES
+    names = sorted(path.stem for path in BUILTIN_SUITES.glob("*.toml"))
+    assert names == sorted(name for name in SUITES if not name.startswith("test_"))
+    assert len(names) == 14
+    assert SUITES["quickstart"].backbone == QUICKSTART_BACKBONE            # the same init, the same cached backbone
+    assert SUITES["quickstart_ablation"].methods == ("pretrained", "uem_no_pm", "uem_no_sel", "uem_no_spda",
+                                                      "uem_no_sn2m", "uem")
+    for dataset, pairs, ks in (("office31", 6, (1, 5, 15)), ("office_home", 12, (1, 5, 15)),
+                               ("domainnet", 5, (50, 100, 200))):
+        for setting in ("closed", "partial", "open", "ablation"):
+            suite = SUITES[f"{dataset}_{setting}"]
+            assert suite.backbone == PAPER_BACKBONE and len(suite.pairs) == pairs and suite.ks == ks
+            assert suite.seeds == (2024, 2025, 2026)
+    assert SUITES["domainnet_open"].pairs[0] == ("quickdraw", "clipart")
