@@ -23,6 +23,16 @@ class SplitClasses:
     query_classes: tuple[str, ...]
     retrieval_classes: tuple[str, ...]
 
+    @property
+    def shared_classes(self) -> tuple[str, ...]:
+        retrieval = set(self.retrieval_classes)
+        return tuple(c for c in self.query_classes if c in retrieval)
+
+    @property
+    def private_query_classes(self) -> tuple[str, ...]:
+        retrieval = set(self.retrieval_classes)
+        return tuple(c for c in self.query_classes if c not in retrieval)
+
 
 def random_half(class_names, split_seed: int) -> tuple[str, ...]:
     """floor(C/2) classes drawn from the sorted names with the split seed; returned sorted."""
