@@ -27,7 +27,8 @@ from . import slurm
 from .errors import UserError
 from .launchers import Launcher, LocalLauncher, SlurmLauncher
 from .pipeline import Options, check_data_command, run
-from .suites import SUITES
+from .suite_files import FOLDER_DATASETS, check_folder_dataset, is_suite_file
+from .suites import SUITES, get_suite
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -190,6 +191,10 @@ def _dispatch(args) -> int:
     if args.list:
         print(list_everything())
         return 0
+    if args.check_data and is_suite_file(args.suite) and get_suite(args.suite).dataset in FOLDER_DATASETS:
+        text, usable = check_folder_dataset(DATASETS[get_suite(args.suite).dataset])   # the suite file's own
+        print(text)
+        return 0 if usable else 1
     if args.check_data:
         return check_data_command(args.data_root, strict=args.strict)
     if args.figures and args.summary:

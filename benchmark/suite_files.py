@@ -61,6 +61,7 @@ KEYS = {"name": "a suite name (letters, digits, '_', '-', '.')", "description": 
         "dataset": "a built-in dataset's name, or a table with name and root", "hparams": "a table per method",
         "simclr": f"a table with {', '.join(SIMCLR_RECIPE)}"}
 _LOADED: dict[str, Suite] = {}
+FOLDER_DATASETS: dict[str, Path] = {}     # name -> root of the folder datasets the suite files registered
 
 
 class SuiteFileError(UserError):
@@ -200,6 +201,7 @@ class _Reader:
             description=f"a folder dataset: {root} ({len(domains)} domains, {len(classes)} classes)")
         existing = DATASETS.get(info.name)
         if existing is None:
+            FOLDER_DATASETS[info.name] = root
             return register_dataset(info)
         if existing.description != info.description or existing.image_size != image_size:
             raise self.error("dataset.name", info.name, "a name no other dataset has (built-in or loaded from "
@@ -252,3 +254,36 @@ class _Reader:
                 raise self.error("init", init, f"{KEYS['init']} (no file at {checkpoint})")
             spec["init"] = {"kind": "moco_v2", "file": checkpoint.name, "path": str(checkpoint)}
         return spec
+
+
+def check_folder_dataset(info: DatasetInfo) -> tuple[str, bool]:
+    """`--check-data --suite FILE.toml` for a folder dataset: per domain its images (no published counts to compare
+    with), the classes it lacks, empty class folders and images that cannot be read. Returns (the report, whether it
+    is usable)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from datasets.base import image_files
+    root = info.locate(None, Path("."))
+    lines, problems = [f"{info.name} (a folder dataset) at {root}: {len(info.class_map)} classes"], 0
+    for domain in info.domains:
+        folders, _ = class_folders(root / domain)
+        counts = {name: len(image_files(folder)) for name, folder in folders.items()}
+        unreadable = []
+        for folder in folders.values():
+            for path in image_files(folder):
+                try:
+                    with Image.open(path) as image:
+                        image.verify()
+                except (OSError, UnidentifiedImageError, SyntaxError) as error:
+                    unreadable.append(f"{path} ({type(error).__name__})")
+        lacking = [c for c in info.class_map.names if c not in folders]
+        empty = sorted(name for name, n in counts.items() if n == 0)
+        found = [f"      problem: unreadable image {u}" for u in unreadable[:10]]
+        found += [f"      problem: empty class folder(s) {', '.join(empty)}"] if empty else []
+        problems += len(unreadable) + len(empty)
+        note = f"; lacks {len(lacking)} class(es): {', '.join(lacking)}" if lacking else ""
+        lines.append(f"  {domain:<11} ({info.short_names[domain]:>2}) {sum(counts.values()):>6} images in "
+                     f"{len(folders)} class folders{note}  {'ok' if not found else f'{len(found)} problem(s)'}")
+        lines += found
+    lines.append(f"  -> {info.name}: " + ("usable" if not problems else f"{problems} problem(s)"))
+    return "\n".join(lines), not problems

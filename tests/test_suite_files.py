@@ -72,3 +72,17 @@ def test_the_built_in_suites_are_files_that_give_the_paper_s_protocol():
             assert suite.backbone == PAPER_BACKBONE and len(suite.pairs) == pairs and suite.ks == ks
             assert suite.seeds == (2024, 2025, 2026)
     assert SUITES["domainnet_open"].pairs[0] == ("quickdraw", "clipart")
+
+
+def test_check_data_reports_a_folder_dataset_and_its_problems(toys, capsys, clean_registries):
+    assert cli.main(["--check-data", "--suite", str(toys)]) == 0
+    out = capsys.readouterr().out
+    assert "toys (a folder dataset)" in out and "photo       (Ph)    144 images in 6 class folders  ok" in out
+    assert "-> toys: usable" in out
+    photo = toys.parent / "toys" / "photo"
+    (photo / "ring" / "ring_000.png").write_bytes(b"not a png")
+    (photo / "star").mkdir()                                     # an empty class folder: a class of no image
+    assert cli.main(["--check-data", "--suite", str(toys)]) == 1
+    out = capsys.readouterr().out
+    assert "unreadable image" in out and "ring_000.png" in out and "empty class folder(s) star" in out
+    assert "-> toys: 2 problem(s)" in out
