@@ -16,8 +16,9 @@ from pathlib import Path
 # 2 (2026-11-30): tied scores count as the expected value over their orderings; UEM's and the detectors' k-means is
 # k-means++ with restarts; CDS's entropy takes the official log(p + 1e-5); runs store feature diagnostics.
 # 3 (2026-11-30): the k-means seeds of CoDA, DGDIR, UCDIR and UEM (training and its App. B.1 detector) come from
-# derive_seed (a hash of run seed, epoch and domain); they were run seed x 1000 + epoch (+ domain), which gave domain 1
-# of epoch e the seed of domain 0 of epoch e + 1. Same methods, other random starts: their numbers move within seed noise.
+# derive_seed (a hash of run seed, epoch and domain); they were run seed x 1000 + epoch (+ domain), which gave
+# domain 1 of epoch e the seed of domain 0 of epoch e + 1. Same methods, other random starts: their numbers move
+# within seed noise.
 PROTOCOL_VERSION = 3
 
 

@@ -49,7 +49,8 @@ BACKBONES = {
     "resnet50": {"arch": "resnet50", "head": "mlp", "embed_dim": 128},
 }
 # The self-supervised init's recipe for a suite file: the quickstart's, with a linear warm-up over the first 5 of its
-# 40 epochs (without it, lr 0.05 at batch 128 can collapse on data it was not tuned on; tests/test_pretraining_check.py).
+# 40 epochs (without it, lr 0.05 at batch 128 can collapse on data it was not tuned on;
+# tests/test_pretraining_check.py).
 SIMCLR_RECIPE = {"epochs": 40, "batch_size": 128, "lr": 0.05, "temperature": 0.2, "weight_decay": 1e-4,
                  "min_crop_scale": 0.5, "seed": 0, "warmup_epochs": 5}
 KEYS = {"name": "a suite name (letters, digits, '_', '-', '.')", "description": "a string",
@@ -115,7 +116,8 @@ class _Reader:
         if key not in self.data:
             return default
         values = self.get(key, list)
-        if (not values and key != "plugins") or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        well_typed = all(isinstance(v, kind) and not isinstance(v, bool) for v in values)
+        if (not values and key != "plugins") or not well_typed:
             raise self.error(key, values, KEYS[key])
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
