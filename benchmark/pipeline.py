@@ -153,6 +153,8 @@ def run(options: Options) -> int:
     folders and hand the runs to the launcher; then the tables. Returns the exit status: 0, 1 when a run behind the
     tables failed, 2 when a dry run finds the plan cannot start. Raises UserError / DataError for bad input."""
     if options.summary:
+        if is_suite_file(options.suite):            # its dataset and methods join the summary's suites
+            get_suite(options.suite)
         return report("summary", [], options.output, summary=True, compare_paper=options.compare_paper)
     suite = get_suite(options.suite)
     specs = plan(suite, methods=options.methods, pairs=options.pairs, seeds=options.seeds,
