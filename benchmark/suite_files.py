@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datasets.base import class_folders, is_system_entry
 from datasets.classmap import ClassMap
@@ -41,7 +42,9 @@ from methods.plugins import PluginError, load_plugins
 
 from .backbone_specs import PAPER_BACKBONE, SUPERVISED_RESNET50_INIT
 from .errors import UserError
-from .suites import SUITES, Suite, add_suite
+
+if TYPE_CHECKING:
+    from .suites import Suite
 
 BACKBONES = {
     "small_cnn": {"arch": "small_cnn", "head": "mlp", "embed_dim": 128, "options": {"width": 16, "norm": "group"}},
@@ -76,6 +79,7 @@ def is_suite_file(value: str) -> bool:
 def load_suite_file(path) -> Suite:
     """The suite of a TOML file, registered (with its folder dataset and plugins); once per process and file.
     Raises SuiteFileError naming the file, the key, the value and what was expected."""
+    from .suites import SUITES, add_suite      # here: suites.py loads the built-in suite files with this function
     path = Path(path).expanduser().resolve()
     if str(path) in _LOADED:
         return _LOADED[str(path)]
@@ -129,6 +133,7 @@ class _Reader:
         return candidate if candidate.is_absolute() else (self.path.parent / candidate).resolve()
 
     def suite(self) -> Suite:
+        from .suites import Suite
         unknown = sorted(set(self.data) - set(KEYS))
         if unknown:
             raise SuiteFileError(f"{self.path}: unknown key(s) {', '.join(map(repr, unknown))}; the keys are: "

@@ -63,15 +63,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the dataset folder to write (the suite file's dataset root)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-class", type=int, default=PER_CLASS, help="images per class and domain")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     for domain in DOMAINS:
         for name in CLASSES:
             folder = args.out / domain / name
             folder.mkdir(parents=True, exist_ok=True)
-            for i in range(PER_CLASS):
+            for i in range(args.per_class):
                 image(name, domain, rng).save(folder / f"{name}_{i:03d}.png")
-    print(f"wrote {len(DOMAINS) * len(CLASSES) * PER_CLASS} images under {args.out}")
+    print(f"wrote {len(DOMAINS) * len(CLASSES) * args.per_class} images under {args.out}")
 
 
 if __name__ == "__main__":
