@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="after the tables (a run or --report): figures from the stored runs, PNG and PDF, in "
                              "<output>/figures/ (top-k retrievals of a fixed sample of queries per method, Avg per "
                              "method with error bars, open-set detection accuracy); no retraining")
+    parser.add_argument("--caption", choices=("short", "full"), default="short",
+                        help="the captions of the LaTeX fragments <suite>_<table>.tex written for a paper's \\input: "
+                             "short (default; the explanation in a note under the table) or full")
     parser.add_argument("--retry-failed", action="store_true", help="run FAILED runs again (from their checkpoint)")
     parser.add_argument("--check-data", action="store_true",
                         help="check the real datasets under --data-root against the published ones (image counts, "
@@ -215,7 +218,7 @@ def options_from(args, plugins: list[str] | None = None) -> Options:
         plugins=list(plugins or []),
         launcher=_launcher(args) if launches else LocalLauncher(args.jobs, args.device), dry_run=args.dry_run,
         report=args.report, summary=args.summary, compare_paper=args.compare_paper, figures=args.figures,
-        retry_failed=args.retry_failed, strict=args.strict)
+        retry_failed=args.retry_failed, strict=args.strict, caption=args.caption)
 
 
 def _launcher(args) -> Launcher:

@@ -57,6 +57,7 @@ class Options:
     compare_paper: bool = False
     figures: bool = False
     retry_failed: bool = False
+    caption: str = "short"                     # the LaTeX fragments' captions: short (a paper's) or full
     strict: bool = False
 
     def __post_init__(self):
@@ -155,7 +156,8 @@ def run(options: Options) -> int:
     if options.summary:
         if is_suite_file(options.suite):            # its dataset and methods join the summary's suites
             get_suite(options.suite)
-        return report("summary", [], options.output, summary=True, compare_paper=options.compare_paper)
+        return report("summary", [], options.output, summary=True, compare_paper=options.compare_paper,
+                      caption=options.caption)
     suite = get_suite(options.suite)
     specs = plan(suite, methods=options.methods, pairs=options.pairs, seeds=options.seeds,
                  settings=options.settings, assignments=options.assignments, baseline_init=options.baseline_init)
@@ -210,7 +212,8 @@ def run(options: Options) -> int:
             message = options.launcher.idle_message(groups)
             if message:
                 print(message)
-    return report(suite.name, specs, output_root, compare_paper=options.compare_paper, figures=options.figures)
+    return report(suite.name, specs, output_root, compare_paper=options.compare_paper, figures=options.figures,
+                  caption=options.caption)
 
 
 def what_the_plan_lacks(suite, to_run, options: Options) -> list[str]:
@@ -363,7 +366,7 @@ def check_data_command(data_root: Path | None, strict: bool = False) -> int:
 
 
 def report(suite_name: str, specs, output_root: Path, summary: bool = False, compare_paper: bool = False,
-            figures: bool = False) -> int:
+            figures: bool = False, caption: str = "short") -> int:
     """Tables of one suite (or, `summary`, across every suite with stored runs), with `compare_paper` their
     companions beside the paper's numbers, with `figures` the suite's figures. Exit status 1 when a run behind the
     tables failed."""
@@ -385,12 +388,13 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
         save_tidy(frame, tables_dir / f"{suite_name}_runs.csv")
         models = [aggregate(frame, table) for table in table_specs(suite_name, grid.specs, grid)]
         ablation_models = models if is_ablation_suite(suite_name) else []
-    paths = write_report(suite_name, models, tables_dir)
+    paths = write_report(suite_name, models, tables_dir, caption=caption)
     for model in models:
         print()
         print(to_markdown(model))
     runs_note = "" if summary else f"; runs: {tables_dir / f'{suite_name}_runs.csv'}"
     print(f"\ntables: {paths['md']}, {paths['tex']}, {paths['csv']}{runs_note}")
+    print(f"LaTeX fragments for \\input (booktabs, graphicx): {', '.join(p.name for p in paths['fragments'])}")
     latex_files = [paths["tex"]]
     if compare_paper:
         comparisons = [compare_with_paper(model, paper_results,

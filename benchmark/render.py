@@ -139,10 +139,17 @@ def _latex_with_notes(numbers: list[str], notes: list[str | None]) -> str:
     return rf"\begin{{tabular}}[c]{{@{{}}c@{{}}}}{' / '.join(numbers)} \\ \footnotesize {below}\end{{tabular}}"
 
 
-def to_latex(model: TableModel) -> str:
+CAPTIONS = ("full", "short")
+
+
+def to_latex(model: TableModel, caption: str = "full") -> str:
     """A booktabs `table` environment (needs \\usepackage{booktabs,graphicx}); shrunk to the line width only if wider.
 
-    Cells are never truncated; names and the caption are escaped."""
+    `caption="full"`: the whole explanation in the caption (the standalone documents); `"short"`: the title and what a
+    number is, the explanation (statistic, n, seeds, marks) in a small note under the table (the fragments a paper
+    `\\input`s). Cells are never truncated; names and the caption are escaped."""
+    if caption not in CAPTIONS:
+        raise ValueError(f"caption must be one of {', '.join(CAPTIONS)}, got {caption!r}")
     spec = model.spec
     header = " & ".join([METHOD_HEADER] + [latex_escape(c) for c in model.columns]) + r" \\"
     rows = _rendered_rows(model, latex_escape, bold=lambda t: rf"\textbf{{{t}}}",
@@ -162,17 +169,20 @@ def to_latex(model: TableModel) -> str:
         # Footnotes go in an outer one-column tabular under the table, so they start at its left edge (no package).
         notes = [rf"\footnotesize\textsuperscript{{{marker}}}~{latex_escape(text)} \\" for marker, text in model.footnotes]
         tabular = [r"\begin{tabular}{@{}l@{}}", *tabular[:-1], tabular[-1] + r" \\[2pt]", *notes, r"\end{tabular}"]
+    note = ([r"\par\smallskip", rf"{{\footnotesize {latex_escape(model.caption_body)}\par}}"]
+            if caption == "short" else [])
     return "\n".join([
         f"% {latex_escape(spec.title)} -- needs \\usepackage{{booktabs,graphicx}}",
         r"\begin{table}[htbp]",
         r"\centering",
-        rf"\caption{{{latex_escape(model.caption)}}}",
+        rf"\caption{{{latex_escape(model.caption if caption == 'full' else model.short_caption)}}}",
         rf"\label{{{model.label}}}",
         r"\smallskip",
         r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%  shrinks only a table wider than the line",
         *tabular[:-1],
         tabular[-1] + "%",
         "}",
+        *note,
         r"\end{table}",
     ]) + "\n"
 
@@ -242,12 +252,29 @@ def suite_csv_frame(models: list[TableModel]) -> pd.DataFrame:
     return frame[["table", *CSV_COLUMNS]]
 
 
+def fragment_names(models: list[TableModel]) -> list[str]:
+    """The file stem of each table's LaTeX fragment: "table" for a retrieval table (the summary's too), "ablation",
+    "detection_own", "detection_b2"; a kind a suite has more than once gets its setting ("table_partial")."""
+    def kind(model: TableModel) -> str:
+        key = model.spec.table_key
+        for suffix, name in (("-open-detection-own", "detection_own"), ("-open-detection-b2", "detection_b2")):
+            if key.endswith(suffix):
+                return name
+        return "ablation" if key == "ablation" else "table"
+    kinds = [kind(model) for model in models]
+    return [f"{k}_{m.spec.setting}" if kinds.count(k) > 1 and m.spec.setting else k for k, m in zip(kinds, models)]
+
+
 def write_report(suite_name: str, models: list[TableModel], out_dir: str | os.PathLike,
-                 csv_frame: pd.DataFrame | None = None, heading: str | None = None) -> dict[str, Path]:
-    """Write <suite>.md, <suite>.tex (a compilable document) and <suite>.csv into out_dir, each atomically.
+                 csv_frame: pd.DataFrame | None = None, heading: str | None = None,
+                 caption: str = "short") -> dict[str, Path]:
+    """Write <suite>.md, <suite>.tex (a compilable document, full captions) and <suite>.csv into out_dir, and each
+    table as a fragment for a paper's `\\input{}`, <suite>_<kind>.tex (`fragment_names`; the table environment alone,
+    needs booktabs and graphicx; `caption` short or full), each atomically.
 
     The CSV holds `suite_csv_frame(models)` unless `csv_frame` is given (a comparison with the paper has its own
-    columns); `heading` replaces the markdown's "Results: <suite>". Returns {"md": path, "tex": path, "csv": path}."""
+    columns); `heading` replaces the markdown's "Results: <suite>". Returns {"md": path, "tex": path, "csv": path,
+    "fragments": [paths]}."""
     if not suite_name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", suite_name):
         raise ValueError(f"suite name {suite_name!r} is not a plain file name (letters, digits, '_', '.', '-')")
     keys = [model.spec.table_key for model in models]
@@ -263,4 +290,8 @@ def write_report(suite_name: str, models: list[TableModel], out_dir: str | os.Pa
     }
     for kind, path in paths.items():
         atomic_write_text(path, texts[kind])
-    return paths
+    fragments = []
+    for name, model in zip(fragment_names(models), models):
+        fragments.append(out / f"{suite_name}_{name}.tex")
+        atomic_write_text(fragments[-1], to_latex(model, caption))
+    return {**paths, "fragments": fragments}

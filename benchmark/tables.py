@@ -261,6 +261,14 @@ class TableModel:
         return f"{self.spec.title.rstrip('. ')}. {self.caption_body}"
 
     @property
+    def short_caption(self) -> str:
+        """The title and what a number is, in one sentence (a paper's caption); `caption_body` explains the rest."""
+        n_seeds = len(self.spec.expected_seeds)
+        metrics = " / ".join(dict.fromkeys(self.spec.metric_short_name(m) for m in self.spec.cell_metrics))
+        scale = "" if self.spec.scale == 1 else f" (×{self.spec.scale:g})"
+        return f"{self.spec.title.rstrip('. ')}: {metrics}{scale}, mean ± std over {n_seeds} seeds."
+
+    @property
     def methods(self) -> list[str]:
         return list(self.spec.methods)
 

@@ -667,8 +667,9 @@ def test_golden_averages_latex():
 def test_write_report_writes_md_tex_csv(tmp_path):
     models = small_suite_models()
     paths = write_report("small", models, tmp_path / "tables")
-    assert set(paths) == {"md", "tex", "csv"}
-    assert [p.name for p in paths.values()] == ["small.md", "small.tex", "small.csv"]
+    assert set(paths) == {"md", "tex", "csv", "fragments"}
+    assert [paths[k].name for k in ("md", "tex", "csv")] == ["small.md", "small.tex", "small.csv"]
+    assert [p.name for p in paths["fragments"]] == ["small_table_closed.tex", "small_table_open.tex"]
     tex = paths["tex"].read_text(encoding="utf-8")
     assert tex.startswith(r"\documentclass")
     assert tex.count(r"\begin{table}") == 2
@@ -679,7 +680,8 @@ def test_write_report_writes_md_tex_csv(tmp_path):
     assert set(frame["table"]) == {"synthetic-closed-map_all_coda", "synthetic-open-shared_map_all-open_set_acc"}
     # closed: 4 methods x 3 columns x 1 metric; open: 3 methods x 3 columns x 2 metrics.
     assert len(frame) == 4 * 3 + 3 * 3 * 2
-    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["small.csv", "small.md", "small.tex"]
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["small.csv", "small.md", "small.tex",
+                                                                       "small_table_closed.tex", "small_table_open.tex"]
 
 
 def test_write_report_refuses_a_path_as_suite_name(tmp_path):
@@ -778,3 +780,43 @@ def test_cells_of_collapsed_runs_carry_a_footnote_and_the_caption_states_the_rul
     assert aggregate(tied, closed_spec()).cell("x", "A→C").collapsed_runs == 1
     plain = aggregate(tidy_frame(HAND_RUNS), closed_spec())
     assert all(c.judged_runs == 0 for c in plain.cells.values()) and "Collapsed" not in plain.caption
+
+
+def test_latex_fragments_of_every_table_kind_compile_in_a_paper(tmp_path):
+    # A paper \inputs the fragments: the table environment alone (no \documentclass), a one-sentence caption and the
+    # explanation in a small note under the table; every kind: retrieval (two settings), both detection tables, the
+    # summary and the ablation table.
+    import shutil
+    closed, open_set = small_suite_models()
+    detection = [aggregate(tidy_frame([("uem", "Ph→Sk", 2024, "done", {"open_set_acc": 0.8, "detection_acc": 0.7})],
+                                      setting="open", metrics=("open_set_acc", "detection_acc")),
+                           TableSpec(title=f"Open-set detection ({which})", setting="open", dataset="synthetic",
+                                     cell_metrics=["open_set_acc", "detection_acc"], methods=["uem"],
+                                     method_labels=LABELS, pairs=["Ph→Sk"], expected_seeds=[2024],
+                                     metric_description="Open-set Acc and Detection Acc",
+                                     key=f"synthetic-open-detection-{which}"))
+                 for which in ("own", "b2")]
+    small = write_report("small", [closed, open_set, *detection], tmp_path)
+    summary = write_report("summary", list(averages_models()), tmp_path)
+    names = [p.name for p in small["fragments"] + summary["fragments"]]
+    assert names == ["small_table_closed.tex", "small_table_open.tex", "small_detection_own.tex",
+                     "small_detection_b2.tex", "summary_table.tex", "summary_ablation.tex"]
+    fragment = (tmp_path / "small_table_closed.tex").read_text()
+    assert "\\documentclass" not in fragment and fragment.count("\\begin{table}") == 1
+    assert "\\caption{Close-set retrieval on the synthetic dataset: mAP@All (×100), mean ± std over 3 seeds.}" \
+        in fragment.replace("$\\times$", "×").replace("$\\pm$", "±")
+    assert "{\\footnotesize mAP@All (VOC-interpolated AP" in fragment       # the explanation, under the table
+    full = render.to_latex(closed, caption="full")
+    assert "\\footnotesize mAP@All" not in full and "Values" in full.split("\\caption{", 1)[1].split("\\label", 1)[0]
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed (.ci/run installs TeX Live)")
+    paper = tmp_path / "paper.tex"
+    paper.write_text("\n".join([
+        r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\begin{document}",
+        r"\section{Results}", "Our tables follow.",
+        *[rf"\input{{{name.removesuffix('.tex')}}}" for name in names], r"\end{document}", ""]))
+    import subprocess
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (tmp_path / "paper.pdf").stat().st_size > 0
