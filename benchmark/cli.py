@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="after the tables (a run or --report): figures from the stored runs, PNG and PDF, in "
                              "<output>/figures/ (top-k retrievals of a fixed sample of queries per method, Avg per "
                              "method with error bars, open-set detection accuracy); no retraining")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="runs write their loss terms and method statistics per epoch and their final metrics as "
+                             "TensorBoard event files (<run>/tensorboard; tensorboard --logdir results/runs); needs "
+                             "pip install tensorboard")
     parser.add_argument("--caption", choices=("short", "full"), default="short",
                         help="the captions of the LaTeX fragments <suite>_<table>.tex written for a paper's \\input: "
                              "short (default; the explanation in a note under the table) or full")
@@ -218,7 +222,7 @@ def options_from(args, plugins: list[str] | None = None) -> Options:
         plugins=list(plugins or []),
         launcher=_launcher(args) if launches else LocalLauncher(args.jobs, args.device), dry_run=args.dry_run,
         report=args.report, summary=args.summary, compare_paper=args.compare_paper, figures=args.figures,
-        retry_failed=args.retry_failed, strict=args.strict, caption=args.caption)
+        retry_failed=args.retry_failed, strict=args.strict, caption=args.caption, tensorboard=args.tensorboard)
 
 
 def _launcher(args) -> Launcher:

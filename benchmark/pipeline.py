@@ -58,6 +58,7 @@ class Options:
     figures: bool = False
     retry_failed: bool = False
     caption: str = "short"                     # the LaTeX fragments' captions: short (a paper's) or full
+    tensorboard: bool = False                  # runs write TensorBoard event files
     strict: bool = False
 
     def __post_init__(self):
@@ -178,6 +179,12 @@ def run(options: Options) -> int:
         return 0
     if not options.report:
         check_data(suite.dataset, options.data_root, domains=domains_of(to_run), strict=options.strict)
+        if options.tensorboard:
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard (the "
+                                "project's optional extra 'tensorboard')") from None
         if to_run:
             pretrained = check_initialisation(suite, to_run, options.cache_dir, options.data_root, options.pretrained)
             if isinstance(options.launcher, LocalLauncher):
@@ -186,7 +193,7 @@ def run(options: Options) -> int:
                                   cache_dir=str(options.cache_dir), device=options.device,
                                   precision=options.precision, channels_last=options.channels_last,
                                   pretrained=str(pretrained) if pretrained else None,
-                                  plugins=tuple(options.plugins),
+                                  plugins=tuple(options.plugins), tensorboard=options.tensorboard,
                                   suite_file=str(Path(options.suite).resolve()) if is_suite_file(options.suite)
                                   else None)
             spec_paths = []

@@ -214,6 +214,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop
     elif store.moved_aside(run_dir / "ckpt"):
         log.warning("no readable checkpoint left: the run starts again from epoch 0")
 
+    board = TensorBoardLog(run_dir) if launch.tensorboard else None
     for epoch in range(first_epoch, hparams.epochs):
         if stop_after_epochs is not None and epoch - first_epoch >= stop_after_epochs:
             log.info("stopping after %d epoch(s) as asked; the run stays incomplete", stop_after_epochs)
@@ -226,15 +227,41 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop
         store.save_checkpoint(run_dir, {
             "epoch": epoch + 1, "history": history, "method": method.state_dict(),
             "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers]})
+        if board is not None:
+            board.epoch(history[-1])
         log.info("epoch %d/%d %s", epoch + 1, hparams.epochs,
                  " ".join(f"{k}={v:.4f}" for k, v in history[-1].items() if k != "epoch"))
 
     metrics = evaluate(method, ctx, query, retrieval, spec, run_dir=run_dir)
     log.info("metrics: %s", json.dumps(metrics))
+    if board is not None:
+        board.metrics(metrics, hparams.epochs)
     store.atomic_write_json(run_dir / "metrics.json", {
         "metrics": metrics, "history": history, "seconds": round(time.time() - started, 3)})
     store.mark_done(run_dir)
     return metrics
+
+
+class TensorBoardLog:
+    """`--tensorboard`: a run's history (loss terms and logged method statistics, one point per epoch, under
+    "train/") and its final metrics (under "metrics/", at the last epoch) as event files in <run>/tensorboard, so
+    that `tensorboard --logdir results/runs` shows a sweep. Needs the optional extra `tensorboard`."""
+
+    def __init__(self, run_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+    def epoch(self, entry: dict) -> None:
+        for name, value in entry.items():
+            if name != "epoch":
+                self.writer.add_scalar(f"train/{name}", value, entry["epoch"])
+        self.writer.flush()
+
+    def metrics(self, metrics: dict, epoch: int) -> None:
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"metrics/{name}", value, epoch)
+        self.writer.close()
 
 
 CHECKPOINT_KEYS = ("epoch", "history", "method", "optimizers", "schedulers")

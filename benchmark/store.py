@@ -4,6 +4,7 @@
         spec.json      the run spec (canonical JSON; its hash names the folder)
         launch.json    where to find data and cache, which device (not part of the identity)
         env.json       versions, git sha, device, host, SLURM ids
+        tensorboard/   (--tensorboard) the history and metrics as TensorBoard event files
         log.txt        the run's log
         ckpt/last.pt   the last finished epoch (model, optimisers, method state); ckpt/previous.pt the one before
                        (kept until the run is done: an unreadable last.pt is moved aside and the run resumes from it)
@@ -162,6 +163,7 @@ class Launch:
     pretrained: str | None = None
     plugins: tuple[str, ...] = ()
     suite_file: str | None = None      # a TOML suite's file: loaded again where the run runs (its dataset, plugins)
+    tensorboard: bool = False          # each epoch's history and the final metrics as TensorBoard scalars
 
     @classmethod
     def of(cls, values: "Launch | dict | None") -> "Launch":
