@@ -21,6 +21,7 @@ from .errors import UserError
 from .figures import write_figures
 from .initialisation import (PretrainingFailed, cached_simclr_state, find_pretrained, load_pretrained,
                              missing_weights_message, new_backbone)
+from .html_report import run_view, write_html
 from .latex_pdf import LatexError, compile_pdf
 from .launchers import Launcher, LocalLauncher
 from .paper import ABLATION_SETTING, comparable, compare_with_paper, load_paper_results, write_comparison
@@ -372,6 +373,14 @@ def check_data_command(data_root: Path | None, strict: bool = False) -> int:
     return 0 if present and not incomplete else 1
 
 
+def _defaults(spec) -> dict | None:
+    """The hyper-parameters a run of `spec.method` has by default on its dataset (None: a method not registered)."""
+    from methods.base import resolve_hparams
+    from methods.registry import REGISTRY
+    cls = REGISTRY.get(spec.method)
+    return resolve_hparams(cls, spec.dataset) if cls is not None else None
+
+
 def report(suite_name: str, specs, output_root: Path, summary: bool = False, compare_paper: bool = False,
             figures: bool = False, caption: str = "short") -> int:
     """Tables of one suite (or, `summary`, across every suite with stored runs), with `compare_paper` their
@@ -418,5 +427,12 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
         paths = write_figures(suite_name, specs, output_root, figures_dir)
         print(f"figures: {len(paths)} file(s) in {figures_dir}: "
               + ", ".join(p.name for p in paths if p.suffix == ".png"))
+    page = write_html(suite_name, models + ([c.model for c in comparisons] if compare_paper else []),
+                      output_root / "report",
+                      runs=[] if summary else [run_view(spec, output_root, _defaults(spec)) for spec in grid.specs],
+                      figures=sorted((output_root / "figures").glob(f"{suite_name}_*.png")),
+                      subtitle=f"From the runs stored in the output folder {output_root.name}/ "
+                               f"({'every suite' if summary else f'{len(specs)} planned runs'}).")
+    print(f"html: {page}")
     failed = (frame.drop_duplicates("run_id")["status"] == "failed").sum()
     return 1 if failed else 0
