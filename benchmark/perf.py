@@ -29,6 +29,15 @@ clusters of the same size (the true K is the class count).
 ``train`` times training steps of the backbone (forward of two views, a contrastive loss, backward, SGD step — the
 shape of every method's step) on random images already on the device, in four configurations: fp32, bf16 autocast,
 channels_last, and both; it prints images/s of each and its ratio to fp32, measured in one run, after warm-up steps.
+
+    python -m benchmark.perf methods [--suite quickstart] [--arch small_cnn] [--size 32] [--device cpu|cuda]
+
+``methods`` times one epoch of every registered method (not the ablation variants) at the suite's shapes: its
+dataset's domain sizes (the real ones; random images), each method's own batch size, views, banks, queues and
+clustering at their real size and cadence (the epoch timed is the middle one of the method's budget, so clustering
+and second stages are on), through the runner's own epoch loop; and, at the same batch, a plain two-view SimCLR step
+of the same backbone. It prints each method's images/s (images of both domains per second, views not counted) and
+its cost per image as a ratio to the plain step, measured in one run.
 """
 
 from __future__ import annotations
@@ -373,6 +382,83 @@ def run_elbow(args) -> int:
 # Command line
 # ----------------------------------------------------------------------------------------------------------------
 
+# ----------------------------------------------------------------------------------------------------------------
+# methods: one epoch of every method at a suite's shapes, against a plain two-view step
+# ----------------------------------------------------------------------------------------------------------------
+
+def _domain_sizes(suite, pair) -> tuple[int, int]:
+    from datasets.real import REAL_DATASETS
+    if suite.dataset in REAL_DATASETS:
+        counts = REAL_DATASETS[suite.dataset].published_counts
+        return counts[pair[0]], counts[pair[1]]
+    return 300, 300                    # the synthetic domains hold 360-552 images; a partial split about half+
+
+
+def _plain_rate(arch: str, size: int, batch: int, device: torch.device, steps: int) -> float:
+    from methods.backbones import build_backbone
+    from methods.losses import nt_xent
+    net = build_backbone(arch, "mlp", 128).to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    views = torch.rand(2, 2 * batch, 3, size, size, device=device)
+
+    def step():
+        loss = nt_xent(net(views[0]), net(views[1]), 0.2)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    step()
+    _, seconds = _timed(lambda: [step() for _ in range(steps)], device)
+    return steps * 2 * batch / seconds
+
+
+def _method_rate(name: str, suite, arch: str, size: int, device: torch.device, seed: int) -> tuple[float, int, int]:
+    """(images/s of one epoch, batch size per domain, steps) of method `name` at the suite's shapes."""
+    from benchmark.runner import RunContext, _train_epoch
+    from datasets.base import UnlabeledDomain
+    from datasets.registry import get_dataset
+    from methods import get_method_class
+    from methods.backbones import build_backbone
+    from methods.base import Optimization, build_hparams, resolve_hparams
+    cls = get_method_class(name)
+    hparams = build_hparams(cls, resolve_hparams(cls, suite.dataset))
+    torch.manual_seed(seed)
+    method = cls(hparams, build_backbone(arch, "mlp", 128)).to(device)
+    sizes = _domain_sizes(suite, suite.pairs[0])
+    domains = tuple(UnlabeledDomain(f"d{d}", d, torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8))
+                    for d, n in enumerate(sizes))
+    steps = method.steps_per_epoch(*sizes)
+    k = len(get_dataset(suite.dataset).class_map)
+    ctx = RunContext(domains, device, hparams.epochs, steps, (k, k // 2), seed, method)
+    method.on_fit_start(ctx)
+    method.to(device)
+    optimization = Optimization.of(method.configure_optimizers())
+    middle = hparams.epochs // 2
+    import logging
+    logging.getLogger("benchmark.run").setLevel(logging.WARNING)
+    _, seconds = _timed(lambda: _train_epoch(method, ctx, optimization, middle), device)
+    return steps * hparams.batch_size * 2 / seconds if steps else 0.0, hparams.batch_size, steps
+
+
+def run_methods(args) -> int:
+    from benchmark.suites import get_suite
+    from methods.registry import method_names
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    suite = get_suite(args.suite)
+    names = args.methods or [m for m in method_names(include_variants=False) if m != "pretrained"]
+    print(f"one epoch of each method at the shapes of suite {suite.name} ({suite.dataset}, domains of "
+          f"{'/'.join(map(str, _domain_sizes(suite, suite.pairs[0])))} images, random {args.size} px), {args.arch}, "
+          f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+                                f", torch threads {torch.get_num_threads()}"))
+    print(f"  {'method':<10} {'batch':>6} {'steps':>6} {'images/s':>10} {'plain step':>11}  cost per image vs plain")
+    for name in names:
+        rate, batch, steps = _method_rate(name, suite, args.arch, args.size, device, args.seed)
+        plain = _plain_rate(args.arch, args.size, batch, device, args.plain_steps)
+        print(f"  {name:<10} {batch:>6} {steps:>6} {rate:>10.1f} {plain:>11.1f}  x{plain / rate:.2f}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -428,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_counts(train, size=224, batch=64, steps=20, warmup=3)
     _add_common_options(train, device=accelerator)
     train.set_defaults(handler=run_train)
+
+    every = commands.add_parser("methods", help="one epoch of every method at a suite's shapes vs a plain step")
+    every.add_argument("--suite", default="quickstart")
+    every.add_argument("--methods", nargs="+", help="these methods (default: every registered one but pretrained)")
+    every.add_argument("--arch", choices=["resnet50", "resnet18", "small_cnn"], default="small_cnn")
+    _add_counts(every, size=32, plain_steps=10)
+    _add_common_options(every, device=accelerator)
+    every.set_defaults(handler=run_methods)
     return parser
 
 
