@@ -434,8 +434,13 @@ def _method_rate(name: str, suite, arch: str, size: int, device: torch.device, s
     optimization = Optimization.of(method.configure_optimizers())
     middle = hparams.epochs // 2
     import logging
-    logging.getLogger("benchmark.run").setLevel(logging.WARNING)
-    _, seconds = _timed(lambda: _train_epoch(method, ctx, optimization, middle), device)
+    runs_log = logging.getLogger("benchmark.run")
+    level = runs_log.level
+    runs_log.setLevel(logging.WARNING)              # no "epoch started" lines on the terminal while timing
+    try:
+        _, seconds = _timed(lambda: _train_epoch(method, ctx, optimization, middle), device)
+    finally:
+        runs_log.setLevel(level)
     return steps * hparams.batch_size * 2 / seconds if steps else 0.0, hparams.batch_size, steps
 
 
