@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels-last", action="store_true",
                         help="channels_last memory format for the backbone and batches (faster convolutions on "
                              "tensor-core GPUs; recorded in launch.json)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the backbones (GPUs: faster steps after a one-time compilation, cached in "
+                             "<cache dir>/torch_compile for the next runs; recorded in launch.json)")
+    parser.add_argument("--no-tf32", dest="tf32", action="store_false",
+                        help="CUDA: IEEE float32 for fp32 matmuls and convolutions (default: TF32, faster on Ampere "
+                             "and later GPUs; recorded in launch.json)")
     parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="PATH_OR_MODULE",
                         help="a Python file or module that registers more methods (repeatable); every process "
                              "that runs a run imports it again (see 'Adding a method' in the README)")
@@ -119,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--sbatch", action="append", default=[], metavar="OPTION=VALUE",
                        help="any other sbatch option, e.g. --sbatch exclude=node7 --sbatch exclusive; repeatable")
     parser.add_argument("--dry-run", action="store_true", help="print the plan's census and exit")
+    parser.add_argument("--calibration", type=Path, metavar="FILE",
+                        help="with --dry-run: the measured rates to price the plan with (written by python -m "
+                             "benchmark.perf methods --calibration FILE; default: the newest file in "
+                             "<output>/calibration/, else the finished runs in the store)")
     parser.add_argument("--report", action="store_true", help="regenerate the tables from stored runs, no training")
     parser.add_argument("--summary", action="store_true",
                         help="with --report: instead of one suite's tables, the tables across every suite with stored "
@@ -219,10 +229,11 @@ def options_from(args, plugins: list[str] | None = None) -> Options:
         seeds=_flatten(args.seeds), settings=_flatten(args.settings), assignments=args.assignments,
         baseline_init=args.baseline_init, data_root=args.data_root, cache_dir=args.cache_dir,
         pretrained=args.pretrained, device=args.device, precision=args.precision, channels_last=args.channels_last,
+        compile=args.compile, tf32=args.tf32,
         plugins=list(plugins or []),
         launcher=_launcher(args) if launches else LocalLauncher(args.jobs, args.device), dry_run=args.dry_run,
         report=args.report, summary=args.summary, compare_paper=args.compare_paper, figures=args.figures,
-        retry_failed=args.retry_failed, strict=args.strict, caption=args.caption, tensorboard=args.tensorboard)
+        retry_failed=args.retry_failed, strict=args.strict, calibration=args.calibration, caption=args.caption, tensorboard=args.tensorboard)
 
 
 def _launcher(args) -> Launcher:

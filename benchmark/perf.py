@@ -43,13 +43,20 @@ its cost per image as a ratio to the plain step, measured in one run.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmark.evaluation import per_query_metrics, retrieval_metrics
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -379,90 +386,188 @@ def run_elbow(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------------------------
-
-# ----------------------------------------------------------------------------------------------------------------
 # methods: one epoch of every method at a suite's shapes, against a plain two-view step
 # ----------------------------------------------------------------------------------------------------------------
 
-def _domain_sizes(suite, pair) -> tuple[int, int]:
-    from datasets.real import REAL_DATASETS
-    if suite.dataset in REAL_DATASETS:
-        counts = REAL_DATASETS[suite.dataset].published_counts
-        return counts[pair[0]], counts[pair[1]]
-    return 300, 300                    # the synthetic domains hold 360-552 images; a partial split about half+
+@dataclass
+class StepConfig:
+    """How the steps run: what a launch records (launch.json) and the benchmark's own shapes."""
+    arch: str
+    size: int
+    device: torch.device
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def describe(self) -> str:
+        options = [self.precision] + (["channels_last"] if self.channels_last else []) + \
+            (["compile"] if self.compile else [])
+        return f"{self.arch} at {self.size} px, {' + '.join(options)}"
 
 
-def _plain_rate(arch: str, size: int, batch: int, device: torch.device, steps: int) -> float:
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def _plain_rate(config: StepConfig, batch: int, steps: int, warmup: int) -> float:
+    """Images/s of a plain two-view SimCLR step of the backbone (NT-Xent over 2 x `batch` images, backward, SGD),
+    in the same configuration as the methods'."""
+    from benchmark.acceleration import compile_backbones
+    from benchmark.runner import autocast_for
     from methods.backbones import build_backbone
+    from methods.base import sgd
     from methods.losses import nt_xent
-    net = build_backbone(arch, "mlp", 128).to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    views = torch.rand(2, 2 * batch, 3, size, size, device=device)
+    net = build_backbone(config.arch, "mlp", 128).to(config.device).to(memory_format=config.memory_format)
+    if config.compile:
+        compile_backbones(net)
+    optimizer = sgd(net.parameters(), lr=1e-3, momentum=0.9)
+    views = [v.contiguous(memory_format=config.memory_format)
+             for v in torch.rand(2, 2 * batch, 3, config.size, config.size, device=config.device)]
 
     def step():
-        loss = nt_xent(net(views[0]), net(views[1]), 0.2)
+        with autocast_for(config.device, config.precision):
+            loss = nt_xent(net(views[0]), net(views[1]), 0.2)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    step()
-    _, seconds = _timed(lambda: [step() for _ in range(steps)], device)
+    for _ in range(warmup):
+        step()
+    _, seconds = _timed(lambda: [step() for _ in range(steps)], config.device)
     return steps * 2 * batch / seconds
 
 
-def _method_rate(name: str, suite, arch: str, size: int, device: torch.device, seed: int) -> tuple[float, int, int]:
-    """(images/s of one epoch, batch size per domain, steps) of method `name` at the suite's shapes."""
-    from benchmark.runner import RunContext, _train_epoch
-    from datasets.base import UnlabeledDomain
-    from datasets.registry import get_dataset
-    from methods import get_method_class
-    from methods.backbones import build_backbone
-    from methods.base import Optimization, build_hparams, resolve_hparams
-    cls = get_method_class(name)
-    hparams = build_hparams(cls, resolve_hparams(cls, suite.dataset))
-    torch.manual_seed(seed)
-    method = cls(hparams, build_backbone(arch, "mlp", 128)).to(device)
-    sizes = _domain_sizes(suite, suite.pairs[0])
-    domains = tuple(UnlabeledDomain(f"d{d}", d, torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8))
-                    for d, n in enumerate(sizes))
-    steps = method.steps_per_epoch(*sizes)
-    k = len(get_dataset(suite.dataset).class_map)
-    ctx = RunContext(domains, device, hparams.epochs, steps, (k, k // 2), seed, method)
-    method.on_fit_start(ctx)
-    method.to(device)
-    optimization = Optimization.of(method.configure_optimizers())
-    middle = hparams.epochs // 2
-    import logging
+@contextmanager
+def _counted_host_syncs(device: torch.device):
+    """Counts the host synchronisations torch's sync debug mode reports inside the block (CUDA only; elsewhere the
+    count stays None). Yields a one-element list that holds the count afterwards."""
+    count = [None]
+    if device.type != "cuda":
+        yield count
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield count
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    count[0] = sum("synchroniz" in str(w.message) for w in caught)
+
+
+def _quiet_run_log():
+    """The run logger at WARNING while timing (no "epoch started" lines), restored afterwards."""
     runs_log = logging.getLogger("benchmark.run")
     level = runs_log.level
-    runs_log.setLevel(logging.WARNING)              # no "epoch started" lines on the terminal while timing
+    runs_log.setLevel(logging.WARNING)
+    return runs_log, level
+
+
+def _method_rate(spec, config: StepConfig, warmup_epochs: int, seed: int) -> dict:
+    """One epoch of the run `spec` describes (its method, hyper-parameters and estimated domain sizes; random
+    images), timed after `warmup_epochs` untimed ones: images/s (images of both domains, views not counted), batch,
+    steps, seconds of `on_fit_start` (setup), of embedding both domains per image (evaluation), host
+    synchronisations per step (CUDA)."""
+    from benchmark.acceleration import compile_backbones
+    from benchmark.cost import estimated_domain_sizes
+    from benchmark.runner import RunContext, _train_epoch
+    from datasets.base import UnlabeledDomain
+    from methods import get_method_class
+    from methods.backbones import build_backbone
+    from methods.base import Optimization, build_hparams
+    cls = get_method_class(spec.method)
+    hparams = build_hparams(cls, spec.hparams)
+    torch.manual_seed(seed)
+    method = cls(hparams, build_backbone(config.arch, "mlp", 128)).to(config.device)
+    method.to(memory_format=config.memory_format)
+    sizes = estimated_domain_sizes(spec) or (300, 300)
+    domains = tuple(UnlabeledDomain(f"d{d}", d, torch.randint(0, 256, (n, 3, config.size, config.size),
+                                                               dtype=torch.uint8))
+                    for d, n in enumerate(sizes))
+    steps = method.steps_per_epoch(*sizes)
+    ctx = RunContext(domains, config.device, hparams.epochs, steps, spec.num_classes_hint, seed, method,
+                     precision=config.precision, memory_format=config.memory_format)
+    _, setup_seconds = _timed(lambda: method.on_fit_start(ctx), config.device)
+    method.to(config.device)
+    if config.compile:
+        compile_backbones(method)
+    optimization = Optimization.of(method.configure_optimizers())
+    middle = hparams.epochs // 2
+    runs_log, level = _quiet_run_log()
     try:
-        _, seconds = _timed(lambda: _train_epoch(method, ctx, optimization, middle), device)
+        for epoch in range(max(0, middle - warmup_epochs), middle):
+            _train_epoch(method, ctx, optimization, epoch)
+        for _ in range(warmup_epochs - middle):       # a budget too short to warm up before the middle epoch
+            _train_epoch(method, ctx, optimization, middle)
+        with _counted_host_syncs(config.device) as syncs:
+            _, seconds = _timed(lambda: _train_epoch(method, ctx, optimization, middle), config.device)
     finally:
         runs_log.setLevel(level)
-    return steps * hparams.batch_size * 2 / seconds if steps else 0.0, hparams.batch_size, steps
+    _, embed_seconds = _timed(lambda: [ctx.embed_domain(d) for d in (0, 1)], config.device)
+    return {"images_per_second": steps * hparams.batch_size * 2 / seconds, "batch": hparams.batch_size,
+            "steps": steps, "epoch_seconds": seconds, "setup_seconds": setup_seconds,
+            "evaluation_seconds_per_image": embed_seconds / sum(sizes),
+            "host_syncs_per_step": None if syncs[0] is None else syncs[0] / steps}
 
 
 def run_methods(args) -> int:
-    from benchmark.suites import get_suite
+    from benchmark.acceleration import configure_float32, use_compile_cache
+    from benchmark.cost import (calibration_from_rates, default_calibration_path, estimated_domain_sizes,
+                                write_calibration)
+    from benchmark.suites import get_suite, plan
     from methods.registry import method_names
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda was asked for but torch sees no CUDA device", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    config = StepConfig(args.arch, args.size, torch.device(args.device), args.precision, args.channels_last,
+                        args.compile)
+    configure_float32(config.device, args.tf32)
+    if args.compile and args.compile_cache:
+        use_compile_cache(args.compile_cache)
     suite = get_suite(args.suite)
-    names = args.methods or [m for m in method_names(include_variants=False) if m != "pretrained"]
-    print(f"one epoch of each method at the shapes of suite {suite.name} ({suite.dataset}, domains of "
-          f"{'/'.join(map(str, _domain_sizes(suite, suite.pairs[0])))} images, random {args.size} px), {args.arch}, "
-          f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-                                f", torch threads {torch.get_num_threads()}"))
-    print(f"  {'method':<10} {'batch':>6} {'steps':>6} {'images/s':>10} {'plain step':>11}  cost per image vs plain")
-    for name in names:
-        rate, batch, steps = _method_rate(name, suite, args.arch, args.size, device, args.seed)
-        plain = _plain_rate(args.arch, args.size, batch, device, args.plain_steps)
-        print(f"  {name:<10} {batch:>6} {steps:>6} {rate:>10.1f} {plain:>11.1f}  x{plain / rate:.2f}")
+    names = args.methods or [m for m in suite.method_list() if m != "pretrained"]
+    unknown = sorted(set(names) - set(method_names()))
+    if unknown:
+        print(f"error: unknown method(s) {', '.join(unknown)}; registered: {', '.join(method_names())}",
+              file=sys.stderr)
+        return 2
+    specs = {name: plan(suite, methods=[name], seeds=suite.seeds[:1])[0] for name in names}
+    first = next(iter(specs.values()))
+    print(f"one epoch of each method at the shapes of suite {suite.name} ({suite.dataset} "
+          f"{first.setting} {first.query_domain}->{first.retrieval_domain}, domains of "
+          f"{'/'.join(map(str, estimated_domain_sizes(first) or (300, 300)))} images, random images), "
+          f"{config.describe()}, tf32 {'on' if args.tf32 else 'off'}, device {_device_name(config.device)}"
+          + ("" if config.device.type == "cuda" else f", torch threads {torch.get_num_threads()}")
+          + f"; {args.warmup_epochs} warm-up epoch(s) before the timed one")
+    print(f"  {'method':<10} {'batch':>6} {'steps':>6} {'images/s':>10} {'plain step':>11} {'cost/image':>11} "
+          f"{'syncs/step':>11}")
+    rates = {}
+    for name, spec in specs.items():
+        rates[name] = _method_rate(spec, config, args.warmup_epochs, args.seed)
+        plain = _plain_rate(config, rates[name]["batch"], args.plain_steps, warmup=2)
+        rate, syncs = rates[name]["images_per_second"], rates[name]["host_syncs_per_step"]
+        print(f"  {name:<10} {rates[name]['batch']:>6} {rates[name]['steps']:>6} {rate:>10.1f} {plain:>11.1f} "
+              f"{'x' + format(plain / rate, '.2f'):>11} {'-' if syncs is None else format(syncs, '.1f'):>11}")
+    print("  cost/image: the plain step's images/s over the method's (x1.00: as cheap as a plain two-view step)")
+    if args.calibration:
+        device = _device_name(config.device)
+        path = (default_calibration_path(REPO_ROOT / "results", device) if args.calibration == "auto"
+                else Path(args.calibration))
+        calibration = calibration_from_rates(device, suite.name, args.arch, args.size, args.precision,
+                                             args.channels_last, args.compile, args.tf32, rates)
+        print(f"calibration written: {write_calibration(path, calibration)} (run_benchmark.py --dry-run reads "
+              f"<output>/calibration/ or --calibration FILE)")
     return 0
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -522,9 +627,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     every = commands.add_parser("methods", help="one epoch of every method at a suite's shapes vs a plain step")
     every.add_argument("--suite", default="quickstart")
-    every.add_argument("--methods", nargs="+", help="these methods (default: every registered one but pretrained)")
+    every.add_argument("--methods", nargs="+", help="these methods (default: the suite's, but pretrained)")
     every.add_argument("--arch", choices=["resnet50", "resnet18", "small_cnn"], default="small_cnn")
     _add_counts(every, size=32, plain_steps=10)
+    every.add_argument("--warmup-epochs", type=int, default=1,
+                       help="untimed epochs before the timed one (kernel loading, compilation, caches); default 1")
+    every.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    every.add_argument("--channels-last", action="store_true")
+    every.add_argument("--compile", action="store_true", help="torch.compile the backbones, as run_benchmark.py "
+                       "--compile (compilation falls in the warm-up epoch)")
+    every.add_argument("--compile-cache", type=Path, metavar="DIR", help="Inductor's cache folder (default: torch's)")
+    every.add_argument("--no-tf32", dest="tf32", action="store_false", help="CUDA: IEEE float32 (default: TF32)")
+    every.add_argument("--calibration", nargs="?", const="auto", metavar="FILE",
+                       help="write the measured rates for run_benchmark.py --dry-run's estimate: to FILE, or without "
+                            "FILE to results/calibration/<device>.json in the checkout")
     _add_common_options(every, device=accelerator)
     every.set_defaults(handler=run_methods)
     return parser

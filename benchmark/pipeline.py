@@ -17,6 +17,7 @@ from datasets.registry import get_dataset
 from . import slurm, store
 from .backbone_specs import PRETRAINED_KINDS
 from .collect import is_ablation_suite, stored_summary, table_specs, tidy_frame, with_stored_runs
+from .cost import cost_frame, cost_table, estimate, estimate_text, find_calibration, write_cost_table
 from .errors import UserError
 from .figures import write_figures
 from .initialisation import (PretrainingFailed, cached_simclr_state, find_pretrained, load_pretrained,
@@ -50,6 +51,8 @@ class Options:
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False                      # torch.compile of the backbones (benchmark/acceleration.py)
+    tf32: bool = True                          # CUDA: TF32 float32 arithmetic
     plugins: list[str] = field(default_factory=list)   # keys of the loaded plugins (methods/plugins.py)
     launcher: Launcher = field(default_factory=LocalLauncher)
     dry_run: bool = False
@@ -61,6 +64,7 @@ class Options:
     caption: str = "short"                     # the LaTeX fragments' captions: short (a paper's) or full
     tensorboard: bool = False                  # runs write TensorBoard event files
     strict: bool = False
+    calibration: Path | None = None            # --dry-run's rates (benchmark/cost.py); None: the newest stored one
 
     def __post_init__(self):
         self.output = Path(self.output).resolve()
@@ -171,6 +175,10 @@ def run(options: Options) -> int:
     to_run = groups["missing"] + groups["incomplete"] + (groups["failed"] if options.retry_failed else [])
     if options.dry_run:
         print_census_details(groups, output_root)
+        calibration = find_calibration(output_root, options.calibration)
+        text = estimate_text(estimate(to_run, output_root, calibration), calibration)
+        if text:
+            print(text)
         missing = what_the_plan_lacks(suite, to_run, options)
         if missing:
             print(f"\nthe {len(to_run)} run(s) to run cannot start as things are:")
@@ -193,6 +201,7 @@ def run(options: Options) -> int:
             launch = store.Launch(data_root=str(options.data_root) if options.data_root else None,
                                   cache_dir=str(options.cache_dir), device=options.device,
                                   precision=options.precision, channels_last=options.channels_last,
+                                  compile=options.compile, tf32=options.tf32,
                                   pretrained=str(pretrained) if pretrained else None,
                                   plugins=tuple(options.plugins), tensorboard=options.tensorboard,
                                   suite_file=str(Path(options.suite).resolve()) if is_suite_file(options.suite)
@@ -405,12 +414,19 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
         models = [aggregate(frame, table) for table in table_specs(suite_name, grid.specs, grid)]
         ablation_models = models if is_ablation_suite(suite_name) else []
     paths = write_report(suite_name, models, tables_dir, caption=caption)
+    if summary:
+        cost = cost_table(cost_frame(store.stored_specs(output_root), output_root),
+                          by=("dataset", "setting", "method", "device"))
+    else:
+        cost = cost_table(cost_frame(grid.specs, output_root, row=grid.row))
+    cost_paths = write_cost_table(suite_name, cost, tables_dir, f"Device time of the finished runs ({suite_name})")
     for model in models:
         print()
         print(to_markdown(model))
     runs_note = "" if summary else f"; runs: {tables_dir / f'{suite_name}_runs.csv'}"
     print(f"\ntables: {paths['md']}, {paths['tex']}, {paths['csv']}{runs_note}")
     print(f"LaTeX fragments for \\input (booktabs, graphicx): {', '.join(p.name for p in paths['fragments'])}")
+    print(f"device time of the finished runs: {cost_paths['md']}, {cost_paths['csv']}")
     latex_files = [paths["tex"]]
     if compare_paper:
         comparisons = [compare_with_paper(model, paper_results,

@@ -38,6 +38,7 @@ from methods.base import Batch, Method, Optimization, build_hparams, derive_seed
 from methods.plugins import load_plugins
 
 from . import store
+from .acceleration import compile_backbones, configure_float32, use_compile_cache
 from .catalogue import DEFAULT_DETECTOR_PREFIX
 from .diagnostics import feature_diagnostics
 from .evaluation import open_set_metrics, retrieval_metrics, tied_top_k
@@ -196,7 +197,13 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop
     log.info("run %s: %s %s %s->%s seed %d on %s", spec.run_id, spec.method, spec.setting, spec.query_domain,
              spec.retrieval_domain, spec.seed, device)
 
+    configure_float32(device, launch.tf32)
+    setup_started = time.time()
     query, retrieval, method, ctx = _prepare_fit(spec, launch, data_root, cache_dir, device)
+    if launch.compile:
+        log.info("compiling %d backbone trunk(s) with torch.compile (cache: %s)",
+                 compile_backbones(method), use_compile_cache(cache_dir))
+    setup_seconds = time.time() - setup_started
     hparams = method.hparams
     optimization = Optimization.of(method.configure_optimizers())
     optimizers, schedulers = optimization.optimizers, optimization.schedulers
@@ -232,12 +239,16 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop
         log.info("epoch %d/%d %s", epoch + 1, hparams.epochs,
                  " ".join(f"{k}={v:.4f}" for k, v in history[-1].items() if k != "epoch"))
 
+    evaluation_started = time.time()
     metrics = evaluate(method, ctx, query, retrieval, spec, run_dir=run_dir)
     log.info("metrics: %s", json.dumps(metrics))
     if board is not None:
         board.metrics(metrics, hparams.epochs)
+    # seconds: this process's wall time; setup (data, backbone, on_fit_start) and evaluation apart (with --compile, compiling falls in the first epoch and evaluation), so
+    # that a run's cost (benchmark/cost.py) is setup + every epoch's seconds (kept across resumptions) + evaluation
     store.atomic_write_json(run_dir / "metrics.json", {
-        "metrics": metrics, "history": history, "seconds": round(time.time() - started, 3)})
+        "metrics": metrics, "history": history, "seconds": round(time.time() - started, 3),
+        "setup_seconds": round(setup_seconds, 3), "evaluation_seconds": round(time.time() - evaluation_started, 3)})
     store.mark_done(run_dir)
     return metrics
 

@@ -154,7 +154,7 @@ class Launch:
     data, decoded images, initial backbones); device: "auto", "cpu", "cuda", "cuda:1"; precision: "fp32" or "bf16"
     (the training steps' autocast); channels_last: the NHWC memory format; pretrained: a weights file given with
     --pretrained; plugins: the files or modules that register methods from outside the harness (methods/plugins.py),
-    imported again by every process that runs the run."""
+    imported again by every process that runs the run; compile, tf32: benchmark/acceleration.py."""
     data_root: str | None = None
     cache_dir: str | None = None
     device: str = "auto"
@@ -164,6 +164,8 @@ class Launch:
     plugins: tuple[str, ...] = ()
     suite_file: str | None = None      # a TOML suite's file: loaded again where the run runs (its dataset, plugins)
     tensorboard: bool = False          # each epoch's history and the final metrics as TensorBoard scalars
+    compile: bool = False              # torch.compile of the backbones' trunks (benchmark/acceleration.py)
+    tf32: bool = True                  # CUDA: TF32 for float32 matmuls and convolutions (False: IEEE float32)
 
     @classmethod
     def of(cls, values: "Launch | dict | None") -> "Launch":

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import crop_flip_view, moco_v2_view
-from .base import BaseHparams, Batch, Method
+from .base import BaseHparams, Batch, Method, sgd
 from .losses import bank_instance_nce
 from .registry import register
 
@@ -103,7 +103,7 @@ class CDS(Method):
 
     def configure_optimizers(self):
         h = self.hparams
-        return torch.optim.SGD(self.backbone.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
+        return sgd(self.backbone.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
 
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         h = self.hparams

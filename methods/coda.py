@@ -85,7 +85,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import crop_flip_view
-from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, derive_seed
+from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, derive_seed, sgd
 from .clustering import empty_clusters, faiss_kmeans
 from .open_set import radius_detector_from_assignment
 from .registry import register
@@ -195,10 +195,8 @@ class CoDA(Method):
 
     def configure_optimizers(self):
         h = self.hparams
-        return [torch.optim.SGD(self.backbone.parameters(), lr=h.lr, momentum=h.momentum,
-                                weight_decay=h.weight_decay),
-                torch.optim.SGD(self.heads.parameters(), lr=h.head_lr, momentum=h.head_momentum,
-                                weight_decay=h.head_weight_decay)]
+        return [sgd(self.backbone.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay),
+                sgd(self.heads.parameters(), lr=h.head_lr, momentum=h.head_momentum, weight_decay=h.head_weight_decay)]
 
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         h = self.hparams

@@ -96,7 +96,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import crop_flip_view
-from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, Optimization, derive_seed
+from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, Optimization, derive_seed, sgd
 from .clustering import empty_clusters, faiss_kmeans
 from .losses import softmax_entropy
 from .registry import register
@@ -228,8 +228,7 @@ class PCS(Method):
             for params, weight_decay in ((decayed, h.weight_decay), (undecayed, 0.0)):
                 if params:
                     groups.append({"params": params, "lr": lr, "weight_decay": weight_decay})
-        optimizer = torch.optim.SGD(groups, lr=h.lr, momentum=h.momentum, nesterov=h.nesterov,
-                                    weight_decay=h.weight_decay)
+        optimizer = sgd(groups, lr=h.lr, momentum=h.momentum, nesterov=h.nesterov, weight_decay=h.weight_decay)
         # harness step s (0-based) runs at lr x factor(s x the code's optimiser steps per harness step)
         decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_decay_factor(
             step * h.lr_decay_steps_per_iteration, h.lr_decay_gamma, h.lr_decay_power))

@@ -79,7 +79,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from .augment import moco_v2_view
-from .base import BaseHparams, Batch, Method, cosine_factor, derive_seed
+from .base import BaseHparams, Batch, Method, cosine_factor, derive_seed, sgd
 from .clustering import elbow_kmeans
 from .grl import grad_reverse
 from .losses import bank_instance_nce
@@ -321,7 +321,7 @@ class UEM(Method):
     def configure_optimizers(self):
         h = self.hparams
         parameters = list(self.backbone.parameters()) + list(self.domain_classifier.parameters())
-        optimizer = torch.optim.SGD(parameters, lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
+        optimizer = sgd(parameters, lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
 
         def cosine_per_stage(epoch: int) -> float:              # A13, as a factor of `lr`
             if epoch < h.stage1_epochs:

@@ -1,0 +1,66 @@
+"""How a run is made fast on a GPU without changing what it computes: TF32 arithmetic for float32 matmuls and
+convolutions, and `torch.compile` of the backbones with a compile cache shared by every run of an output folder.
+
+Both are launch options (launch.json, like `--precision` and `--channels-last`), never part of a run's identity: they
+move numbers by rounding only. Fused optimiser steps need no option: `methods.base.sgd` picks them on CUDA.
+
+- TF32 (`Launch.tf32`, on unless `--no-tf32`): on CUDA, float32 matmuls and convolutions round their inputs to
+  TF32's 10-bit mantissa and accumulate in float32 (NVIDIA Ampere and later; torch's `fp32_precision` settings).
+  Without it, matmuls run in full IEEE float32; torch's default already lets cuDNN's convolutions use TF32, and
+  `--no-tf32` turns that off too, so that fp32 means IEEE float32 everywhere. No effect on the CPU.
+- `--compile` (`Launch.compile`): the trunk of every `EmbeddingNet` of the method (the online backbone, momentum
+  encoders, frozen copies) is compiled in place with `nn.Module.compile` (its parameters and state_dict keys are the
+  eager ones, so checkpoints are interchangeable with eager runs). The heads, losses and the method's own code stay
+  eager. Inductor's caches (FX graphs, AOTAutograd, Triton kernels) live in `<cache dir>/torch_compile`, shared by
+  the runs of a suite: the first process compiles (about 50 s for a ResNet-50 on a GPU), later ones read the
+  kernels back. `TORCHINDUCTOR_CACHE_DIR`, when set, takes precedence.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+COMPILE_CACHE_FOLDER = "torch_compile"
+CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def configure_float32(device: torch.device, tf32: bool = True) -> None:
+    """TF32 (`tf32`) or IEEE float32 for the float32 matmuls and convolutions of this process on a CUDA `device`;
+    nothing on other devices. Process-wide (torch's backends settings)."""
+    if torch.device(device).type != "cuda":
+        return
+    precision = "tf32" if tf32 else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+
+
+def use_compile_cache(cache_dir: Path) -> Path:
+    """Point Inductor's caches at `<cache_dir>/torch_compile` (unless TORCHINDUCTOR_CACHE_DIR is already set) before
+    the first compilation of this process; returns the folder in use."""
+    os.environ.setdefault(CACHE_VARIABLE, str(Path(cache_dir) / COMPILE_CACHE_FOLDER))
+    folder = Path(os.environ[CACHE_VARIABLE])
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def backbone_trunks(model: nn.Module) -> list[nn.Module]:
+    """The trunk (the convolutional body) of every `methods.backbones.EmbeddingNet` inside `model`, once each."""
+    from methods.backbones import EmbeddingNet
+    trunks = {id(m.trunk): m.trunk for m in model.modules() if isinstance(m, EmbeddingNet)}
+    return list(trunks.values())
+
+
+def compile_backbones(model: nn.Module, cache_dir: Path | None = None) -> int:
+    """Compile the trunks of `model`'s backbones in place (`nn.Module.compile`, default mode; shapes made dynamic by
+    torch when a second batch size appears, as at the last chunk of an evaluation); with `cache_dir`, the compile
+    cache goes there (`use_compile_cache`). Returns how many trunks were compiled. Call it once the model's copies
+    exist (after `on_fit_start`): a momentum encoder copied later would copy a compiled module."""
+    if cache_dir is not None:
+        use_compile_cache(cache_dir)
+    trunks = backbone_trunks(model)
+    for trunk in trunks:
+        trunk.compile()
+    return len(trunks)
