@@ -13,7 +13,7 @@ move numbers by rounding only. Fused optimiser steps need no option: `methods.ba
   eager ones, so checkpoints are interchangeable with eager runs). The heads, losses and the method's own code stay
   eager. Inductor's caches (FX graphs, AOTAutograd, Triton kernels) live in `<cache dir>/torch_compile`, shared by
   the runs of a suite: the first process compiles (about 50 s for a ResNet-50 on a GPU), later ones read the
-  kernels back. `TORCHINDUCTOR_CACHE_DIR`, when set, takes precedence.
+  kernels back.
 """
 from __future__ import annotations
 
@@ -38,11 +38,15 @@ def configure_float32(device: torch.device, tf32: bool = True) -> None:
 
 
 def use_compile_cache(cache_dir: Path) -> Path:
-    """Point Inductor's caches at `<cache_dir>/torch_compile` (unless TORCHINDUCTOR_CACHE_DIR is already set) before
-    the first compilation of this process; returns the folder in use."""
-    os.environ.setdefault(CACHE_VARIABLE, str(Path(cache_dir) / COMPILE_CACHE_FOLDER))
-    folder = Path(os.environ[CACHE_VARIABLE])
+    """Point Inductor's caches at `<cache_dir>/torch_compile` (the variable TORCHINDUCTOR_CACHE_DIR, which Inductor
+    reads when it looks for a cache; torch itself sets it to its default at its first look, so it is set here
+    whatever it holds); returns the folder. Switching folders within a process clears Inductor's in-memory caches."""
+    folder = (Path(cache_dir) / COMPILE_CACHE_FOLDER).resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    if os.environ.get(CACHE_VARIABLE) != str(folder):
+        os.environ[CACHE_VARIABLE] = str(folder)
+        from torch._inductor.utils import clear_caches     # paths remembered from the previous folder
+        clear_caches()
     return folder
 
 

@@ -201,8 +201,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop
     setup_started = time.time()
     query, retrieval, method, ctx = _prepare_fit(spec, launch, data_root, cache_dir, device)
     if launch.compile:
-        log.info("compiling %d backbone trunk(s) with torch.compile (cache: %s)",
-                 compile_backbones(method), use_compile_cache(cache_dir))
+        folder = use_compile_cache(cache_dir)
+        log.info("compiling %d backbone trunk(s) with torch.compile (cache: %s)", compile_backbones(method), folder)
     setup_seconds = time.time() - setup_started
     hparams = method.hparams
     optimization = Optimization.of(method.configure_optimizers())

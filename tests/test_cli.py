@@ -1,6 +1,7 @@
 """The command line as a user meets it: bad input, dry-run census, idempotence, --report, an end-to-end suite."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,17 @@ def test_dry_run_idempotence_and_report(tmp_path, cache_dir, capsys):
     runs = pd.read_csv(tmp_path / "tables" / "test_cli_suite_runs.csv")
     assert set(runs["status"]) == {"done"} and runs["run_id"].nunique() == 4
     assert {"map_all", "map_all_coda", "p_at_1", "n_valid_queries"} <= set(runs["metric"])
+
+    # the device time of the finished runs, per method (and a total), from their measured seconds
+    cost = pd.read_csv(tmp_path / "tables" / "test_cli_suite_cost.csv")
+    assert list(cost["method"]) == ["pretrained", "cds", "total"] and set(cost["device"]) == {"cpu"}
+    assert list(cost["runs"]) == [2, 2, 4]
+    assert cost["device_hours"].iloc[2] == pytest.approx(cost["device_hours"].iloc[:2].sum())
+    assert cost["seconds_per_epoch"].iloc[1] > 0
+    # a plan with new runs is priced from them: the cds runs at their measured seconds per epoch, twice the epochs
+    assert cli.main(common[:-1] + ["cds.epochs=2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\n  cds +2 +[0-9.]+  2 finished run\(s\) on synthetic \(cpu\)\n", out) and "CPU-hours" in out
 
 
 def test_changing_a_hyper_parameter_plans_new_runs(tmp_path, cache_dir, capsys):

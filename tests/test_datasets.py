@@ -138,20 +138,6 @@ def test_perf_train_script_times_the_four_configurations(capsys):
     assert "x1.00 vs fp32" in out
 
 
-def test_perf_methods_times_each_method_against_a_plain_step(capsys):
-    # A smoke run of `python -m benchmark.perf methods` on two methods at the quickstart's shapes (16 px): one row
-    # each, with its batch, steps, images/s and the ratio to a plain two-view step.
-    from benchmark import perf
-    assert perf.main(["methods", "--methods", "cds", "coda", "--size", "16", "--plain-steps", "1",
-                      "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    assert "at the shapes of suite quickstart" in out
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
-    assert set(rows) == {"cds", "coda"}
-    assert rows["cds"][1:3] == ["32", "9"] and rows["coda"][1] == "16"       # each method's own batch and steps
-    assert all(row[-1].startswith("x") and float(row[-1][1:]) > 0 for row in rows.values())
-
-
 def test_decoded_cache_is_memory_mapped_on_reload(tmp_path, cache_dir, monkeypatch):
     info = get_dataset("synthetic")
     first = load_domain(info, "photo", None, cache_dir)

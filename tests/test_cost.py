@@ -1,0 +1,134 @@
+"""Device time: what finished runs cost (--report's cost table), the calibration `perf methods` writes, and the
+--dry-run's estimate from it or from the store (benchmark/cost.py)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from benchmark import cli, cost, perf, store
+from benchmark.suites import plan
+
+from .conftest import tiny_suite
+
+
+def _finished_run(spec, output, history_seconds, setup=None, evaluation=None, total=None, gpu=None):
+    """A done run folder with the given timings (metrics.json, env.json) and no training."""
+    run_dir = store.prepare_run_dir(spec, output, {"device": "cpu"})
+    record = {"metrics": {"map_all": 0.5}, "history": [{"epoch": i + 1, "loss": 1.0, "seconds": s}
+                                                       for i, s in enumerate(history_seconds)],
+              "seconds": total if total is not None else sum(history_seconds)}
+    if setup is not None:
+        record.update(setup_seconds=setup, evaluation_seconds=evaluation)
+    store.atomic_write_json(run_dir / "metrics.json", record)
+    store.atomic_write_json(run_dir / "env.json", {"device": "cuda" if gpu else "cpu", **({"gpu": gpu} if gpu else {})})
+    store.mark_done(run_dir)
+    return run_dir
+
+
+def _spec(method="cds", seed=2024, **hparams):
+    suite = tiny_suite("test_cost_suite", methods=["pretrained", "cds", "coda"])
+    return plan(suite, methods=[method], seeds=[seed], assignments=[f"{k}={v}" for k, v in hparams.items()])[0]
+
+
+def test_a_runs_cost_is_its_setup_epochs_and_evaluation(tmp_path):
+    # seconds of the last process only (a resumed run) must not hide the epochs of the first: setup + every epoch
+    # of the history + evaluation
+    done = _finished_run(_spec(), tmp_path, [3.0, 5.0], setup=1.0, evaluation=2.0, total=4.0, gpu="NVIDIA H200")
+    assert cost.run_cost(done) == cost.RunCost(11.0, 8.0, 2, 1.0, 2.0, "NVIDIA H200")
+    # stored before setup and evaluation were timed apart: the process's seconds outside the epochs count as either
+    legacy = _finished_run(_spec(seed=2025), tmp_path, [5.0, 5.0], total=20.0)
+    assert cost.run_cost(legacy) == cost.RunCost(20.0, 10.0, 2, 0.0, 10.0, "cpu")
+    unfinished = store.prepare_run_dir(_spec(seed=2026), tmp_path, {})
+    assert cost.run_cost(unfinished) is None
+
+
+def test_the_cost_table_sums_device_hours_per_method_and_device(tmp_path):
+    specs = [_spec(seed=s) for s in (1, 2, 3)] + [_spec("coda", seed=1)]
+    for spec, seconds in zip(specs, (1800.0, 3600.0, 1800.0, 7200.0)):
+        _finished_run(spec, tmp_path, [seconds / 2, seconds / 2], setup=0.0, evaluation=0.0,
+                      gpu="NVIDIA H200" if spec.seed != 3 else None)
+    table = cost.cost_table(cost.cost_frame(specs, tmp_path))
+    rows = {(r.method, r.device): r for r in table.itertuples()}
+    assert rows[("cds", "NVIDIA H200")].runs == 2 and rows[("cds", "NVIDIA H200")].device_hours == 1.5
+    assert rows[("cds", "NVIDIA H200")].minutes_per_run == 45.0 and rows[("cds", "NVIDIA H200")].seconds_per_epoch == 1350
+    assert rows[("cds", "cpu")].device_hours == 0.5 and rows[("coda", "NVIDIA H200")].device_hours == 2.0
+    assert rows[("total", "NVIDIA H200")].runs == 3 and rows[("total", "NVIDIA H200")].device_hours == 3.5
+    assert rows[("total", "cpu")].device_hours == 0.5
+    paths = cost.write_cost_table("s", table, tmp_path / "tables", "Device time (s)")
+    assert "| cds      | NVIDIA H200 |" in paths["md"].read_text()
+
+
+def test_the_estimate_from_a_calibration_is_the_runs_images_at_the_measured_rate(tmp_path):
+    spec = _spec()
+    # the quickstart's partial split: 6 query classes, 12 retrieval classes, 38 images per class on average
+    assert spec.num_classes_hint == (6, 12) and cost.estimated_domain_sizes(spec) == (228, 456)
+    assert spec.hparams["epochs"] == 10 and spec.hparams["batch_size"] == 32
+    calibration = cost.Calibration(device="NVIDIA H200", arch="small_cnn", image_size=32, precision="bf16",
+                                   channels_last=True, compile=False, tf32=True, suite="quickstart",
+                                   measured="2026-11-30T10:00:00", torch="2.14",
+                                   methods={"cds": {"images_per_second": 100.0, "setup_seconds": 2.0,
+                                                    "evaluation_seconds_per_image": 0.001}})
+    path = cost.write_calibration(tmp_path / "calibration" / "h200.json", calibration)
+    read = cost.read_calibration(path)
+    assert read.methods == calibration.methods and read.device == "NVIDIA H200"
+    # 10 epochs x (456 // 32 = 14 steps) x 32 x 2 images at 100 images/s, + 2 s setup + 684 images x 1 ms
+    [estimate] = cost.estimate([spec], tmp_path, read)
+    assert estimate.priced == 1 and estimate.seconds == pytest.approx(89.6 + 2.0 + 0.684)
+    assert estimate.sources == {"calibration (NVIDIA H200)"}
+    # the pretrained row trains nothing: its evaluation at the calibrated embedding rate
+    [pretrained] = cost.estimate([_spec("pretrained")], tmp_path, read)
+    assert pretrained.seconds == pytest.approx(0.684)
+    # another method, or another backbone: not priced by it, and said why
+    [coda] = cost.estimate([_spec("coda")], tmp_path, read)
+    assert coda.priced == 0 and coda.unpriced_because == "the calibration has no rate of this method"
+    text = cost.estimate_text(cost.estimate([spec, _spec("coda")], tmp_path, read), read)
+    assert re.search(r"cds +1 +0\.03  calibration \(NVIDIA H200\)", text)
+    assert "coda" in text and "not in the total" in text and "GPU-hours for the 1 priced runs" in text
+
+
+def test_the_estimate_falls_back_on_the_stores_finished_runs(tmp_path):
+    _finished_run(_spec(seed=1), tmp_path, [3.0, 5.0], setup=1.0, evaluation=2.0, gpu="NVIDIA H200")
+    [estimate] = cost.estimate([_spec(seed=7)], tmp_path, None)
+    assert estimate.seconds == pytest.approx(4.0 * 10 + 3.0)      # 4 s per epoch x 10 epochs + setup + evaluation
+    assert estimate.sources == {"1 finished run(s) on synthetic (NVIDIA H200)"}
+
+
+def test_a_broken_calibration_file_stops_the_dry_run_with_its_path(tmp_path, capsys):
+    tiny_suite("test_cost_suite", methods=["pretrained", "cds", "coda"])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert cli.main(["--suite", "test_cost_suite", "--output", str(tmp_path), "--dry-run", "--calibration",
+                     str(bad)]) == 2
+    assert f"calibration file {bad}: cannot be read" in capsys.readouterr().err
+    bad.write_text(json.dumps({"format": 1, "device": "cpu", "arch": "small_cnn", "image_size": 32,
+                               "precision": "fp32", "channels_last": False, "compile": False, "tf32": True,
+                               "suite": "quickstart", "measured": "", "torch": "", "methods": {"cds": {}}}))
+    assert cli.main(["--suite", "test_cost_suite", "--output", str(tmp_path), "--dry-run", "--calibration",
+                     str(bad)]) == 2
+    assert "method 'cds' has no positive images_per_second" in capsys.readouterr().err
+
+
+def test_perf_methods_times_each_method_and_writes_the_calibration_the_dry_run_uses(tmp_path, capsys, cache_dir):
+    # `python -m benchmark.perf methods` at the quickstart's shapes (32 px, the partial split's domains of 228 and
+    # 456 images): one row per method with its own batch and steps, images/s, the ratio to a plain two-view step;
+    # then a calibration file that prices the quickstart's runs of those methods
+    calibration_file = tmp_path / "calibration" / "cpu.json"
+    assert perf.main(["methods", "--methods", "cds", "coda", "--plain-steps", "1", "--device", "cpu",
+                      "--calibration", str(calibration_file)]) == 0
+    out = capsys.readouterr().out
+    assert "at the shapes of suite quickstart (synthetic partial photo->sketch, domains of 228/456 images" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("  cds", "  coda"))}
+    assert rows["cds"][1:3] == ["32", "14"] and rows["coda"][1:3] == ["16", "28"]     # own batch, 456 // batch
+    assert all(row[5].startswith("x") and float(row[5][1:]) > 0 for row in rows.values())
+    calibration = cost.read_calibration(calibration_file)
+    assert set(calibration.methods) == {"cds", "coda"} and calibration.device == "cpu"
+    assert (calibration.arch, calibration.image_size) == ("small_cnn", 32)
+    assert calibration.methods["cds"]["images_per_second"] == pytest.approx(float(rows["cds"][3]), rel=1e-3)
+
+    tiny_suite("test_cost_suite", methods=["pretrained", "cds", "coda"])
+    assert cli.main(["--suite", "test_cost_suite", "--output", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"calibration {calibration_file}: cpu, small_cnn at 32 px, fp32" in out        # the newest in <output>
+    assert re.search(r"cds +1 +[0-9.]+  calibration \(cpu\)", out) and "CPU-hours" in out
