@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 COMPILE_CACHE_FOLDER = "torch_compile"
 CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
@@ -68,3 +69,43 @@ def compile_backbones(model: nn.Module, cache_dir: Path | None = None) -> int:
     for trunk in trunks:
         trunk.compile()
     return len(trunks)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Host synchronisations: operations whose result the host must wait for
+# ---------------------------------------------------------------------------------------------------------------------
+
+# aten operations that make the host wait for the device: a tensor read into Python (item, float, int, bool, an `if`
+# on a tensor), an output whose size depends on the values (nonzero, masked_select, unique, bincount,
+# repeat_interleave without its output size, indexing with a boolean mask), a comparison returned as a bool
+HOST_SYNC_OPS = ("_local_scalar_dense", "is_nonzero", "equal", "nonzero", "masked_select", "_unique", "_unique2",
+                 "unique_dim", "unique_consecutive", "unique_dim_consecutive", "bincount", "repeat_interleave")
+BOOL_INDEXING_OPS = ("index", "index_put", "index_put_", "_index_put_impl_")
+
+
+def _bool_index(args) -> bool:
+    indices = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else ()
+    return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices)
+
+
+class HostSyncCounter(TorchDispatchMode):
+    """Counts, by operation, the aten calls inside the block that synchronise the host with the device on a GPU
+    (`HOST_SYNC_OPS`, and indexing with a boolean mask), on any device: the CPU finds what
+    `torch.cuda.set_sync_debug_mode` would report on a GPU, as far as the calls are the cause. `counts`: op -> calls.
+    Source: the operations that CUDA's sync debug mode flags (c10/cuda/CUDAFunctions.cpp, `warn_or_error_on_sync`
+    callers in ATen's CUDA kernels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in HOST_SYNC_OPS or (name in BOOL_INDEXING_OPS and _bool_index(args)):
+            label = f"{name} (boolean mask)" if name in BOOL_INDEXING_OPS else name
+            self.counts[label] = self.counts.get(label, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())

@@ -441,21 +441,50 @@ def _plain_rate(config: StepConfig, batch: int, steps: int, warmup: int) -> floa
 
 
 @contextmanager
-def _counted_host_syncs(device: torch.device):
-    """Counts the host synchronisations torch's sync debug mode reports inside the block (CUDA only; elsewhere the
-    count stays None). Yields a one-element list that holds the count afterwards."""
-    count = [None]
-    if device.type != "cuda":
-        yield count
-        return
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
+def _sync_counting(device: torch.device):
+    """Counts host synchronisations inside the block: on CUDA those torch's sync debug mode reports (real waits); on
+    other devices the calls `benchmark.acceleration.HostSyncCounter` finds (the ones that would wait on a GPU, plus
+    those on host tensors, which would not: an upper bound). Yields a one-element list holding the count."""
+    from benchmark.acceleration import HostSyncCounter
+    count = [0]
+    if device.type == "cuda":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                yield count
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        count[0] += sum("synchroniz" in str(w.message) for w in caught)
+    else:
+        counter = HostSyncCounter()
+        with counter:
             yield count
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    count[0] = sum("synchroniz" in str(w.message) for w in caught)
+        count[0] += counter.total
+
+
+def _step_syncs(method, ctx, optimization, epoch: int) -> float:
+    """Host synchronisations per step inside the method's step hooks (training_step, after_optimizer_step) over one
+    more epoch, counted apart from the timed one (counting slows the step)."""
+    from benchmark.runner import _train_epoch
+    total = [0]
+    hooks = {name: getattr(method, name) for name in ("training_step", "after_optimizer_step")}
+
+    def counted(hook):
+        def call(*args, **kwargs):
+            with _sync_counting(ctx.device) as count:
+                result = hook(*args, **kwargs)
+            total[0] += count[0]
+            return result
+        return call
+    for name, hook in hooks.items():
+        object.__setattr__(method, name, counted(hook))
+    try:
+        _train_epoch(method, ctx, optimization, epoch)
+    finally:
+        for name in hooks:
+            object.__delattr__(method, name)
+    return total[0] / max(1, ctx.steps_per_epoch)
 
 
 def _quiet_run_log():
@@ -466,11 +495,12 @@ def _quiet_run_log():
     return runs_log, level
 
 
-def _method_rate(spec, config: StepConfig, warmup_epochs: int, seed: int) -> dict:
+def _method_rate(spec, config: StepConfig, warmup_epochs: int, seed: int, count_syncs: bool = True) -> dict:
     """One epoch of the run `spec` describes (its method, hyper-parameters and estimated domain sizes; random
     images), timed after `warmup_epochs` untimed ones: images/s (images of both domains, views not counted), batch,
     steps, seconds of `on_fit_start` (setup), of embedding both domains per image (evaluation), host
-    synchronisations per step (CUDA)."""
+    synchronisations per step in the method's step hooks (`_step_syncs`, an epoch more; None without
+    `count_syncs`)."""
     from benchmark.acceleration import compile_backbones
     from benchmark.cost import estimated_domain_sizes
     from benchmark.runner import RunContext, _train_epoch
@@ -502,15 +532,15 @@ def _method_rate(spec, config: StepConfig, warmup_epochs: int, seed: int) -> dic
             _train_epoch(method, ctx, optimization, epoch)
         for _ in range(warmup_epochs - middle):       # a budget too short to warm up before the middle epoch
             _train_epoch(method, ctx, optimization, middle)
-        with _counted_host_syncs(config.device) as syncs:
-            _, seconds = _timed(lambda: _train_epoch(method, ctx, optimization, middle), config.device)
+        _, seconds = _timed(lambda: _train_epoch(method, ctx, optimization, middle), config.device)
+        syncs = _step_syncs(method, ctx, optimization, middle) if count_syncs else None
     finally:
         runs_log.setLevel(level)
     _, embed_seconds = _timed(lambda: [ctx.embed_domain(d) for d in (0, 1)], config.device)
     return {"images_per_second": steps * hparams.batch_size * 2 / seconds, "batch": hparams.batch_size,
             "steps": steps, "epoch_seconds": seconds, "setup_seconds": setup_seconds,
             "evaluation_seconds_per_image": embed_seconds / sum(sizes),
-            "host_syncs_per_step": None if syncs[0] is None else syncs[0] / steps}
+            "host_syncs_per_step": syncs}
 
 
 def run_methods(args) -> int:
@@ -548,12 +578,17 @@ def run_methods(args) -> int:
           f"{'syncs/step':>11}")
     rates = {}
     for name, spec in specs.items():
-        rates[name] = _method_rate(spec, config, args.warmup_epochs, args.seed)
+        rates[name] = _method_rate(spec, config, args.warmup_epochs, args.seed, count_syncs=args.syncs)
         plain = _plain_rate(config, rates[name]["batch"], args.plain_steps, warmup=2)
         rate, syncs = rates[name]["images_per_second"], rates[name]["host_syncs_per_step"]
         print(f"  {name:<10} {rates[name]['batch']:>6} {rates[name]['steps']:>6} {rate:>10.1f} {plain:>11.1f} "
               f"{'x' + format(plain / rate, '.2f'):>11} {'-' if syncs is None else format(syncs, '.1f'):>11}")
     print("  cost/image: the plain step's images/s over the method's (x1.00: as cheap as a plain two-view step)")
+    if args.syncs:
+        print("  syncs/step: host synchronisations per step in the method's training_step and after_optimizer_step, "
+              + ("from torch.cuda's sync debug mode" if config.device.type == "cuda" else
+                 "found by benchmark.acceleration.HostSyncCounter on the CPU (an upper bound of a GPU's: calls on "
+                 "host tensors count too)"))
     if args.calibration:
         device = _device_name(config.device)
         path = (default_calibration_path(REPO_ROOT / "results", device) if args.calibration == "auto"
@@ -638,6 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--compile (compilation falls in the warm-up epoch)")
     every.add_argument("--compile-cache", type=Path, metavar="DIR", help="Inductor's cache folder (default: torch's)")
     every.add_argument("--no-tf32", dest="tf32", action="store_false", help="CUDA: IEEE float32 (default: TF32)")
+    every.add_argument("--no-syncs", dest="syncs", action="store_false",
+                       help="skip the extra epoch that counts host synchronisations per step")
     every.add_argument("--calibration", nargs="?", const="auto", metavar="FILE",
                        help="write the measured rates for run_benchmark.py --dry-run's estimate: to FILE, or without "
                             "FILE to results/calibration/<device>.json in the checkout")

@@ -214,9 +214,9 @@ def draw_partners(domains, n: int, side: int, device) -> torch.Tensor:
     out = torch.empty(n, 3, source_side, source_side, device=device)
     offset = 0
     for domain, size in zip(domains, sizes):
-        chosen = (pick >= offset) & (pick < offset + size)
-        if chosen.any():
-            out[chosen.to(device)] = domain.images(pick[chosen] - offset, device)
+        chosen = ((pick >= offset) & (pick < offset + size)).nonzero().squeeze(1)      # on the host: no sync
+        if len(chosen):
+            out.index_copy_(0, chosen.to(device), domain.images(pick[chosen] - offset, device).to(out.dtype))
         offset += size
     if source_side != side:
         out = F.interpolate(out, size=(side, side), mode="bilinear", align_corners=False, antialias=True)

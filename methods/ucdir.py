@@ -182,9 +182,12 @@ def cluster_weight(epoch: int, start: int, end: int, weight: float) -> float:
 
 
 def _last_occurrence(index: torch.Tensor) -> torch.Tensor:
-    """Bool [B]: True where no later position holds the same index."""
+    """Int64 [B]: for each position, the last position of the batch that holds the same instance index. Writing
+    key[_last_occurrence(index)] at `index` gives every duplicate the latest key (the official code's sequential
+    overwrite), without a boolean mask (which would make the host wait for the device)."""
     same = index[:, None] == index[None, :]
-    return ~torch.triu(same, diagonal=1).any(dim=1)
+    positions = torch.arange(len(index), device=index.device)
+    return torch.where(same, positions, -1).amax(dim=1)
 
 
 @dataclass
@@ -255,8 +258,7 @@ class UCDIR(Method):
         with torch.no_grad():
             keys = self._keys(view_key).split(sizes)
         for batch, key, bank in zip(batches, keys, self.banks):  # overwrite before the losses (official order)
-            latest = _last_occurrence(batch.index)
-            bank.overwrite(batch.index[latest], key[latest])
+            bank.overwrite(batch.index, key[_last_occurrence(batch.index)])
 
         zero = torch.zeros((), device=images.device)
         instance = [instance_contrast(q, k, bank.features, b.index, h.temperature)

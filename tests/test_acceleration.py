@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from benchmark import store
-from benchmark.acceleration import COMPILE_CACHE_FOLDER, backbone_trunks, compile_backbones, configure_float32
+from benchmark.acceleration import (COMPILE_CACHE_FOLDER, HostSyncCounter, backbone_trunks, compile_backbones,
+                                    configure_float32)
 from benchmark.runner import run_one
 from benchmark.suites import plan
 from methods.backbones import build_backbone
@@ -92,3 +93,39 @@ def test_a_compiled_run_matches_the_eager_one_and_the_next_process_reuses_the_co
     assert store.run_status(later.parent) == "done"
     new = sorted(p.relative_to(compile_cache) for p in compile_cache.rglob("*") if p.is_file())
     assert [str(p) for p in new if p not in cached and "lock" not in p.name] == []
+
+
+def test_the_host_sync_counter_finds_reads_into_python_and_boolean_masks():
+    x = torch.arange(6.0)
+    with HostSyncCounter() as counter:
+        y = x * 2 + 1                                   # no wait: shapes known, nothing read back
+        y[torch.tensor([0, 2])] = 0.0                   # integer indices: no wait
+    assert counter.counts == {}
+    with HostSyncCounter() as counter:
+        float(x.sum())
+        bool(x.max() > 3)
+        x[x > 2]                                        # boolean mask: its size depends on the values
+        x[x > 4] = 0.0
+        torch.nonzero(x)
+    assert counter.counts == {"_local_scalar_dense": 2, "index (boolean mask)": 1, "index_put_ (boolean mask)": 1,
+                              "nonzero": 1}
+
+
+def test_ucdirs_bank_overwrite_keeps_the_latest_key_without_a_boolean_mask():
+    from methods.ucdir import _last_occurrence
+    index = torch.tensor([4, 7, 4, 1, 7, 4])
+    assert _last_occurrence(index).tolist() == [5, 4, 5, 3, 4, 5]
+    # one UCDIR step on the CPU makes no call that would wait for a GPU
+    cls = get_method_class("ucdir")
+    method = cls(cls.Hparams(batch_size=4), build_backbone("small_cnn", "mlp", 16))
+    from benchmark.runner import RunContext
+    from datasets.base import UnlabeledDomain
+    from methods.base import Batch
+    domains = tuple(UnlabeledDomain(f"d{d}", d, torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8))
+                    for d in (0, 1))
+    method.on_fit_start(RunContext(domains, torch.device("cpu"), 2, 3, (3, 3), 0, method))
+    batches = [Batch(domains[d].images(torch.tensor([0, 1, 0, 2]), torch.device("cpu")), torch.tensor([0, 1, 0, 2]),
+                     d) for d in (0, 1)]
+    with HostSyncCounter() as counter:
+        method.training_step(batches[0], batches[1], 0)
+    assert counter.counts == {}
