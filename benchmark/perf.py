@@ -15,7 +15,8 @@ two ways: the usual per-image PIL pipeline (open, decode, crop, resize, to tenso
 once into the uint8 cache, memory-mapped; a batch is an index into it, augmented on the device in one call). It
 prints images/s of each and the ratio, measured in one run; the one-time decode is printed apart.
 
-    python -m benchmark.perf train [--arch resnet50] [--size 224] [--batch 64] [--steps 20] [--device cuda]
+    python -m benchmark.perf train [--arch resnet50] [--size 224] [--batch 64] [--steps 20] [--compile]
+                                   [--device cuda]
 
     python -m benchmark.perf elbow [--points 4400] [--dim 128] [--classes 65] [--k-max 130] [--device cpu|cuda]
 
@@ -27,17 +28,25 @@ sized bank of overlapping clusters; then, as a check of what the time buys, the 
 clusters of the same size (the true K is the class count).
 
 ``train`` times training steps of the backbone (forward of two views, a contrastive loss, backward, SGD step — the
-shape of every method's step) on random images already on the device, in four configurations: fp32, bf16 autocast,
-channels_last, and both; it prints images/s of each and its ratio to fp32, measured in one run, after warm-up steps.
+shape of every method's step) on random images already on the device, in these configurations: fp32 in IEEE float32,
+fp32 with TF32 (CUDA), bf16 autocast, channels_last, bf16 + channels_last, and with ``--compile`` the last one with
+torch.compile of the backbone; it prints images/s of each and its ratio to the first, measured in one run, after
+warm-up steps.
 
-    python -m benchmark.perf methods [--suite quickstart] [--arch small_cnn] [--size 32] [--device cpu|cuda]
+    python -m benchmark.perf methods [--suite quickstart] [--methods ...] [--arch small_cnn] [--size 32]
+                                     [--precision fp32|bf16] [--channels-last] [--compile] [--no-tf32]
+                                     [--calibration [FILE]] [--device cpu|cuda]
 
-``methods`` times one epoch of every registered method (not the ablation variants) at the suite's shapes: its
-dataset's domain sizes (the real ones; random images), each method's own batch size, views, banks, queues and
-clustering at their real size and cadence (the epoch timed is the middle one of the method's budget, so clustering
-and second stages are on), through the runner's own epoch loop; and, at the same batch, a plain two-view SimCLR step
-of the same backbone. It prints each method's images/s (images of both domains per second, views not counted) and
-its cost per image as a ratio to the plain step, measured in one run.
+``methods`` times one epoch of each of the suite's methods (not the pretrained row) at the suite's shapes: the
+first planned run's split (its domain sizes: the published counts of a real dataset, restricted to the split's
+classes, or the synthetic generator's mean; random images), each method's own hyper-parameters (batch size, views,
+banks, queues, clustering at their real size and cadence: the epoch timed is the middle one of the method's budget,
+so clustering and second stages are on), through the runner's own epoch loop, after a warm-up epoch; and, at the
+same batch (both domains' images), a plain two-view SimCLR step of the same backbone in the same configuration. It
+prints each method's images/s (images of both domains per second, views not counted) and its cost per image as a
+ratio to the plain step, measured in one run; then, counted over one more epoch, the host synchronisations per step
+in the method's step hooks. `--calibration` writes the rates (and each method's setup and evaluation seconds) for
+`run_benchmark.py --dry-run`'s estimate of device-hours (benchmark/cost.py).
 """
 
 from __future__ import annotations
@@ -285,31 +294,10 @@ def run_data(args) -> int:
 # train: backbone training throughput under bf16 autocast and channels_last
 # ----------------------------------------------------------------------------------------------------------------
 
-TRAIN_CONFIGS = (("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True))
-
-
-def _train_rate(args, device: torch.device, precision: str, channels_last: bool) -> float:
-    from benchmark.runner import autocast_for
-    from methods.backbones import build_backbone
-    from methods.losses import nt_xent
-    torch.manual_seed(args.seed)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    net = build_backbone(args.arch, "mlp", 128).to(device).to(memory_format=memory_format)
-    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    views = torch.rand(2, args.batch, 3, args.size, args.size, device=device).contiguous()
-    views = [v.contiguous(memory_format=memory_format) for v in views]
-
-    def step():
-        with autocast_for(device, precision):
-            loss = nt_xent(net(views[0]), net(views[1]), 0.2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(args.warmup):
-        step()
-    _, seconds = _timed(lambda: [step() for _ in range(args.steps)], device)
-    return args.steps * args.batch / seconds
+# (precision, channels_last, compile, tf32): the configurations `train` compares, the first one the reference
+TRAIN_CONFIGS = (("fp32", False, False, False), ("fp32", False, False, True), ("bf16", False, False, True),
+                 ("fp32", True, False, True), ("bf16", True, False, True))
+COMPILED_CONFIG = ("bf16", True, True, True)
 
 
 def run_train(args) -> int:
@@ -317,16 +305,15 @@ def run_train(args) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"{args.arch} training steps: batch {args.batch} x 2 views of {args.size} px, {args.warmup} warm-up + "
-          f"{args.steps} timed steps, device {device}" + (f" ({torch.cuda.get_device_name(device)})"
-                                                          if device.type == "cuda" else
-                                                          f", torch threads {torch.get_num_threads()}"))
-    rates = {}
-    for precision, channels_last in TRAIN_CONFIGS:
-        rates[(precision, channels_last)] = _train_rate(args, device, precision, channels_last)
-    base = rates[("fp32", False)]
-    for (precision, channels_last), rate in rates.items():
-        label = precision + (" + channels_last" if channels_last else "")
-        print(f"  {label:<24} {rate:9.1f} images/s   x{rate / base:.2f} vs fp32")
+          f"{args.steps} timed steps, device {_device_name(device)}"
+          + ("" if device.type == "cuda" else f", torch threads {torch.get_num_threads()}"))
+    configs = [StepConfig(args.arch, args.size, device, precision, channels_last, compiled, tf32)
+               for precision, channels_last, compiled, tf32 in TRAIN_CONFIGS + ((COMPILED_CONFIG,) if args.compile
+                                                                                else ())]
+    configs = list({config.describe(): config for config in configs}.values())   # TF32 is CUDA's: one fp32 row
+    rates = [_plain_rate(config, args.batch, args.steps, args.warmup, args.seed) for config in configs]
+    for config, rate in zip(configs, rates):
+        print(f"  {config.describe():<52} {rate:9.1f} images/s   x{rate / rates[0]:.2f} vs the first")
     return 0
 
 
@@ -398,14 +385,16 @@ class StepConfig:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    tf32: bool = True                  # CUDA only (benchmark.acceleration.configure_float32)
 
     @property
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def describe(self) -> str:
-        options = [self.precision] + (["channels_last"] if self.channels_last else []) + \
-            (["compile"] if self.compile else [])
+        options = [self.precision + (" (TF32)" if self.tf32 and self.precision == "fp32" and
+                                     self.device.type == "cuda" else "")]
+        options += (["channels_last"] if self.channels_last else []) + (["compile"] if self.compile else [])
         return f"{self.arch} at {self.size} px, {' + '.join(options)}"
 
 
@@ -413,20 +402,22 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
-def _plain_rate(config: StepConfig, batch: int, steps: int, warmup: int) -> float:
-    """Images/s of a plain two-view SimCLR step of the backbone (NT-Xent over 2 x `batch` images, backward, SGD),
-    in the same configuration as the methods'."""
-    from benchmark.acceleration import compile_backbones
+def _plain_rate(config: StepConfig, batch: int, steps: int, warmup: int, seed: int = 0) -> float:
+    """Images/s (views not counted) of a plain two-view SimCLR step of the backbone on `batch` random images already
+    on the device: two views forwarded, NT-Xent, backward, SGD step; after `warmup` untimed steps."""
+    from benchmark.acceleration import compile_backbones, configure_float32
     from benchmark.runner import autocast_for
     from methods.backbones import build_backbone
     from methods.base import sgd
     from methods.losses import nt_xent
+    configure_float32(config.device, config.tf32)
+    torch.manual_seed(seed)
     net = build_backbone(config.arch, "mlp", 128).to(config.device).to(memory_format=config.memory_format)
     if config.compile:
         compile_backbones(net)
     optimizer = sgd(net.parameters(), lr=1e-3, momentum=0.9)
     views = [v.contiguous(memory_format=config.memory_format)
-             for v in torch.rand(2, 2 * batch, 3, config.size, config.size, device=config.device)]
+             for v in torch.rand(2, batch, 3, config.size, config.size, device=config.device)]
 
     def step():
         with autocast_for(config.device, config.precision):
@@ -437,7 +428,7 @@ def _plain_rate(config: StepConfig, batch: int, steps: int, warmup: int) -> floa
     for _ in range(warmup):
         step()
     _, seconds = _timed(lambda: [step() for _ in range(steps)], config.device)
-    return steps * 2 * batch / seconds
+    return steps * batch / seconds
 
 
 @contextmanager
@@ -555,7 +546,7 @@ def run_methods(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = StepConfig(args.arch, args.size, torch.device(args.device), args.precision, args.channels_last,
-                        args.compile)
+                        args.compile, args.tf32)
     configure_float32(config.device, args.tf32)
     if args.compile and args.compile_cache:
         use_compile_cache(args.compile_cache)
@@ -579,7 +570,7 @@ def run_methods(args) -> int:
     rates = {}
     for name, spec in specs.items():
         rates[name] = _method_rate(spec, config, args.warmup_epochs, args.seed, count_syncs=args.syncs)
-        plain = _plain_rate(config, rates[name]["batch"], args.plain_steps, warmup=2)
+        plain = _plain_rate(config, 2 * rates[name]["batch"], args.plain_steps, warmup=2)   # both domains' batches
         rate, syncs = rates[name]["images_per_second"], rates[name]["host_syncs_per_step"]
         print(f"  {name:<10} {rates[name]['batch']:>6} {rates[name]['steps']:>6} {rate:>10.1f} {plain:>11.1f} "
               f"{'x' + format(plain / rate, '.2f'):>11} {'-' if syncs is None else format(syncs, '.1f'):>11}")
@@ -657,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="backbone training images/s: fp32, bf16 autocast, channels_last")
     train.add_argument("--arch", choices=["resnet50", "resnet18", "small_cnn"], default="resnet50")
     _add_counts(train, size=224, batch=64, steps=20, warmup=3)
+    train.add_argument("--compile", action="store_true", help="also bf16 + channels_last with torch.compile")
     _add_common_options(train, device=accelerator)
     train.set_defaults(handler=run_train)
 
