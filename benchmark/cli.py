@@ -233,7 +233,8 @@ def options_from(args, plugins: list[str] | None = None) -> Options:
         plugins=list(plugins or []),
         launcher=_launcher(args) if launches else LocalLauncher(args.jobs, args.device), dry_run=args.dry_run,
         report=args.report, summary=args.summary, compare_paper=args.compare_paper, figures=args.figures,
-        retry_failed=args.retry_failed, strict=args.strict, calibration=args.calibration, caption=args.caption, tensorboard=args.tensorboard)
+        retry_failed=args.retry_failed, strict=args.strict, calibration=args.calibration, caption=args.caption,
+        tensorboard=args.tensorboard)
 
 
 def _launcher(args) -> Launcher:

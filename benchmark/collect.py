@@ -33,6 +33,11 @@ class Rows:
     specs: list[RunSpec]
     rows: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+
+    def label(self, spec: RunSpec) -> str:
+        """The table label of the run's row (a variant's "CDS (epochs=2)", else the method's label)."""
+        key = self.row(spec)
+        return self.labels.get(key) or method_label(key)
     left_out: list[str] = field(default_factory=list)
 
     def row(self, spec: RunSpec) -> str:

@@ -19,7 +19,8 @@ from markupsafe import Markup, escape
 
 from . import store
 from .catalogue import method_label
-from .render import _rendered_rows
+from .cost import run_cost
+from .render import rendered_rows
 from .spec import RunSpec
 from .tables import METHOD_HEADER, TableModel
 
@@ -58,6 +59,11 @@ details summary { cursor: pointer; }
 </div>{% endif %}
 </section>
 {% endfor %}
+{% if cost %}<section class="cost-table"><h2>{{ cost.title }}</h2>
+<p class="caption">{{ cost.body }}</p>
+<table><thead><tr>{% for h in cost.header %}<th>{{ h }}</th>{% endfor %}</tr></thead>
+<tbody>{% for row in cost.rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</tbody>
+</table></section>{% endif %}
 {% if figures %}<h2>Figures</h2>
 {% for figure in figures %}<figure><img alt="{{ figure.name }}" src="{{ figure.uri }}">
 <figcaption>{{ figure.name }}</figcaption></figure>
@@ -67,7 +73,8 @@ details summary { cursor: pointer; }
 <th>differs from the defaults</th><th>metrics</th><th>over the epochs</th><th>log</th></tr></thead><tbody>
 {% for run in runs %}<tr>
 <td>{{ run.method }}</td><td>{{ run.where }}</td><td>{{ run.seed }}</td>
-<td class="status-{{ run.status }}">{{ run.status }}{% if run.reason %}<br><pre>{{ run.reason }}</pre>{% endif %}</td>
+<td class="status-{{ run.status }}">{{ run.status }}
+{%- if run.device_time %}<br><small>{{ run.device_time }}</small>{% endif %}{% if run.reason %}<br><pre>{{ run.reason }}</pre>{% endif %}</td>
 <td>{% for item in run.differs %}{{ item }}<br>{% else %}–{% endfor %}</td>
 <td>{% for name, value in run.metrics %}{{ name }} {{ value }}<br>{% endfor %}</td>
 <td>{% for name, svg, last in run.curves %}<div>{{ svg }} {{ name }} {{ last }}</div>{% endfor %}</td>
@@ -88,6 +95,7 @@ class RunView:
     metrics: list[tuple[str, str]] = field(default_factory=list)
     curves: list[tuple[str, Markup, str]] = field(default_factory=list)
     log: str = ""
+    device_time: str = ""                  # "3.2 min on NVIDIA H200" (benchmark/cost.py)
 
 
 def sparkline(values: list[float], width: int = 90, height: int = 18) -> Markup:
@@ -104,7 +112,7 @@ def sparkline(values: list[float], width: int = 90, height: int = 18) -> Markup:
 
 
 def _table_view(model: TableModel) -> dict:
-    rows = _rendered_rows(model, lambda text: escape(text), bold=lambda t: Markup(f"<strong>{t}</strong>"),
+    rows = rendered_rows(model, lambda text: escape(text), bold=lambda t: Markup(f"<strong>{t}</strong>"),
                           underline=lambda t: Markup(f"<u>{t}</u>"), superscript=lambda m: Markup(f"<sup>{m}</sup>"),
                           with_notes=lambda numbers, notes: Markup(" / ").join(
                               Markup(f"{n}<br><small>({note})</small>") if note is not None else n
@@ -124,6 +132,9 @@ def run_view(spec: RunSpec, output_root: Path, defaults: dict | None) -> RunView
         view.differs = [f"{k}={spec.hparams.get(k)}" for k in sorted(spec.hparams)
                         if spec.hparams.get(k) != defaults.get(k)]
     if status == "done":
+        cost = run_cost(run_dir)
+        if cost is not None:
+            view.device_time = f"{cost.seconds / 60:.1f} min on {cost.device}"
         try:
             stored = json.loads((run_dir / "metrics.json").read_text())
         except (OSError, ValueError):
@@ -142,15 +153,26 @@ def run_view(spec: RunSpec, output_root: Path, defaults: dict | None) -> RunView
     return view
 
 
+def _cost_view(cost) -> dict | None:
+    """The cost table (benchmark/cost.py's `cost_table` frame) as the page's header and text rows."""
+    if cost is None or cost.empty:
+        return None
+    header = [str(c).replace("_", " ") for c in cost.columns]
+    rows = [[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row] for row in cost.itertuples(index=False)]
+    return {"title": "Device time of the finished runs", "header": header, "rows": rows,
+            "body": "Each run's measured wall-clock seconds (setup, every epoch, evaluation) on the device it ran on, "
+                    "summed per method; device hours, mean minutes per run, mean seconds per epoch."}
+
+
 def write_html(suite_name: str, models: list[TableModel], out_dir: Path, *, runs: list[RunView] = (),
-               figures: list[Path] = (), subtitle: str = "") -> Path:
-    """Write <out_dir>/<suite_name>.html (atomically) and return its path."""
+               figures: list[Path] = (), subtitle: str = "", cost=None) -> Path:
+    """Write <out_dir>/<suite_name>.html (atomically) and return its path. `cost`: a `cost.cost_table` frame."""
     environment = Environment(autoescape=True)
     page = environment.from_string(TEMPLATE).render(
         title=f"Results: {suite_name}", subtitle=subtitle, tables=[_table_view(m) for m in models],
         figures=[{"name": p.name, "uri": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()}
                  for p in figures],
-        runs=list(runs))
+        runs=list(runs), cost=_cost_view(cost))
     path = Path(out_dir) / f"{suite_name}.html"
     store.atomic_write_text(path, page)
     return path

@@ -17,6 +17,7 @@ from datasets.registry import get_dataset
 from . import slurm, store
 from .backbone_specs import PRETRAINED_KINDS
 from .collect import is_ablation_suite, stored_summary, table_specs, tidy_frame, with_stored_runs
+from .catalogue import method_label
 from .cost import cost_frame, cost_table, estimate, estimate_text, find_calibration, write_cost_table
 from .errors import UserError
 from .figures import write_figures
@@ -415,10 +416,10 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
         ablation_models = models if is_ablation_suite(suite_name) else []
     paths = write_report(suite_name, models, tables_dir, caption=caption)
     if summary:
-        cost = cost_table(cost_frame(store.stored_specs(output_root), output_root),
-                          by=("dataset", "setting", "method", "device"))
+        every_run = cost_frame(store.stored_specs(output_root), output_root, row=lambda s: method_label(s.method))
+        cost = cost_table(every_run, by=("dataset", "setting", "method", "device"))
     else:
-        cost = cost_table(cost_frame(grid.specs, output_root, row=grid.row))
+        cost = cost_table(cost_frame(grid.specs, output_root, row=grid.label))
     cost_paths = write_cost_table(suite_name, cost, tables_dir, f"Device time of the finished runs ({suite_name})")
     for model in models:
         print()
@@ -444,7 +445,7 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
         print(f"figures: {len(paths)} file(s) in {figures_dir}: "
               + ", ".join(p.name for p in paths if p.suffix == ".png"))
     page = write_html(suite_name, models + ([c.model for c in comparisons] if compare_paper else []),
-                      output_root / "report",
+                      output_root / "report", cost=cost,
                       runs=[] if summary else [run_view(spec, output_root, _defaults(spec)) for spec in grid.specs],
                       figures=sorted((output_root / "figures").glob(f"{suite_name}_*.png")),
                       subtitle=f"From the runs stored in the output folder {output_root.name}/ "

@@ -61,7 +61,7 @@ def markdown_escape(text: str) -> str:
     return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
 
 
-def _rendered_rows(model: TableModel, escape, bold, underline, superscript, with_notes) -> list[list[str]]:
+def rendered_rows(model: TableModel, escape, bold, underline, superscript, with_notes) -> list[list[str]]:
     """One list of rendered cells per method (its label first), in one output format."""
     return [[escape(model.spec.method_label(method))]
             + [_render_cell(model.cell(method, column), model.spec.digits, escape, bold=bold, underline=underline,
@@ -80,7 +80,7 @@ def to_markdown(model: TableModel) -> str:
     """Caption above, a pipe table (GitHub renders it), footnotes below; bold best, <u>underlined</u> second."""
     spec = model.spec
     headers = [METHOD_HEADER] + [markdown_escape(c) for c in model.columns]
-    body = _rendered_rows(model, markdown_escape, bold=lambda t: f"**{t}**", underline=lambda t: f"<u>{t}</u>",
+    body = rendered_rows(model, markdown_escape, bold=lambda t: f"**{t}**", underline=lambda t: f"<u>{t}</u>",
                           superscript=lambda m: f"<sup>{m}</sup>", with_notes=_markdown_with_notes)
     table = tabulate(
         body, headers=headers, tablefmt="pipe", disable_numparse=True,
@@ -152,7 +152,7 @@ def to_latex(model: TableModel, caption: str = "full") -> str:
         raise ValueError(f"caption must be one of {', '.join(CAPTIONS)}, got {caption!r}")
     spec = model.spec
     header = " & ".join([METHOD_HEADER] + [latex_escape(c) for c in model.columns]) + r" \\"
-    rows = _rendered_rows(model, latex_escape, bold=lambda t: rf"\textbf{{{t}}}",
+    rows = rendered_rows(model, latex_escape, bold=lambda t: rf"\textbf{{{t}}}",
                           underline=lambda t: rf"\underline{{{t}}}", superscript=lambda m: rf"\textsuperscript{{{m}}}",
                           with_notes=_latex_with_notes)
     body = [" & ".join(cells) + r" \\" for cells in rows]

@@ -244,8 +244,9 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop
     log.info("metrics: %s", json.dumps(metrics))
     if board is not None:
         board.metrics(metrics, hparams.epochs)
-    # seconds: this process's wall time; setup (data, backbone, on_fit_start) and evaluation apart (with --compile, compiling falls in the first epoch and evaluation), so
-    # that a run's cost (benchmark/cost.py) is setup + every epoch's seconds (kept across resumptions) + evaluation
+    # seconds: this process's wall time; setup (data, backbone, on_fit_start) and evaluation apart (with --compile,
+    # compiling falls in the first epoch and the evaluation), so that a run's cost (benchmark/cost.py) is setup +
+    # every epoch's seconds (kept across resumptions) + evaluation
     store.atomic_write_json(run_dir / "metrics.json", {
         "metrics": metrics, "history": history, "seconds": round(time.time() - started, 3),
         "setup_seconds": round(setup_seconds, 3), "evaluation_seconds": round(time.time() - evaluation_started, 3)})

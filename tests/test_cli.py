@@ -78,7 +78,7 @@ def test_dry_run_idempotence_and_report(tmp_path, cache_dir, capsys):
 
     # the device time of the finished runs, per method (and a total), from their measured seconds
     cost = pd.read_csv(tmp_path / "tables" / "test_cli_suite_cost.csv")
-    assert list(cost["method"]) == ["pretrained", "cds", "total"] and set(cost["device"]) == {"cpu"}
+    assert list(cost["method"]) == ["Pretrained (init)", "CDS", "total"] and set(cost["device"]) == {"cpu"}
     assert list(cost["runs"]) == [2, 2, 4]
     assert cost["device_hours"].iloc[2] == pytest.approx(cost["device_hours"].iloc[:2].sum())
     assert cost["seconds_per_epoch"].iloc[1] > 0

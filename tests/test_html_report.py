@@ -51,6 +51,8 @@ def test_the_html_page_has_every_table_and_figure_and_escapes_names(evil_suite, 
     assert figures and all(name in html for name in figures)
     assert html.count('src="data:image/png;base64,') == len(figures)
     assert "<h2>Runs (2)</h2>" in html                       # one row per run: both ordered pairs
+    # the device time of the runs: a table per method and device, and each run's own minutes
+    assert html.count('<section class="cost-table">') == 1 and html.count(" min on cpu</small>") == 2
     browser = _chromium()
     if browser is None:
         if os.environ.get("CDR_REQUIRE_CHROMIUM") == "1":
@@ -62,7 +64,7 @@ def test_the_html_page_has_every_table_and_figure_and_escapes_names(evil_suite, 
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert not re.search(r'<img[^>]*src="x"', dom.stdout)               # the browser made no element of the name
     assert "&lt;img src=x onerror=alert(1)&gt;" in dom.stdout
-    assert dom.stdout.count("<figure>") == len(figures) and dom.stdout.count("<table") == 2   # result + runs
+    assert dom.stdout.count("<figure>") == len(figures) and dom.stdout.count("<table") == 3   # result, cost, runs
     assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr  # no script error, no console message
     shot = tmp_path / "page.png"
     taken = subprocess.run([*common, "--window-size=1400,2000", f"--screenshot={shot}", page.as_uri()],
