@@ -402,9 +402,10 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
-def _plain_rate(config: StepConfig, batch: int, steps: int, warmup: int, seed: int = 0) -> float:
+def _plain_rate(config: StepConfig, batch: int, steps: int, warmup: int, seed: int = 0, repeats: int = 1) -> float:
     """Images/s (views not counted) of a plain two-view SimCLR step of the backbone on `batch` random images already
-    on the device: two views forwarded, NT-Xent, backward, SGD step; after `warmup` untimed steps."""
+    on the device: two views forwarded, NT-Xent, backward, SGD step; after `warmup` untimed steps, the median of
+    `repeats` timed blocks of `steps` steps."""
     from benchmark.acceleration import compile_backbones, configure_float32
     from benchmark.runner import autocast_for
     from methods.backbones import build_backbone
@@ -427,7 +428,8 @@ def _plain_rate(config: StepConfig, batch: int, steps: int, warmup: int, seed: i
         optimizer.step()
     for _ in range(warmup):
         step()
-    _, seconds = _timed(lambda: [step() for _ in range(steps)], config.device)
+    seconds = float(np.median([_timed(lambda: [step() for _ in range(steps)], config.device)[1]
+                               for _ in range(repeats)]))
     return steps * batch / seconds
 
 
@@ -570,7 +572,7 @@ def run_methods(args) -> int:
     rates = {}
     for name, spec in specs.items():
         rates[name] = _method_rate(spec, config, args.warmup_epochs, args.seed, count_syncs=args.syncs)
-        plain = _plain_rate(config, 2 * rates[name]["batch"], args.plain_steps, warmup=2)   # both domains' batches
+        plain = _plain_rate(config, 2 * rates[name]["batch"], args.plain_steps, warmup=2, repeats=3)  # both domains
         rate, syncs = rates[name]["images_per_second"], rates[name]["host_syncs_per_step"]
         print(f"  {name:<10} {rates[name]['batch']:>6} {rates[name]['steps']:>6} {rate:>10.1f} {plain:>11.1f} "
               f"{'x' + format(plain / rate, '.2f'):>11} {'-' if syncs is None else format(syncs, '.1f'):>11}")
