@@ -264,7 +264,7 @@ def estimate(to_run: list[RunSpec], output_root: Path, calibration: Calibration 
     measured: dict[tuple[str, str], list[RunCost]] = {}
     for spec in store.stored_specs(output_root):
         cost = run_cost(spec.run_dir(output_root))
-        if cost is not None and cost.epochs:
+        if cost is not None:
             measured.setdefault((spec.method, spec.dataset), []).append(cost)
     estimates: dict[str, MethodEstimate] = {}
     for spec in to_run:
@@ -319,7 +319,7 @@ def _calibrated_seconds(spec: RunSpec, calibration: Calibration | None) -> tuple
 def _stored_seconds(spec: RunSpec, costs: list[RunCost]) -> tuple[float | None, str]:
     if not costs:
         return None, ""
-    per_epoch = sum(c.epoch_seconds for c in costs) / sum(c.epochs for c in costs)
+    per_epoch = sum(c.epoch_seconds for c in costs) / max(1, sum(c.epochs for c in costs))   # 0 epochs: pretrained
     overhead = sum(c.setup_seconds + c.evaluation_seconds for c in costs) / len(costs)
     devices = ", ".join(sorted({c.device for c in costs}))
     return per_epoch * _epochs(spec) + overhead, f"{len(costs)} finished run(s) on {spec.dataset} ({devices})"
@@ -344,11 +344,11 @@ def estimate_text(estimates: list[MethodEstimate], calibration: Calibration | No
                          f"and the store has no finished run of it on this dataset")
             continue
         part = "" if entry.priced == entry.runs else f" ({entry.priced} of {entry.runs} runs priced)"
-        lines.append(f"  {entry.method:<14} {entry.runs:>5} {entry.seconds / 3600:>9.2f}  "
+        lines.append(f"  {entry.method:<14} {entry.runs:>5} {entry.seconds / 3600:>9.3f}  "
                      f"{'; '.join(sorted(entry.sources))}{part}")
         total += entry.seconds
         priced += entry.priced
-    lines.append(f"  {'total':<14} {runs:>5} {total / 3600:>9.2f}  {hours_name}"
+    lines.append(f"  {'total':<14} {runs:>5} {total / 3600:>9.3f}  {hours_name}"
                  + ("" if priced == runs else f" for the {priced} priced runs"))
     lines.append("  (device time, one run at a time; runs sharing a GPU with --jobs N or a SLURM array take less "
                  "wall time, not less device time)")

@@ -84,7 +84,7 @@ def test_the_estimate_from_a_calibration_is_the_runs_images_at_the_measured_rate
     [coda] = cost.estimate([_spec("coda")], tmp_path, read)
     assert coda.priced == 0 and coda.unpriced_because == "the calibration has no rate of this method"
     text = cost.estimate_text(cost.estimate([spec, _spec("coda")], tmp_path, read), read)
-    assert re.search(r"cds +1 +0\.03  calibration \(NVIDIA H200\)", text)
+    assert re.search(r"cds +1 +0\.026  calibration \(NVIDIA H200\)", text)
     assert "coda" in text and "not in the total" in text and "GPU-hours for the 1 priced runs" in text
 
 
@@ -93,6 +93,10 @@ def test_the_estimate_falls_back_on_the_stores_finished_runs(tmp_path):
     [estimate] = cost.estimate([_spec(seed=7)], tmp_path, None)
     assert estimate.seconds == pytest.approx(4.0 * 10 + 3.0)      # 4 s per epoch x 10 epochs + setup + evaluation
     assert estimate.sources == {"1 finished run(s) on synthetic (NVIDIA H200)"}
+    # a method that trains no epoch (the pretrained row) costs its setup and evaluation
+    _finished_run(_spec("pretrained", seed=1), tmp_path, [], setup=0.5, evaluation=1.5)
+    [pretrained] = cost.estimate([_spec("pretrained", seed=7)], tmp_path, None)
+    assert pretrained.priced == 1 and pretrained.seconds == pytest.approx(2.0)
 
 
 def test_a_broken_calibration_file_stops_the_dry_run_with_its_path(tmp_path, capsys):
