@@ -1,8 +1,8 @@
 #!/bin/bash
-# Speed figures of issue 17 on a machine with a CUDA GPU, run from the project's root (one prepared script, about
-# 9 minutes on an H200). If faiss or submitit is missing there, put their wheels (for that machine's Python) in .whl/
-# at the project root first. Everything goes to ${OUT:-/tmp/gpu_speed}/all.log; the calibration file to
-# ${OUT}/calibration/, for run_benchmark.py --dry-run --calibration FILE.
+# Speed figures of issue 17 on a machine with a CUDA GPU, run from the project's root (one prepared script, at most
+# 565 s by its steps' time limits). If faiss or submitit is missing there, put their wheels (for that machine's
+# Python) in .whl/ at the project root first. Everything goes to ${OUT:-/tmp/gpu_speed}/all.log; the calibration
+# file to ${OUT}/calibration/, for run_benchmark.py --dry-run --calibration FILE.
 #   1. backbone steps: fp32 (IEEE / TF32), bf16, channels_last, both, and compiled (ResNet-50, 224 px, 128 x 2 views)
 #   2. every method of office_home_partial at its shapes (ResNet-50, 224 px, bf16 + channels_last + compile) against
 #      a plain step, with host synchronisations per step (torch's sync debug mode), written as a calibration
@@ -21,15 +21,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; n
 python3 -c "import torch,faiss,submitit;print('torch',torch.__version__,'faiss',faiss.__version__,torch.cuda.get_device_name())"
 step() { local name=$1 t=$2; shift 2; echo "=== $name (limit ${t}s): $*"; local s=$SECONDS; timeout "$t" "$@"; echo "=== $name rc=$? in $((SECONDS-s))s"; }
 export TORCHINDUCTOR_CACHE_DIR=$OUT/torch_compile
-step train 180 python3 -m benchmark.perf train --arch resnet50 --batch 128 --steps 15 --warmup 3 --compile
-step methods 300 python3 -m benchmark.perf methods --suite office_home_partial --device cuda --arch resnet50 --size 224 \
+step train 110 python3 -m benchmark.perf train --arch resnet50 --batch 128 --steps 15 --warmup 3 --compile
+step methods 230 python3 -m benchmark.perf methods --suite office_home_partial --device cuda --arch resnet50 --size 224 \
   --precision bf16 --channels-last --compile --compile-cache "$OUT" --plain-steps 10 \
   --calibration "$OUT/calibration/gpu.json"
 # the quickstart's shared SimCLR init first (its pretrained row), so that no N pays for it
-step init 120 python3 run_benchmark.py --suite quickstart --methods pretrained --seeds 2024 --output "$OUT/init" \
+step init 60 python3 run_benchmark.py --suite quickstart --methods pretrained --seeds 2024 --output "$OUT/init" \
   --cache-dir "$OUT/cache" --device cuda
 for n in 1 2 4; do
-  step "jobs$n" 100 python3 run_benchmark.py --suite quickstart --methods coda dn2a ucdir dgdir --seeds 2024 \
+  step "jobs$n" 55 python3 run_benchmark.py --suite quickstart --methods coda dn2a ucdir dgdir --seeds 2024 \
     --output "$OUT/jobs$n" --cache-dir "$OUT/cache" --device cuda --jobs "$n"
 done
 echo "=== total ${SECONDS}s"
