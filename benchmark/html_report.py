@@ -20,6 +20,7 @@ from markupsafe import Markup, escape
 from . import store
 from .catalogue import method_label
 from .cost import run_cost
+from .provenance import run_code
 from .render import rendered_rows
 from .spec import RunSpec
 from .tables import METHOD_HEADER, TableModel
@@ -42,11 +43,13 @@ pre { white-space: pre-wrap; max-width: 520px; max-height: 12em; overflow: auto;
       margin: 0; padding: 0.3em; font-size: 0.8em; }
 figure { margin: 1em 0; } figure img { max-width: min(100%, 1000px); border: 1px solid #ddd; }
 details summary { cursor: pointer; }
+.warning { color: #8a5a00; background: #fff6e0; padding: 0.4em 0.6em; max-width: 1100px; }
 </style></head>
 <body>
 <h1>{{ title }}</h1>
 <p>{{ subtitle }}</p>
-{% for table in tables %}
+{% for warning in warnings %}<p class="warning">{{ warning }}</p>
+{% endfor %}{% for table in tables %}
 <section class="result-table">
 <h2>{{ table.title }}</h2>
 <p class="caption">{{ table.body }}</p>
@@ -74,7 +77,7 @@ details summary { cursor: pointer; }
 {% for run in runs %}<tr>
 <td>{{ run.method }}</td><td>{{ run.where }}</td><td>{{ run.seed }}</td>
 <td class="status-{{ run.status }}">{{ run.status }}
-{%- if run.device_time %}<br><small>{{ run.device_time }}</small>{% endif %}{% if run.reason %}<br><pre>{{ run.reason }}</pre>{% endif %}</td>
+{%- if run.device_time %}<br><small>{{ run.device_time }}</small>{% endif %}{% if run.code %}<br><small>code {{ run.code }}</small>{% endif %}{% if run.reason %}<br><pre>{{ run.reason }}</pre>{% endif %}</td>
 <td>{% for item in run.differs %}{{ item }}<br>{% else %}–{% endfor %}</td>
 <td>{% for name, value in run.metrics %}{{ name }} {{ value }}<br>{% endfor %}</td>
 <td>{% for name, svg, last in run.curves %}<div>{{ svg }} {{ name }} {{ last }}</div>{% endfor %}</td>
@@ -96,6 +99,7 @@ class RunView:
     curves: list[tuple[str, Markup, str]] = field(default_factory=list)
     log: str = ""
     device_time: str = ""                  # "3.2 min on NVIDIA H200" (benchmark/cost.py)
+    code: str = ""                         # the code that made it (benchmark/provenance.py)
 
 
 def sparkline(values: list[float], width: int = 90, height: int = 18) -> Markup:
@@ -135,6 +139,7 @@ def run_view(spec: RunSpec, output_root: Path, defaults: dict | None) -> RunView
         cost = run_cost(run_dir)
         if cost is not None:
             view.device_time = f"{cost.seconds / 60:.1f} min on {cost.device}"
+        view.code = run_code(run_dir)
         try:
             stored = json.loads((run_dir / "metrics.json").read_text())
         except (OSError, ValueError):
@@ -165,14 +170,15 @@ def _cost_view(cost) -> dict | None:
 
 
 def write_html(suite_name: str, models: list[TableModel], out_dir: Path, *, runs: list[RunView] = (),
-               figures: list[Path] = (), subtitle: str = "", cost=None) -> Path:
-    """Write <out_dir>/<suite_name>.html (atomically) and return its path. `cost`: a `cost.cost_table` frame."""
+               figures: list[Path] = (), subtitle: str = "", cost=None, warnings: list[str] = ()) -> Path:
+    """Write <out_dir>/<suite_name>.html (atomically) and return its path. `cost`: a `cost.cost_table` frame;
+    `warnings`: lines shown under the title (runs of one table made by different code)."""
     environment = Environment(autoescape=True)
     page = environment.from_string(TEMPLATE).render(
         title=f"Results: {suite_name}", subtitle=subtitle, tables=[_table_view(m) for m in models],
         figures=[{"name": p.name, "uri": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()}
                  for p in figures],
-        runs=list(runs), cost=_cost_view(cost))
+        runs=list(runs), cost=_cost_view(cost), warnings=list(warnings))
     path = Path(out_dir) / f"{suite_name}.html"
     store.atomic_write_text(path, page)
     return path

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from . import slurm
 from .runner import run_one
+from .store import RunBusy
 from .spec import load_spec
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,10 @@ class LocalLauncher:
 
     def launch(self, spec_paths: list[Path], output_root: Path, suite_name: str) -> bool:
         outcome = launch_local(spec_paths, jobs=self.jobs, device=self.device)
-        print(f"trained {outcome['done']} run(s) in {outcome['seconds']:.0f} s; {len(outcome['failed'])} failed")
+        skipped = (f"; {len(outcome['skipped'])} left to the process that trains them (skipped)"
+                   if outcome["skipped"] else "")
+        print(f"trained {outcome['done']} run(s) in {outcome['seconds']:.0f} s; {len(outcome['failed'])} failed"
+              + skipped)
         return True
 
     def idle_message(self, groups: dict[str, list]) -> str | None:
@@ -90,21 +94,25 @@ def worker_devices(requested: str, jobs: int) -> list[str | None]:
 
 
 def launch_local(spec_paths: list[Path], jobs: int = 1, device: str = "auto") -> dict:
-    """Returns {"done": n, "failed": [(spec_path, reason)], "seconds": s}."""
+    """Returns {"done": n, "failed": [(spec_path, reason)], "skipped": [(spec_path, who trains it)], "seconds": s}.
+    A run that another process trains at the moment (it holds the run's lock) is skipped, and said so."""
     started = time.time()
-    failed, done = [], 0
+    failed, skipped, done = [], [], 0
     bar = tqdm(total=len(spec_paths), desc="runs", unit="run", file=sys.stderr, dynamic_ncols=True)
     outcomes = (_sequential(spec_paths, bar) if jobs <= 1 else
                 _parallel(spec_paths, jobs, worker_devices(device, jobs), bar))
-    for spec_path, error in outcomes:
+    for spec_path, (outcome, text) in outcomes:
         bar.update(1)
-        if error is None:
+        if outcome == DONE:
             done += 1
+        elif outcome == SKIPPED:
+            skipped.append((spec_path, text))
+            tqdm.write(f"run skipped: {text}", file=sys.stderr)
         else:   # recorded in FAILED by run_one; the suite goes on
-            failed.append((spec_path, error))
-            tqdm.write(f"run failed: {Path(spec_path).parent}: {error}", file=sys.stderr)
+            failed.append((spec_path, text))
+            tqdm.write(f"run failed: {Path(spec_path).parent}: {text}", file=sys.stderr)
     bar.close()
-    return {"done": done, "failed": failed, "seconds": time.time() - started}
+    return {"done": done, "failed": failed, "skipped": skipped, "seconds": time.time() - started}
 
 
 def _sequential(spec_paths, bar):
@@ -113,12 +121,18 @@ def _sequential(spec_paths, bar):
         yield spec_path, _run_reporting_errors(spec_path)
 
 
-def _run_reporting_errors(spec_path, device: str | None = None) -> str | None:
+DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+
+
+def _run_reporting_errors(spec_path, device: str | None = None) -> tuple[str, str]:
+    """(DONE, ""), (SKIPPED, who trains the run) or (FAILED, why)."""
     try:
         run_one(spec_path, device=device)
-        return None
+        return DONE, ""
+    except RunBusy as busy:
+        return SKIPPED, str(busy)
     except Exception as error:
-        return f"{type(error).__name__}: {error}"
+        return FAILED, f"{type(error).__name__}: {error}"
 
 
 # --- several runs at once ------------------------------------------------------------------------------------------
@@ -134,7 +148,7 @@ def _init_worker(slots, devices: list, threads: int) -> None:
     _WORKER_DEVICE = devices[slots.get()]
 
 
-def _run_in_worker(spec_path) -> str | None:
+def _run_in_worker(spec_path) -> tuple[str, str]:
     return _run_reporting_errors(spec_path, device=_WORKER_DEVICE)
 
 
@@ -152,4 +166,4 @@ def _parallel(spec_paths, jobs: int, devices: list, bar):
             try:
                 yield futures[future], future.result()
             except Exception as error:          # the worker process itself died (killed, out of memory)
-                yield futures[future], f"{type(error).__name__}: {error}"
+                yield futures[future], (FAILED, f"{type(error).__name__}: {error}")

@@ -6,12 +6,14 @@ run folders -> a launcher (benchmark/launchers.py) -> the report (tables, the pa
 """
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import real
 from datasets.base import DataError
+from datasets.locks import LockUnavailable, describe_holder, holder_path, try_lock
 from datasets.registry import get_dataset
 
 from . import slurm, store
@@ -26,6 +28,7 @@ from .initialisation import (PretrainingFailed, cached_simclr_state, find_pretra
 from .html_report import run_view, write_html
 from .latex_pdf import LatexError, compile_pdf
 from .launchers import Launcher, LocalLauncher
+from .provenance import mixed_code_warnings
 from .paper import ABLATION_SETTING, comparable, compare_with_paper, load_paper_results, write_comparison
 from .render import to_markdown, write_report
 from .runner import resolve_device
@@ -76,18 +79,36 @@ class Options:
 CENSUS_STATUSES = ("done", "failed", "queued", "running", "incomplete", "missing")
 
 
-def census(specs, output_root: Path, record: bool = True) -> dict[str, list]:
-    """Each planned run's status from its folder; an incomplete run whose SLURM job is still in the queue is
-    `queued` or `running` (asked of the cluster only when some run folder records a job).
+class Census(dict):
+    """status -> the planned runs with that status (CENSUS_STATUSES); `holders` maps the run id of each run that a
+    process trains now (it holds the run's lock) to that process's record (host, pid, job, since)."""
+
+    def __init__(self):
+        super().__init__({status: [] for status in CENSUS_STATUSES})
+        self.holders: dict[str, dict] = {}
+
+
+def census(specs, output_root: Path, record: bool = True) -> Census:
+    """Each planned run's status from its folder. An incomplete run that a process trains now (it holds the run's
+    lock: a local launch, a --jobs worker, a SLURM task, on this machine or another sharing the folder) is `running`,
+    with its holder in `holders`; one whose SLURM job is still in the queue is `queued` or `running` (asked of the
+    cluster only when some run folder records a job).
 
     An incomplete run whose job has left the queue without starting the run (no log.txt) died at its start: with
     `record`, the death is noted in its slurm.json, and after `slurm.START_FAILURES_BEFORE_FAILED` in a row the run
     is marked FAILED with the tail of the job's stderr (a dry run records nothing)."""
-    groups = {status: [] for status in CENSUS_STATUSES}
+    groups = Census()
     incomplete_with_job = []
     for spec in specs:
-        status = store.run_status(spec.run_dir(output_root))
-        job = slurm.recorded_job(spec.run_dir(output_root)) if status == "incomplete" else None
+        run_dir = spec.run_dir(output_root)
+        status = store.run_status(run_dir)
+        if status in ("incomplete", "failed"):
+            holder = store.run_holder(run_dir)
+            if holder is not None:
+                groups.holders[spec.run_id] = holder
+                groups["running"].append(spec)
+                continue
+        job = slurm.recorded_job(run_dir) if status == "incomplete" else None
         if job is not None:
             incomplete_with_job.append((spec, job))
         else:
@@ -117,6 +138,25 @@ def census(specs, output_root: Path, record: bool = True) -> dict[str, list]:
     return groups
 
 
+def describe_run(spec) -> str:
+    return f"{spec.method} {spec.setting} {spec.query_domain}->{spec.retrieval_domain} seed {spec.seed}"
+
+
+def held_runs_text(groups: Census) -> list[str]:
+    """One line per planned run that another process trains now: who (host, pid, SLURM job, since when)."""
+    return [f"  running    {describe_run(spec)}: trained by {describe_holder(groups.holders[spec.run_id])}; "
+            f"left to it" for spec in groups["running"] if spec.run_id in groups.holders]
+
+
+def code_warnings(done_specs, output_root: Path) -> list[str]:
+    """--dry-run and the reports: the done runs of each table (dataset x setting) made by different code, or resumed
+    under other code than they started with (benchmark/provenance.py)."""
+    tables: dict[str, list] = {}
+    for spec in done_specs:
+        tables.setdefault(f"the {spec.dataset} {spec.setting} table", []).append(spec)
+    return mixed_code_warnings(tables, output_root, describe_run)
+
+
 def start_failure_reason(run_dir: Path, deaths: int) -> str:
     jobs = ", ".join(f"{f['job_id']} ({f['state']})" for f in slurm.read_job_record(run_dir).get("start_failures", []))
     return (f"its SLURM job ended before the run started, {deaths} times in a row (jobs {jobs}); the tail of the last "
@@ -127,7 +167,7 @@ def start_failure_reason(run_dir: Path, deaths: int) -> str:
 def census_text(groups: dict[str, list], retry_failed: bool) -> str:
     to_run = len(groups["missing"]) + len(groups["incomplete"]) + (len(groups["failed"]) if retry_failed else 0)
     total = sum(len(v) for v in groups.values())
-    in_queue = (f"{len(groups['queued'])} queued, {len(groups['running'])} running on SLURM, "
+    in_queue = (f"{len(groups['queued'])} queued, {len(groups['running'])} running, "
                 if groups["queued"] or groups["running"] else "")
     return (f"{total} runs planned: {len(groups['done'])} done, {len(groups['failed'])} failed, {in_queue}"
             f"{len(groups['incomplete'])} incomplete, {len(groups['missing'])} not started -> {to_run} to run")
@@ -140,7 +180,7 @@ def census_problems(groups: dict[str, list], output_root: Path) -> list[str]:
     for status in CENSUS_STATUSES:
         for spec in groups[status]:
             run_dir = spec.run_dir(output_root)
-            where = f"{spec.method} {spec.setting} {spec.query_domain}->{spec.retrieval_domain} seed {spec.seed}"
+            where = describe_run(spec)
             if status == "incomplete" and (run_dir / "DONE").is_file():
                 for name, reason in store.unreadable_files(run_dir).items():
                     lines.append(f"  unreadable {where}: {run_dir / name} ({reason}); counted as incomplete: the "
@@ -171,8 +211,11 @@ def run(options: Options) -> int:
     output_root = options.output
     groups = census(specs, output_root, record=not options.dry_run)
     print(census_text(groups, options.retry_failed))
-    for line in census_problems(groups, output_root):
+    for line in census_problems(groups, output_root) + held_runs_text(groups):
         print(line)
+    if options.dry_run:
+        for line in code_warnings(groups["done"], output_root):
+            print(line)
     to_run = groups["missing"] + groups["incomplete"] + (groups["failed"] if options.retry_failed else [])
     if options.dry_run:
         print_census_details(groups, output_root)
@@ -189,13 +232,12 @@ def run(options: Options) -> int:
         return 0
     if not options.report:
         check_data(suite.dataset, options.data_root, domains=domains_of(to_run), strict=options.strict)
-        if options.tensorboard:
-            try:
-                import tensorboard  # noqa: F401
-            except ImportError:
-                raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard (the "
-                                "project's optional extra 'tensorboard')") from None
+        missing_modules = modules_the_plan_lacks(to_run, options.tensorboard)
+        if missing_modules:
+            raise UserError("the plan needs Python modules that cannot be imported here; nothing was trained:\n  "
+                            + "\n  ".join(missing_modules))
         if to_run:
+            check_locks(options.output, options.cache_dir)
             pretrained = check_initialisation(suite, to_run, options.cache_dir, options.data_root, options.pretrained)
             if isinstance(options.launcher, LocalLauncher):
                 pretrain_shared_inits(to_run, options)
@@ -244,11 +286,61 @@ def what_the_plan_lacks(suite, to_run, options: Options) -> list[str]:
         check_data(suite.dataset, options.data_root, domains=domains_of(to_run), strict=options.strict)
     except (UserError, DataError) as error:
         lacking.append(f"data: {error}")
+    lacking += [f"modules: {text}" for text in modules_the_plan_lacks(to_run, options.tensorboard)]
+    try:
+        check_locks(*(folder if folder.is_dir() else None for folder in (options.output, options.cache_dir)))
+    except UserError as error:
+        lacking.append(f"locks: {error}")
     try:
         check_initialisation(suite, to_run, options.cache_dir, options.data_root, options.pretrained)
     except (UserError, DataError) as error:
         lacking.append(f"weights: {str(error).removesuffix('; nothing was trained')}")
     return lacking
+
+
+# How to install a module a method or option needs, when its pip name is not its import name
+INSTALL_HINTS = {"faiss": "pip install faiss-cpu (on a GPU machine, the project's extra 'gpu': faiss-gpu)",
+                 "tensorboard": "pip install tensorboard (the project's optional extra 'tensorboard')"}
+
+
+def modules_the_plan_lacks(to_run, tensorboard: bool = False) -> list[str]:
+    """The Python modules the runs to do need (each method's `required_modules`; tensorboard for --tensorboard)
+    that cannot be imported here, one line each: the module, who needs it, the import error, how to install it."""
+    import importlib
+    from methods import get_method_class
+    needed: dict[str, list[str]] = {}
+    for method in dict.fromkeys(spec.method for spec in to_run):
+        for module in get_method_class(method).required_modules:
+            needed.setdefault(module, []).append(method)
+    if tensorboard and to_run:
+        needed.setdefault("tensorboard", []).append("--tensorboard")
+    lacking = []
+    for module, users in needed.items():
+        try:
+            importlib.import_module(module)
+        except Exception as error:            # ImportError, or a broken install raising anything at import
+            lacking.append(f"{module} (needed by {', '.join(users)}) cannot be imported: {type(error).__name__}: "
+                           f"{error}. {INSTALL_HINTS.get(module, f'pip install {module}')}")
+    return lacking
+
+
+def check_locks(output: Path | None, cache_dir: Path | None) -> None:
+    """Before anything is written: file locks work in the output and cache folders (a run's lock, a cache entry's);
+    UserError naming the folder and the remedy where they do not (some NFS and Lustre mounts). None: not checked."""
+    from datasets.cache import CACHE_REMEDY
+    for folder, remedy in ((output, store.RUN_LOCK_REMEDY), (cache_dir, CACHE_REMEDY)):
+        if folder is None:
+            continue
+        probe = Path(folder) / f".lock-probe-{os.getpid()}"
+        try:
+            lock = try_lock(probe, remedy)
+        except LockUnavailable as error:
+            raise UserError(str(error)) from None
+        finally:
+            for path in (probe, holder_path(probe)):
+                path.unlink(missing_ok=True)
+        if lock is not None:
+            lock.release()
 
 
 def compile_latex(tex_files: list[Path]) -> None:
@@ -278,6 +370,8 @@ def print_census_details(groups: dict[str, list], output_root: Path) -> None:
             run_dir = spec.run_dir(output_root)
             job = jobs.get(id(spec))
             job_text = f"  job {job}" if job else ""
+            if spec.run_id in groups.holders:
+                job_text += f"  trained by {describe_holder(groups.holders[spec.run_id])}"
             if job and status == "incomplete" and job in finished:
                 job_text += f" ({finished[job]})"
             if job and status == "queued" and job in details:
@@ -414,6 +508,10 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
         save_tidy(frame, tables_dir / f"{suite_name}_runs.csv")
         models = [aggregate(frame, table) for table in table_specs(suite_name, grid.specs, grid)]
         ablation_models = models if is_ablation_suite(suite_name) else []
+    warnings = code_warnings([spec for spec in (store.stored_specs(output_root) if summary else grid.specs)
+                              if store.run_status(spec.run_dir(output_root)) == "done"], output_root)
+    for line in warnings:
+        print(line)
     paths = write_report(suite_name, models, tables_dir, caption=caption)
     if summary:
         every_run = cost_frame(store.stored_specs(output_root), output_root, row=lambda s: method_label(s.method))
@@ -448,6 +546,7 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
                       output_root / "report", cost=cost,
                       runs=[] if summary else [run_view(spec, output_root, _defaults(spec)) for spec in grid.specs],
                       figures=sorted((output_root / "figures").glob(f"{suite_name}_*.png")),
+                      warnings=warnings,
                       subtitle=f"From the runs stored in the output folder {output_root.name}/ "
                                f"({'every suite' if summary else f'{len(specs)} planned runs'}).")
     print(f"html: {page}")

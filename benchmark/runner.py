@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 
 from datasets.base import LabelledDomain, UnlabeledDomain
+from datasets.locks import slurm_job
 from methods import get_method_class
 from methods.base import Batch, Method, Optimization, build_hparams, derive_seed
 from methods.plugins import load_plugins
@@ -43,6 +43,7 @@ from .catalogue import DEFAULT_DETECTOR_PREFIX
 from .diagnostics import feature_diagnostics
 from .evaluation import open_set_metrics, retrieval_metrics, tied_top_k
 from .initialisation import build_initial_backbone
+from .provenance import code_label, code_version, start_record
 from .retrievals import store_retrieval_sample
 from .spec import RunSpec, load_spec, load_split_domains
 
@@ -128,17 +129,16 @@ def run_logging(run_dir: Path):
         handler.close()
 
 
-def environment_record(device: torch.device) -> dict:
-    def git_sha() -> str:
-        try:
-            return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                  cwd=Path(__file__).resolve().parent).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
+def environment_record(device: torch.device, code: dict, from_epoch: int, earlier: dict | None = None) -> dict:
+    """env.json: versions, host, device, SLURM ids and `code` (benchmark/provenance.py) of this start of the run, with
+    every start so far in "starts" (`earlier`: the env.json of the run's previous starts)."""
     import numpy
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    starts = [s for s in (earlier or {}).get("starts", []) if isinstance(s, dict)]
+    starts.append(start_record(code, from_epoch, platform.node(), slurm_job(), started))
     record = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
               "platform": platform.platform(), "host": platform.node(), "device": str(device),
-              "git_sha": git_sha(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "git_sha": code["commit"], "code": code, "starts": starts, "started": started,
               "torch_threads": torch.get_num_threads(),
               "slurm": {k: v for k, v in os.environ.items() if k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
                                                                    "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")}}
@@ -156,44 +156,66 @@ def load_launch_extensions(launch: store.Launch) -> None:
         load_suite_file(launch.suite_file)
 
 
+# Epochs this process has finished (any run), and where its run stands (epochs done, epochs in all): a SLURM task
+# asks when its time limit comes (benchmark/slurm.py)
+epochs_finished = 0
+position: tuple[int, int] | None = None
+# Set by a SLURM task's signal handler when the cluster stops the job (time limit, preemption): what then unwinds
+# through the run is an interruption, not a failure of the run
+interruption: str | None = None
+
+
+def note_interruption(reason: str) -> None:
+    global interruption
+    interruption = reason
+
+
 def run_one(spec_path, *, stop_after_epochs: int | None = None, device: str | None = None) -> dict:
     """Train and evaluate the run whose spec.json is given; returns its metrics (from the store if already done).
+
+    One process at a time trains a run: this one holds the run's lock (`store.RunFolder.exclusive`) from before it
+    reads the checkpoint until DONE, and raises `store.RunBusy` — leaving the folder alone — when another holds it.
 
     `device` overrides launch.json's (a local launcher spreading its jobs over several GPUs).
 
     `stop_after_epochs` stops after that many epochs in this call, leaving the run incomplete with its checkpoint
     (tests use it to simulate a killed run)."""
-    spec_path = Path(spec_path)
-    run_dir = spec_path.parent
-    if store.run_status(run_dir) == "done":
-        return store.read_metrics(run_dir)
-    spec = load_spec(spec_path)
-    launch = store.read_launch(run_dir).with_device(device)
-    load_launch_extensions(launch)            # this process may be a worker or a SLURM task
-    with run_logging(run_dir):
-        if (run_dir / "DONE").is_file():         # done, but its metrics cannot be read: evaluate again
-            for name, reason in store.unreadable_files(run_dir).items():
-                aside = store.move_aside(run_dir / name) if (run_dir / name).is_file() else None
-                log.error("%s is unreadable (%s)%s; the run is evaluated again from its checkpoint", run_dir / name,
-                          reason, f": moved to {aside.name}" if aside else "")
-            (run_dir / "DONE").unlink()
-        try:
-            return _train_and_evaluate(spec, run_dir, launch, stop_after_epochs)
-        except NonFiniteLoss as error:
-            log.error("run failed: %s", error)
-            store.mark_failed(run_dir, str(error))
-            raise
-        except Exception as error:
-            log.error("run failed:\n%s", traceback.format_exc())
-            store.mark_failed(run_dir, f"{type(error).__name__}: {error}")
-            raise
+    folder = store.RunFolder(Path(spec_path).parent)
+    if folder.status() == "done":
+        return folder.read_metrics()
+    with folder.exclusive():
+        if folder.status() == "done":             # finished by the process that held the lock a moment ago
+            return folder.read_metrics()
+        spec = folder.read_spec()
+        launch = folder.read_launch().with_device(device)
+        load_launch_extensions(launch)            # this process may be a worker or a SLURM task
+        with run_logging(folder.path):
+            if (folder.path / "DONE").is_file():     # done, but its metrics cannot be read: evaluate again
+                for name, (reason, aside) in folder.move_unreadable_aside().items():
+                    log.error("%s is unreadable (%s)%s; the run is evaluated again from its checkpoint",
+                              folder.path / name, reason, f": moved to {aside.name}" if aside else "")
+            try:
+                return _train_and_evaluate(spec, folder, launch, stop_after_epochs)
+            except NonFiniteLoss as error:
+                log.error("run failed: %s", error)
+                folder.mark_failed(str(error))
+                raise
+            except Exception as error:
+                if interruption is not None:      # the cluster stopped the job: the run stays as it is
+                    log.warning("run interrupted: %s", interruption)
+                    raise
+                log.error("run failed:\n%s", traceback.format_exc())
+                folder.mark_failed(f"{type(error).__name__}: {error}")
+                raise
 
 
-def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop_after_epochs: int | None) -> dict:
+def _train_and_evaluate(spec: RunSpec, folder: store.RunFolder, launch: store.Launch,
+                        stop_after_epochs: int | None) -> dict:
+    global epochs_finished, position
     started = time.time()
+    run_dir = folder.path
     data_root, cache_dir = launch.data_path, launch.cache_path(run_dir)
     device = resolve_device(launch.device)
-    store.atomic_write_json(run_dir / "env.json", environment_record(device))
     log.info("run %s: %s %s %s->%s seed %d on %s", spec.run_id, spec.method, spec.setting, spec.query_domain,
              spec.retrieval_domain, spec.seed, device)
 
@@ -201,14 +223,15 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop
     setup_started = time.time()
     query, retrieval, method, ctx = _prepare_fit(spec, launch, data_root, cache_dir, device)
     if launch.compile:
-        folder = use_compile_cache(cache_dir)
-        log.info("compiling %d backbone trunk(s) with torch.compile (cache: %s)", compile_backbones(method), folder)
+        compile_folder = use_compile_cache(cache_dir)
+        log.info("compiling %d backbone trunk(s) with torch.compile (cache: %s)", compile_backbones(method),
+                 compile_folder)
     setup_seconds = time.time() - setup_started
     hparams = method.hparams
     optimization = Optimization.of(method.configure_optimizers())
     optimizers, schedulers = optimization.optimizers, optimization.schedulers
     first_epoch, history = 0, []
-    found = store.readable_checkpoint(run_dir, lambda path: _read_checkpoint(path, device), log.error)
+    found = folder.readable_checkpoint(lambda path: _read_checkpoint(path, device), log.error)
     if found is not None:
         checkpoint_path, checkpoint = found
         method.load_state_dict(checkpoint["method"])
@@ -218,10 +241,14 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop
             scheduler.load_state_dict(state)
         first_epoch, history = checkpoint["epoch"], checkpoint["history"]
         log.info("resumed from %s after epoch %d", checkpoint_path, first_epoch)
-    elif store.moved_aside(run_dir / "ckpt"):
+    elif folder.had_unreadable_checkpoints():
         log.warning("no readable checkpoint left: the run starts again from epoch 0")
+    code = code_version(launch.plugins)
+    folder.write_environment(environment_record(device, code, first_epoch, folder.read_environment()))
+    log.info("code: %s", code_label(code))
 
-    board = TensorBoardLog(run_dir) if launch.tensorboard else None
+    position = (first_epoch, hparams.epochs)
+    board = TensorBoardLog(run_dir, first_epoch) if launch.tensorboard else None
     for epoch in range(first_epoch, hparams.epochs):
         if stop_after_epochs is not None and epoch - first_epoch >= stop_after_epochs:
             log.info("stopping after %d epoch(s) as asked; the run stays incomplete", stop_after_epochs)
@@ -231,11 +258,13 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop
         for scheduler in optimization.epoch_schedulers:
             scheduler.step()
         history[-1]["seconds"] = round(time.time() - epoch_started, 3)
-        store.save_checkpoint(run_dir, {
+        if board is not None:          # before the checkpoint: a resumption from it rewrites this step (purged)
+            board.epoch(history[-1])
+        folder.save_checkpoint({
             "epoch": epoch + 1, "history": history, "method": method.state_dict(),
             "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers]})
-        if board is not None:
-            board.epoch(history[-1])
+        epochs_finished += 1
+        position = (epoch + 1, hparams.epochs)
         log.info("epoch %d/%d %s", epoch + 1, hparams.epochs,
                  " ".join(f"{k}={v:.4f}" for k, v in history[-1].items() if k != "epoch"))
 
@@ -247,10 +276,10 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, launch: store.Launch, stop
     # seconds: this process's wall time; setup (data, backbone, on_fit_start) and evaluation apart (with --compile,
     # compiling falls in the first epoch and the evaluation), so that a run's cost (benchmark/cost.py) is setup +
     # every epoch's seconds (kept across resumptions) + evaluation
-    store.atomic_write_json(run_dir / "metrics.json", {
+    folder.write_metrics({
         "metrics": metrics, "history": history, "seconds": round(time.time() - started, 3),
         "setup_seconds": round(setup_seconds, 3), "evaluation_seconds": round(time.time() - evaluation_started, 3)})
-    store.mark_done(run_dir)
+    folder.mark_done()
     return metrics
 
 
@@ -259,9 +288,12 @@ class TensorBoardLog:
     "train/") and its final metrics (under "metrics/", at the last epoch) as event files in <run>/tensorboard, so
     that `tensorboard --logdir results/runs` shows a sweep. Needs the optional extra `tensorboard`."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, first_epoch: int = 0):
         from torch.utils.tensorboard import SummaryWriter
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        # A resumed run writes its steps from first_epoch + 1 again: TensorBoard purges what an earlier process wrote
+        # at those steps (written before its checkpoint, which the kill then did not reach), one value per step.
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"),
+                                    purge_step=first_epoch + 1 if first_epoch else None)
 
     def epoch(self, entry: dict) -> None:
         for name, value in entry.items():

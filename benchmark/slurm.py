@@ -17,11 +17,18 @@ at each invocation from the cluster's accounting; `--dry-run` shows its state an
 `START_FAILURES_BEFORE_FAILED` such deaths in a row the run is FAILED with that tail instead of being submitted
 again.
 
-Preemption and time limits: `SlurmRun` is submitit `Checkpointable`. SLURM signals the job (USR2, `--signal` 90 s
-before the limit, or a preemption); submitit then pickles the call and requeues the job, which resumes from the run's
-last finished epoch (`ckpt/last.pt`, written atomically after every epoch: at most one epoch is redone). A job killed
-outright (scancel, a node failure, SIGKILL) leaves its run folder without DONE or FAILED: the census counts it
-incomplete and the next invocation submits it again, and it resumes from the same checkpoint.
+Time limits and preemption: `SlurmRun` is submitit `Checkpointable`. SLURM signals the job (USR2, `--signal`
+SIGNAL_LEAD_S before the limit, or at a preemption where the cluster sends one); the task then requeues the same job,
+which resumes from the run's last finished epoch (`ckpt/last.pt`, written atomically after every epoch: at most one
+epoch is redone). It does so as many times as the run needs, whatever submitit's own count of time-outs
+(`slurm_max_num_timeout`, 3 by default, would have marked the run FAILED at the fourth): the one rule that stops it is
+a period cut by its time limit that finished no epoch and built nothing for the cache — the time limit is shorter
+than an epoch, and more periods would not help. That run is FAILED with the reason and what to do (a longer `--time`,
+then `--retry-failed`: it resumes from its last epoch). A preemption (the signal comes well before the limit) always
+requeues. A job killed outright (scancel, a node failure, SIGKILL, a requeue that the cluster refused) leaves its run
+folder without DONE or FAILED: the census counts it incomplete and the next invocation submits it again, and it
+resumes from the same checkpoint. A requeued job that another launch of the same run reaches first finds the run's
+lock taken (benchmark/store.py) and leaves the run to it.
 """
 from __future__ import annotations
 
@@ -115,20 +122,67 @@ def build_options(profile: Path | None, overrides: dict, extra_sbatch: list[str]
     return options
 
 
+SIGNAL_LEAD_S = 90              # submitit's --signal=USR2@90: the warning comes this long before the time limit
+TIME_LIMIT_SLACK_S = 60         # a signal later than (limit - lead - slack) into a period is the time limit's
+UNLIMITED_REQUEUES = 1_000_000  # submitit's time-out budget: never the reason a run stops (SlurmRun decides)
+
+
 class SlurmRun(submitit.helpers.Checkpointable):
     """The callable of every array task; submitit pickles it with its argument, the run's spec.json.
 
-    On USR2 (time limit near, or preemption) Checkpointable's own `checkpoint` requeues the same call: the run's state
-    is already on disk (its last finished epoch), so that is all a resume needs."""
+    On USR2 (time limit near, or preemption) submitit calls `checkpoint`: the run's state is already on disk (its
+    last finished epoch), so a requeue of the same call is all a resume needs — unless this period was cut by the
+    time limit without finishing an epoch (then the run is FAILED with the reason, and the job is not requeued)."""
+
+    def __init__(self, time_limit_min: int = 60):
+        self.time_limit_min = time_limit_min
+        self._period = None                 # this period's start: (time, epochs finished, cache entries built)
 
     def __call__(self, spec_path: str) -> dict:
         import torch
 
-        from .runner import run_one
+        from datasets import cache
+
+        from . import runner
+        self._period = (time.time(), runner.epochs_finished, cache.entries_built)
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:                              # torch's default is every core of the node, not the task's share
             torch.set_num_threads(int(cpus))
-        return run_one(Path(spec_path))
+        try:
+            return runner.run_one(Path(spec_path))
+        except store.RunBusy as busy:        # another launch trains it (a second submission, a local run)
+            print(f"not trained by this task: {busy}", flush=True)
+            return {"skipped": str(busy)}
+
+    def checkpoint(self, spec_path: str):
+        """submitit's hook at USR2: the same call to requeue, or None (no requeue) when the time limit cut a period
+        that made no progress. Runs in the signal handler, in the task's process."""
+        from datasets import cache
+
+        from . import runner
+        started, epochs_before, built_before = self._period or (time.time(), runner.epochs_finished,
+                                                               cache.entries_built)
+        elapsed = time.time() - started
+        timed_out = elapsed >= self.time_limit_min * 60 - SIGNAL_LEAD_S - TIME_LIMIT_SLACK_S
+        progress = runner.epochs_finished - epochs_before
+        if timed_out and progress == 0 and cache.entries_built == built_before:
+            reason = stalled_reason(self.time_limit_min, elapsed, runner.position)
+            runner.note_interruption(reason)
+            store.mark_failed(Path(spec_path).parent, reason)
+            return None
+        runner.note_interruption(
+            f"{'the time limit' if timed_out else 'a preemption'} after {elapsed / 60:.1f} min of this period "
+            f"({progress} epoch(s) finished in it): the job is requeued and resumes from the last finished epoch")
+        return super().checkpoint(spec_path)
+
+
+def stalled_reason(time_limit_min: int, elapsed_s: float, position: tuple[int, int] | None) -> str:
+    where = (f"the run stands at epoch {position[0]} of {position[1]}" if position
+             else "the run had not reached its first epoch")
+    return (f"stopped at the time limit: this job's period of {elapsed_s / 60:.1f} min (--time {time_limit_min}) "
+            f"finished no epoch and built nothing, so more periods of this length would not finish one either "
+            f"({where}). Submit again with a longer --time and --retry-failed: the run resumes from its last "
+            f"finished epoch.")
 
 
 def _ask(command: list[str]) -> str | None:
@@ -251,10 +305,11 @@ def submit(spec_paths: list[Path], output_root: Path, options: SlurmOptions, job
         raise UserError("--launcher slurm: sbatch/squeue not found on this machine; submit from a SLURM login node "
                         "(or use --launcher local)")
     check_request_fits(options)
-    executor = submitit.AutoExecutor(folder=Path(output_root) / LOG_FOLDER / "%j", cluster="slurm")
+    executor = submitit.AutoExecutor(folder=Path(output_root) / LOG_FOLDER / "%j", cluster="slurm",
+                                     slurm_max_num_timeout=UNLIMITED_REQUEUES)
     executor.update_parameters(**executor_parameters(options, job_name))
     chunk = options.max_array_size or cluster_max_array_size()
-    task = SlurmRun()
+    task = SlurmRun(options.time)
     arrays = []
     for start in range(0, len(spec_paths), chunk):
         part = [str(p) for p in spec_paths[start:start + chunk]]

@@ -3,7 +3,10 @@
     <output>/runs/<dataset>/<setting>/<query>-<retrieval>/<method>/seed<seed>-<hash>/
         spec.json      the run spec (canonical JSON; its hash names the folder)
         launch.json    where to find data and cache, which device (not part of the identity)
-        env.json       versions, git sha, device, host, SLURM ids
+        run.lock       held (flock) by the one process that trains the run, from before it reads the checkpoint to
+                       DONE; run.lock.holder says who (host, pid, SLURM job, since when)
+        env.json       versions, device, host, SLURM ids, and the code that made the run: the commit, whether the
+                       tree was dirty and a hash of the diff, for every start of the run (benchmark/provenance.py)
         tensorboard/   (--tensorboard) the history and metrics as TensorBoard event files
         log.txt        the run's log
         ckpt/last.pt   the last finished epoch (model, optimisers, method state); ckpt/previous.pt the one before
@@ -16,7 +19,11 @@
 Status: `done` (DONE, with a readable spec.json and metrics.json), `failed` (FAILED), `incomplete` (a folder without
 either — crashed, killed or still running — or a DONE run whose spec.json or metrics.json cannot be read:
 `unreadable_files` names them, and running the run again evaluates it again from its checkpoint), `missing` (no
-folder).
+folder). Whether a process trains an incomplete run now is its lock's to say (`RunFolder.holder`).
+
+`RunFolder` is the one owner of a run folder's files for the process that trains the run (benchmark/runner.py): its
+lock, checkpoints, environment record, metrics and status. The module's functions read and write single files for
+the census and the reports.
 """
 from __future__ import annotations
 
@@ -24,11 +31,13 @@ import json
 import os
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from datasets.cache import atomic_torch_save  # noqa: F401  (re-exported: the store's writer of checkpoints)
 from datasets.cache import atomic_write
+from datasets.locks import describe_holder, held_by, try_lock
 
 from .spec import RunSpec
 
@@ -272,3 +281,104 @@ def read_history(run_dir: Path) -> list[dict]:
     """The per-epoch history of a done run: one dict per epoch (its number, the mean of every loss term the method
     returned, what it logged, seconds)."""
     return json.loads((Path(run_dir) / "metrics.json").read_text()).get("history", [])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One run folder, for the process that trains the run
+# ---------------------------------------------------------------------------------------------------------------------
+
+LOCK_FILE = "run.lock"
+RUN_LOCK_REMEDY = ("Run folders need them so that two launches never train one run at once: put --output on a file "
+                   "system with working locks (NFS with its lock manager, Lustre mounted with -o flock, GPFS) or on a "
+                   "local disk.")
+
+
+class RunBusy(RuntimeError):
+    """Another process trains this run now (it holds the run's lock): this one leaves the run alone."""
+
+    def __init__(self, run_dir: Path, holder: dict):
+        self.run_dir, self.holder = Path(run_dir), holder
+        super().__init__(f"{run_dir} is being trained by {describe_holder(holder)}; left to it")
+
+
+def run_holder(run_dir: Path) -> dict | None:
+    """Who trains the run now (its lock's holder record: host, pid, job, since), or None when nobody does."""
+    return held_by(Path(run_dir) / LOCK_FILE)
+
+
+class RunFolder:
+    """A run's folder, as the process that trains the run sees it: `with folder.exclusive():` holds the run's lock
+    (RunBusy when another process holds it; LockUnavailable where --output's file system cannot lock), and inside
+    it the folder's files are read and written through this object."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir)
+
+    @property
+    def spec_path(self) -> Path:
+        return self.path / "spec.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.txt"
+
+    def status(self) -> str:
+        return run_status(self.path)
+
+    def read_spec(self) -> RunSpec:
+        from .spec import load_spec
+        return load_spec(self.spec_path)
+
+    def read_launch(self) -> "Launch":
+        return read_launch(self.path)
+
+    def read_metrics(self) -> dict:
+        return read_metrics(self.path)
+
+    @contextmanager
+    def exclusive(self):
+        """Hold the run's lock for the block; the operating system releases it if this process dies."""
+        lock = try_lock(self.path / LOCK_FILE, RUN_LOCK_REMEDY)
+        if lock is None:
+            raise RunBusy(self.path, run_holder(self.path) or {})
+        try:
+            yield self
+        finally:
+            lock.release()
+
+    def move_unreadable_aside(self) -> dict[str, tuple[str, Path | None]]:
+        """A DONE run whose spec.json or metrics.json cannot be read: each such file moved aside and DONE removed,
+        so the run is evaluated again. Returns file name -> (why, where it went)."""
+        moved = {}
+        for name, reason in unreadable_files(self.path).items():
+            moved[name] = (reason, move_aside(self.path / name) if (self.path / name).is_file() else None)
+        (self.path / "DONE").unlink(missing_ok=True)
+        return moved
+
+    def readable_checkpoint(self, load, report) -> tuple[Path, dict] | None:
+        return readable_checkpoint(self.path, load, report)
+
+    def had_unreadable_checkpoints(self) -> bool:
+        return bool(moved_aside(self.path / "ckpt"))
+
+    def save_checkpoint(self, state: dict) -> None:
+        save_checkpoint(self.path, state)
+
+    def read_environment(self) -> dict:
+        try:
+            record = json.loads((self.path / "env.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def write_environment(self, record: dict) -> None:
+        atomic_write_json(self.path / "env.json", record)
+
+    def write_metrics(self, record: dict) -> None:
+        atomic_write_json(self.path / "metrics.json", record)
+
+    def mark_done(self) -> None:
+        mark_done(self.path)
+
+    def mark_failed(self, reason: str) -> None:
+        mark_failed(self.path, reason)

@@ -3,7 +3,7 @@ aggregation over seeds with its statistics (`aggregate` -> `TableModel`). The re
 the PDF compile in benchmark/latex_pdf.py.
 
 Input: the tidy frame the store collects (DESIGN §3.7), one row per (run, metric), with the columns of `TIDY_COLUMNS`.
-Runs that are not done (failed, queued or running on SLURM, incomplete, missing) keep rows with value NaN, so that they can be counted.
+Runs that are not done (failed, queued or running, incomplete, missing) keep rows with value NaN, so that they can be counted.
 
 A `TableSpec` says what one table shows (dataset, setting, methods in row order, pairs in column order, the metric or
 metrics of a cell, the expected seeds). `aggregate` turns the frame into a `TableModel`, from which every renderer

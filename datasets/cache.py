@@ -8,19 +8,16 @@ temporary name, fsync, and rename into place, so no process ever reads a half-wr
 
 The operating system releases the lock when its holder dies (SIGKILL, a node failure, a preemption without warning):
 a killed build leaves no stale lock behind, only its temporary file, and the next process builds again. A process
-that has to wait says what it waits for, for whom (host and pid from `<path>.lock.holder`) and where the lock is.
-
-Shared file systems: `flock` must work across the nodes that share the cache folder. It does on NFSv4 and on NFSv3
-with the lock manager (Linux emulates flock with POSIX locks there), on GPFS/Spectrum Scale, and on Lustre mounted
-with `-o flock`; on a file system without it (Lustre without the flock option, BeeGFS without global file locks)
-filelock falls back to a lock file that is *not* released when its holder dies: put the cache on a node-local disk
-there (`--cache-dir`). Renames within one folder are atomic on all of them.
+that has to wait says what it waits for, who holds the lock (host, pid, SLURM job, since when) and where the lock is.
+The locks themselves, and what happens on file systems where they do not work, are `datasets/locks.py`'s: there the
+first process stops with the lock's path and the remedy, a cache folder on a node-local disk (`--cache-dir`).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import socket
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +25,8 @@ from typing import Callable, TypeVar
 
 import filelock
 import torch
+
+from .locks import describe_holder, read_holder, stale_hint, try_lock
 
 log = logging.getLogger("cache")
 
@@ -39,34 +38,32 @@ def lock_path(path: Path) -> Path:
     return Path(str(path) + ".lock")
 
 
-def _holder_text(lock: Path) -> str:
-    try:
-        return Path(str(lock) + ".holder").read_text().strip()
-    except OSError:
-        return "another process"
+CACHE_REMEDY = ("Put the cache on a node-local disk (--cache-dir /local/scratch/cdr-cache): each node then builds "
+                "its own copy once.")
+POLL_S = 0.5
+# Entries this process has built: a SLURM task that reaches its time limit before its first epoch still made progress
+# if it built one (benchmark/slurm.py: when a time limit stops a run for good)
+entries_built = 0
 
 
 def exclusive(path: Path, what: str) -> filelock.BaseFileLock:
-    """The lock of cache entry `path`, acquired: waits (saying so) while another process holds it. Use as a context
-    manager: `with exclusive(path, "the decoded images of ..."): ...`."""
+    """The lock of cache entry `path`, acquired: waits while another process holds it, saying every WAIT_REPORT_S
+    who holds it and since when. Use as a context manager: `with exclusive(path, "the decoded images of ..."): ...`.
+    Raises LockUnavailable (datasets/locks.py) where the cache's file system cannot lock."""
     lock_file = lock_path(path)
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(lock_file)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        started = time.monotonic()
-        while True:
-            log.warning("waiting for %s, which %s is building (lock %s; released by the system if its holder "
-                        "dies)", what, _holder_text(lock_file), lock_file)
-            try:
-                lock.acquire(timeout=WAIT_REPORT_S)
-                break
-            except filelock.Timeout:
-                continue
-        log.warning("%s: waited %.0f s", what, time.monotonic() - started)
-    Path(str(lock_file) + ".holder").write_text(f"{socket.gethostname()} pid {os.getpid()} since "
-                                                f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    lock = try_lock(lock_file, CACHE_REMEDY)
+    if lock is not None:
+        return lock
+    started = time.monotonic()
+    while lock is None:
+        holder = read_holder(lock_file)
+        log.warning("waiting for %s, which %s is building (lock %s; %s)", what, describe_holder(holder), lock_file,
+                    stale_hint(lock_file, holder))
+        deadline = time.monotonic() + WAIT_REPORT_S
+        while lock is None and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            lock = try_lock(lock_file, CACHE_REMEDY)
+    log.warning("%s: waited %.0f s", what, time.monotonic() - started)
     return lock
 
 
@@ -94,6 +91,8 @@ def build_once(path: Path, build: Callable[[Path], None], load: Callable[[Path],
         started = time.monotonic()
         build(path)
         log.info("built %s in %.1f s", what, time.monotonic() - started)
+        global entries_built
+        entries_built += 1
         return load(path)
 
 
@@ -109,9 +108,41 @@ def atomic_write(path: Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if _out_of_space(error):
+            raise DiskFull(path) from error
         raise
+
+
+SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """Whether a failed write ran out of space or quota: an OSError ENOSPC/EDQUOT, or one that a library wrapped
+    (torch.save turns it into RuntimeError "unexpected pos", keeping the OSError as its context)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in SPACE_ERRNOS:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class DiskFull(OSError):
+    """A write that found no space (or quota) left: names the file and the free bytes of its file system."""
+
+    def __init__(self, path: Path):
+        folder = Path(path).parent
+        try:
+            usage = shutil.disk_usage(folder)
+            room = f"{usage.free:,} bytes free of {usage.total:,} on its file system"
+        except OSError:
+            room = "free space unknown"
+        super().__init__(errno.ENOSPC, f"No space left on device (or quota exceeded) writing {path} ({room}); "
+                                       f"free some space, or write elsewhere (--output, --cache-dir), and run "
+                                       f"again: a run resumes from its last checkpoint")
 
 
 def atomic_torch_save(path: Path, obj) -> None:

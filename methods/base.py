@@ -137,6 +137,9 @@ class Method(nn.Module):
     # The start of the method's own paper when it is not the suite's (UEM runs every baseline from MoCo v2 for a
     # fair comparison): "imagenet_supervised" for torchvision's ImageNet weights. Used with `--baseline-init native`.
     native_init: ClassVar[str | None] = None
+    # Python modules the method imports only when it trains (e.g. ("faiss",) for faiss k-means): the harness imports
+    # them before any run starts (and --dry-run), so a missing one stops the plan, not a run after its warm-up epochs.
+    required_modules: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def derive_hparams(cls, values: dict) -> dict:

@@ -148,6 +148,7 @@ def shared_cluster_heads(bank_a: torch.Tensor, bank_b: torch.Tensor, k: int, *, 
 class CoDA(Method):
     label, paper_label = "CoDA", "CoDA"
     Hparams = CoDAHparams
+    required_modules = ("faiss",)          # faiss k-means, as its official code clusters
     native_init = "imagenet_supervised"      # its released code: torchvision resnet50(pretrained=True)
     open_set_distance = "euclidean"
     # K per dataset (module docstring); the quickstart: K for 12 classes and a scaled budget (the definition is

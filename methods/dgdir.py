@@ -267,6 +267,7 @@ def joint_cluster_count(num_classes_hint) -> int:
 class DGDIR(Method):
     label, paper_label = "DGDIR", "DGDIR"
     Hparams = DGDIRHparams             # open set: the App. B.2 detector with the base class's cosine distance
+    required_modules = ("faiss",)          # faiss k-means, as its official code clusters
     # Quickstart budget (32-px images, ~230-460 images per domain, ~15 steps per epoch; the definition is
     # unchanged): 6 epochs (~90 steps; the official run makes ~13k-28k; 8 epochs gave 22.7 Avg mAP against 22.1 for
     # 6, at 50 % more time); warm-up 1 epoch (the official 10 % of the run); queues of 512 keys (1-2x a domain, as

@@ -190,6 +190,7 @@ class Clustering:
 class PCS(Method):
     label, paper_label = "PCS", "PCS"
     Hparams = PCSHparams
+    required_modules = ("faiss",)          # faiss k-means, as its official code clusters
     native_init = "imagenet_supervised"      # its released code: torchvision resnet50(pretrained=True)
     # Released per-dataset values (module docstring); the quickstart: a scaled budget and fewer k-means repetitions
     # (the definition is unchanged).

@@ -200,6 +200,7 @@ class DomainClusters:
 class UCDIR(Method):
     label, paper_label = "UCDIR", "UCDIR"
     Hparams = UCDIRHparams
+    required_modules = ("faiss",)          # faiss k-means, as its official code clusters
     # Quickstart budget ("synthetic"): see "Quickstart budget" in the module docstring.
     dataset_overrides = {
         "synthetic": {"epochs": 10, "batch_size": 32, "warmup_epochs": 1, "cw_ramp_end_epoch": 5,
