@@ -177,17 +177,20 @@ def _as_rgba(image: Image.Image) -> Image.Image | None:
     transparency is one byte per entry."""
     if image.mode not in ALPHA_MODES and "transparency" not in image.info:
         return None
+    if image.mode == "La":              # grey with premultiplied alpha (TIFF): PIL converts it to LA only
+        image = image.convert("LA")
     return image.convert("RGBA")
 
 
 def to_rgb8(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
     """8-bit RGB, as the image looks in a viewer on `background` (RGB, 0..255).
 
-    Transparency of every form (RGBA, LA, palette images with a tRNS chunk or a GIF's transparent index, greyscale
-    and RGB PNGs with a transparent colour, 16-bit greyscale with one) is composited onto `background` with PIL's
-    `Image.alpha_composite`: the same visible picture gives the same pixels whatever mode it was saved in, and the
-    colour an exporter left under transparent pixels never shows. 16-bit greyscale is scaled from its full range,
-    0..65535 -> 0..255; 16-bit RGBA and LA PNGs open as 8-bit RGBA in PIL (the high byte of each sample).
+    Transparency of every form (RGBA, LA, premultiplied alpha, palette images with a tRNS chunk or a GIF's
+    transparent index, greyscale and RGB PNGs with a transparent colour, 16-bit greyscale with one) is composited
+    onto `background` with PIL's `Image.alpha_composite`: the same visible picture gives the same pixels whatever mode
+    it was saved in, and the colour an exporter left under transparent pixels never shows. 16-bit greyscale is
+    scaled from its full range, 0..65535 -> 0..255; 16-bit RGBA and LA PNGs open as 8-bit RGBA in PIL (the high byte
+    of each sample).
 
     Not handled: a 16-bit RGB PNG's transparent colour (PIL keeps only the high bytes of the pixels, against which the
     16-bit key never matches), such pixels stay opaque."""
