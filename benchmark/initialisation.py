@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from datasets.base import WHITE
 from datasets.cache import build_once
 from datasets.registry import get_dataset, load_domain
 from methods.augment import moco_v2_view
@@ -207,7 +208,9 @@ def pretrain_simclr(backbone_spec: dict, cache_dir: Path, data_root: Path | None
     non-finite loss."""
     init = backbone_spec["init"]
     info = get_dataset(init["dataset"])
-    images = torch.cat([load_domain(info, d, data_root, cache_dir).images for d in info.domains])
+    background = tuple(init.get("background", WHITE))       # the init spec's: what its hash says it was trained on
+    images = torch.cat([load_domain(info, d, data_root, cache_dir, background=background).images
+                        for d in info.domains])
     torch.manual_seed(init["seed"])
     net = new_backbone(backbone_spec).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=init["lr"], momentum=0.9, weight_decay=init["weight_decay"])

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from datasets.base import WHITE
+
 # Bump when a change to splits, metrics or the training loop changes what a stored number means.
 # 2 (2026-11-30): tied scores count as the expected value over their orderings; UEM's and the detectors' k-means is
 # k-means++ with restarts; CDS's entropy takes the official log(p + 1e-5); runs store feature diagnostics.
@@ -37,7 +39,9 @@ class RunSpec:
     backbone: dict
     ks: tuple[int, ...] = (1, 5, 15)
     protocol_version: int = PROTOCOL_VERSION
-    extra: dict = field(default_factory=dict)   # reserved for later protocol fields; part of the hash
+    # later protocol fields, part of the hash, present only when not at their default (older run ids stay valid):
+    # "background": [r, g, b], the colour transparent pixels were composited onto, when not white
+    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +68,11 @@ class RunSpec:
     def num_classes_hint(self) -> tuple[int, int]:
         return len(self.query_classes), len(self.retrieval_classes)
 
+    @property
+    def background(self) -> tuple[int, int, int]:
+        """The RGB colour the run's transparent pixels are composited onto (datasets/base.py, to_rgb8)."""
+        return tuple(self.extra.get("background", WHITE))
+
 
 def canonical_json(data) -> str:
     """Sorted keys, no whitespace, tuples as lists, floats by repr (shortest round-trip): one text per value."""
@@ -76,11 +85,12 @@ def load_spec(path: Path) -> RunSpec:
 
 def load_split_domains(spec: RunSpec, data_root, cache_dir):
     """The run's query and retrieval domains, restricted to the split's classes (labelled: for the evaluation and
-    the figures, never for a method). Returns (LabelledDomain, LabelledDomain); raises DataError when the data is
+    the figures, never for a method), decoded onto the spec's background (what the run's identity says, even if the
+    suite file changed since the plan). Returns (LabelledDomain, LabelledDomain); raises DataError when the data is
     missing or unreadable."""
     from datasets.registry import get_dataset, load_domain
     info = get_dataset(spec.dataset)
-    query = load_domain(info, spec.query_domain, data_root, cache_dir)
-    retrieval = load_domain(info, spec.retrieval_domain, data_root, cache_dir)
+    query = load_domain(info, spec.query_domain, data_root, cache_dir, background=spec.background)
+    retrieval = load_domain(info, spec.retrieval_domain, data_root, cache_dir, background=spec.background)
     return (query.restricted_to(info.class_map.ids(spec.query_classes)),
             retrieval.restricted_to(info.class_map.ids(spec.retrieval_classes)))

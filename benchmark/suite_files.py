@@ -13,6 +13,7 @@
     [dataset]                                    # or: dataset = "office_home" for a built-in one
     name = "toys"
     root = "data/toys"                           # <root>/<domain>/<class>/<image>
+    background = "white"                         # optional: what transparent pixels show; a name, "#rrggbb", [r, g, b]
     [dataset.short_names]                        # optional
     photo = "Ph"
 
@@ -34,7 +35,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datasets.base import class_folders, is_system_entry
+from datasets.base import WHITE, class_folders, is_system_entry
 from datasets.classmap import ClassMap
 from datasets.registry import DATASETS, DatasetInfo, register_dataset
 from datasets.splits import SETTINGS
@@ -66,6 +67,10 @@ KEYS = {"name": "a suite name (letters, digits, '_', '-', '.')", "description": 
         "simclr": f"a table with {', '.join(SIMCLR_RECIPE)}"}
 _LOADED: dict[str, Suite] = {}
 FOLDER_DATASETS: dict[str, Path] = {}     # name -> root of the folder datasets the suite files registered
+
+
+BACKGROUND_FORMS = ('a colour name ("white", "black", or another CSS colour name), "#rrggbb", or [r, g, b] with '
+                    'integers 0..255')
 
 
 class SuiteFileError(UserError):
@@ -182,10 +187,12 @@ class _Reader:
                 raise self.error("dataset", value, f"a built-in dataset ({', '.join(DATASETS)}) or a table with "
                                                    f"name and root")
             return DATASETS[value]
-        unknown = sorted(set(value) - {"name", "root", "short_names"})
+        unknown = sorted(set(value) - {"name", "root", "short_names", "background"})
         if unknown or not isinstance(value.get("name"), str) or not isinstance(value.get("root"), str):
             raise self.error("dataset", value, "a table with name (a string), root (a folder) and optionally "
-                                               "short_names (domain -> short name)")
+                                               "short_names (domain -> short name) and background (the colour "
+                                               "transparent pixels show)")
+        background = self.background(value.get("background", "white"))
         root = self.relative(value["root"])
         if not root.is_dir():
             raise self.error("dataset.root", value["root"], f"a folder holding <domain>/<class>/<image> (looked at "
@@ -205,15 +212,34 @@ class _Reader:
             name=value["name"], title=value["name"], domains=domains,
             short_names={d: str(short_names.get(d, d)) for d in domains}, class_map=ClassMap.from_names(classes),
             image_size=image_size, locate=lambda data_root, cache_dir, root=root: root,
-            description=f"a folder dataset: {root} ({len(domains)} domains, {len(classes)} classes)")
+            description=f"a folder dataset: {root} ({len(domains)} domains, {len(classes)} classes)",
+            background=background)
         existing = DATASETS.get(info.name)
         if existing is None:
             FOLDER_DATASETS[info.name] = root
             return register_dataset(info)
-        if existing.description != info.description or existing.image_size != image_size:
+        if (existing.description, existing.image_size, existing.background) != (info.description, image_size,
+                                                                                background):
             raise self.error("dataset.name", info.name, "a name no other dataset has (built-in or loaded from "
                                                         "another file)")
         return existing
+
+    def background(self, value) -> tuple[int, int, int]:
+        """`[dataset] background`: the RGB colour transparent pixels are composited onto (datasets/base.py,
+        to_rgb8), read with PIL's colour names; an opaque colour only."""
+        from PIL import ImageColor
+        if isinstance(value, str):
+            try:
+                rgb = ImageColor.getrgb(value)
+            except ValueError:
+                rgb = None
+        elif isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            rgb = tuple(value)
+        else:
+            rgb = None
+        if rgb is None or len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+            raise self.error("dataset.background", value, BACKGROUND_FORMS)
+        return rgb
 
     def pairs(self, dataset: DatasetInfo) -> tuple[tuple[str, str], ...]:
         values = self.items("pairs", list)
@@ -248,6 +274,8 @@ class _Reader:
             spec["init"] = {"kind": "simclr", "dataset": dataset.name, **SIMCLR_RECIPE, **recipe}
             if not spec["init"]["warmup_epochs"]:      # no warm-up: the init (and its hash) of the recipe without it
                 del spec["init"]["warmup_epochs"]
+            if dataset.background != WHITE:            # pretrained on other pixels: another init; white keeps its hash
+                spec["init"]["background"] = list(dataset.background)
         elif init == "random":
             spec["init"] = {"kind": "random"}
         elif init in ("moco_v2", "imagenet_supervised"):
@@ -265,24 +293,21 @@ class _Reader:
 
 def check_folder_dataset(info: DatasetInfo) -> tuple[str, bool]:
     """`--check-data --suite FILE.toml` for a folder dataset: per domain its images (no published counts to compare
-    with), the classes it lacks, empty class folders and images that cannot be read. Returns (the report, whether it
-    is usable)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from datasets.base import image_files
+    with), the classes it lacks, empty class folders, images that cannot be read, and how many have transparent
+    pixels (a note). Returns (the report, whether it is usable)."""
+    from datasets.base import image_files, inspect_image, transparency_note
     root = info.locate(None, Path("."))
     lines, problems = [f"{info.name} (a folder dataset) at {root}: {len(info.class_map)} classes"], 0
     for domain in info.domains:
         folders, _ = class_folders(root / domain)
         counts = {name: len(image_files(folder)) for name, folder in folders.items()}
-        unreadable = []
+        unreadable, transparent = [], 0
         for folder in folders.values():
             for path in image_files(folder):
-                try:
-                    with Image.open(path) as image:
-                        image.verify()
-                except (OSError, UnidentifiedImageError, SyntaxError) as error:
-                    unreadable.append(f"{path} ({type(error).__name__})")
+                reason, has_transparency = inspect_image(path)
+                transparent += has_transparency
+                if reason is not None:
+                    unreadable.append(f"{path} ({reason})")
         lacking = [c for c in info.class_map.names if c not in folders]
         empty = sorted(name for name, n in counts.items() if n == 0)
         found = [f"      problem: unreadable image {u}" for u in unreadable[:10]]
@@ -292,5 +317,8 @@ def check_folder_dataset(info: DatasetInfo) -> tuple[str, bool]:
         lines.append(f"  {domain:<11} ({info.short_names[domain]:>2}) {sum(counts.values()):>6} images in "
                      f"{len(folders)} class folders{note}  {'ok' if not found else f'{len(found)} problem(s)'}")
         lines += found
+        if transparent:
+            lines.append("      note: " + transparency_note(transparent, info.background,
+                                                            "the suite file's [dataset] background"))
     lines.append(f"  -> {info.name}: " + ("usable" if not problems else f"{problems} problem(s)"))
     return "\n".join(lines), not problems

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasets.base import WHITE
 from datasets.registry import add_unique, get_dataset
 from datasets.splits import SETTINGS, build_split
 from methods import get_method_class, method_names
@@ -184,6 +185,9 @@ def plan(suite: Suite, methods: list[str] | None = None, pairs: list[str] | None
         except HparamError as error:
             raise UserError(str(error)) from None
     backbones = {method: method_backbone(suite, method, baseline_init) for method in method_list}
+    # A background other than white changes the pixels the run trains on: part of its identity. White (every built-in
+    # dataset's) adds nothing, so the runs made before the background existed keep their ids.
+    extra = {"background": list(info.background)} if info.background != WHITE else {}
     specs = []
     for setting in setting_list:
         for query, retrieval in pair_list:
@@ -194,7 +198,7 @@ def plan(suite: Suite, methods: list[str] | None = None, pairs: list[str] | None
                         dataset=suite.dataset, setting=setting, query_domain=query, retrieval_domain=retrieval,
                         query_classes=split.query_classes, retrieval_classes=split.retrieval_classes,
                         method=method, hparams=resolved[method], seed=seed, split_seed=seed,
-                        backbone=backbones[method], ks=tuple(suite.ks)))
+                        backbone=backbones[method], ks=tuple(suite.ks), extra=dict(extra)))
     return specs
 
 

@@ -5,8 +5,9 @@ Two on-disk forms are accepted for every dataset:
 - an image-list file, one `relative/path label` per line (the label is the last whitespace-separated token, so paths
   may contain spaces; paths are relative to the dataset root), the format transfer-learning libraries ship.
 
-Labels are always ids of the dataset's global `ClassMap`. Images are decoded once, resized to a square
-`image_size`, and kept as one uint8 tensor per domain (the decoded-image cache): training then never touches the disk.
+Labels are always ids of the dataset's global `ClassMap`. Images are decoded once (transparency composited onto the
+dataset's background, white unless it says otherwise), resized to a square `image_size`, and kept as one uint8 tensor
+per domain (the decoded-image cache): training then never touches the disk.
 """
 from __future__ import annotations
 
@@ -134,23 +135,103 @@ def read_image_list(list_file: Path, root: Path, class_map: ClassMap,
     return records
 
 
-def to_rgb8(image: Image.Image) -> Image.Image:
-    """8-bit RGB. 16- and 32-bit integer images (16-bit PNGs open as mode "I;16" or "I") are scaled from their full
-    range, 0..65535 -> 0..255; PIL's own convert("RGB") clips them at 255, which turns a 16-bit image white."""
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8), mode="L")
-    return image.convert("RGB")
+# Integer modes PIL opens 16-bit greyscale files in (PNG, TIFF): scaled from 0..65535, never clipped.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Modes with an alpha channel ("a": premultiplied). Other modes carry transparency in `image.info["transparency"]`:
+# a PNG tRNS chunk (one transparent grey or RGB colour, or one alpha byte per palette entry) or a GIF's transparent
+# palette index.
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+WHITE = (255, 255, 255)
+# The version of what `decode_images` makes of a file, part of the decoded-image cache's key: images decoded by an
+# older version are decoded again. 2: transparency composited onto the dataset's background (1 dropped the alpha and
+# kept whatever colour the exporter left under transparent pixels).
+DECODER_VERSION = 2
 
 
-def decode_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
-    """Decode and resize to image_size x image_size RGB; returns uint8 [N, 3, S, S]. An unreadable file is reported
-    by its path."""
+def colour_name(rgb: tuple[int, int, int]) -> str:
+    """"white", "black", or "RGB (r, g, b)": how reports name a dataset's background."""
+    return {(255, 255, 255): "white", (0, 0, 0): "black"}.get(tuple(rgb), f"RGB {tuple(rgb)}")
+
+
+def transparency_note(count: int, background: tuple[int, int, int], whose: str) -> str:
+    """The data checks' line for a domain's images with transparent pixels; `whose` says where the background is set."""
+    return f"{count} image(s) with transparency: composited onto {colour_name(background)} when decoded ({whose})"
+
+
+def _sixteen_bit_to_eight(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image as 8-bit "L", scaled 0..65535 -> 0..255 (PIL's own convert clips at 255, which turns
+    it white); with its tRNS grey level, if any, as an alpha channel ("LA"): PIL compares that 16-bit level with
+    nothing once the image is 8-bit, so it is applied here on the 16-bit values."""
+    values = np.asarray(image, dtype=np.float64)
+    grey = np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
+    transparent = image.info.get("transparency")
+    if not isinstance(transparent, int):
+        return Image.fromarray(grey, mode="L")
+    alpha = np.where(values == transparent, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.stack([grey, alpha], axis=-1), mode="LA")
+
+
+def _as_rgba(image: Image.Image) -> Image.Image | None:
+    """The 8-bit image as RGBA when it carries transparency (an alpha channel, a transparent colour or palette
+    entries), else None. Going through RGBA is also what keeps PIL from warning about palette images whose
+    transparency is one byte per entry."""
+    if image.mode not in ALPHA_MODES and "transparency" not in image.info:
+        return None
+    if image.mode == "La":              # grey with premultiplied alpha (TIFF): PIL converts it to LA only
+        image = image.convert("LA")
+    return image.convert("RGBA")
+
+
+def to_rgb8(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """8-bit RGB, as the image looks in a viewer on `background` (RGB, 0..255).
+
+    Transparency of every form (RGBA, LA, premultiplied alpha, palette images with a tRNS chunk or a GIF's
+    transparent index, greyscale and RGB PNGs with a transparent colour, 16-bit greyscale with one) is composited
+    onto `background` with PIL's `Image.alpha_composite`: the same visible picture gives the same pixels whatever mode
+    it was saved in, and the colour an exporter left under transparent pixels never shows. 16-bit greyscale is
+    scaled from its full range, 0..65535 -> 0..255; 16-bit RGBA and LA PNGs open as 8-bit RGBA in PIL (the high byte
+    of each sample).
+
+    Not handled: a 16-bit RGB PNG's transparent colour (PIL keeps only the high bytes of the pixels, against which the
+    16-bit key never matches), such pixels stay opaque."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        image = _sixteen_bit_to_eight(image)
+    rgba = _as_rgba(image)
+    if rgba is None:
+        return image.convert("RGB")
+    canvas = Image.new("RGBA", rgba.size, (*background, 255))
+    return Image.alpha_composite(canvas, rgba).convert("RGB")
+
+
+def has_transparent_pixels(image: Image.Image) -> bool:
+    """Whether any pixel of `image` is not fully opaque (an RGBA image whose alpha is 255 everywhere has none)."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        image = _sixteen_bit_to_eight(image)
+    rgba = _as_rgba(image)
+    return rgba is not None and rgba.getchannel("A").getextrema()[0] < 255
+
+
+def inspect_image(path: Path) -> tuple[str | None, bool]:
+    """For the data checks: (None, whether it has transparent pixels) when the image decodes, else (why not, False).
+    JPEGs (never transparent) are decoded at reduced size (draft mode): fast, but the whole file is still read, so
+    truncation and corruption are caught."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))
+            image.load()
+            return None, has_transparent_pixels(image)
+    except Exception as error:   # PIL raises several types for broken files; each is a finding, not a crash
+        return f"{type(error).__name__}: {error}", False
+
+
+def decode_images(paths: Sequence[Path], image_size: int, background: tuple[int, int, int] = WHITE) -> torch.Tensor:
+    """Decode (`to_rgb8`: transparency composited onto `background`) and resize to image_size x image_size RGB;
+    returns uint8 [N, 3, S, S]. An unreadable file is reported by its path."""
     out = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as image:
-                image = to_rgb8(image)
+                image = to_rgb8(image, background)
                 if image.size != (image_size, image_size):
                     image = image.resize((image_size, image_size), Image.BILINEAR)
                 out[i] = np.asarray(image)

@@ -21,10 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
-from .base import (DataError, ImageRecord, class_folders, image_files, read_folder_layout, read_image_list,
-                   skipped_note)
+from .base import (WHITE, DataError, ImageRecord, class_folders, image_files, inspect_image, read_folder_layout,
+                   read_image_list, skipped_note, transparency_note)
 from .classmap import ClassMap
 
 # --- class names ----------------------------------------------------------------------------------------------------
@@ -236,18 +234,6 @@ def read_domain(dataset: RealDataset, root: Path, domain: str) -> list[ImageReco
 
 # --- checking ---------------------------------------------------------------------------------------------------------
 
-def unreadable_reason(path: Path) -> str | None:
-    """None when the image decodes; else why not. JPEGs are decoded at reduced size (draft mode): fast, but the
-    whole file is still read, so truncation and corruption are caught."""
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (64, 64))
-            image.load()
-    except Exception as error:   # PIL raises several types for broken files; each is a finding, not a crash
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
 @dataclass
 class DomainReport:
     domain: str
@@ -304,9 +290,10 @@ class DatasetReport:
 def check_domain(dataset: RealDataset, root: Path, domain: str, read_images: bool = True,
                  strict_counts: bool = False) -> DomainReport:
     """Missing domain, missing or empty class folders, foreign class folders, and (with `read_images`) every image
-    that does not decode, by path. Image counts are compared with the published ones in the report's text; a count
-    that differs is shown, not counted as a problem (subsets for quick experiments are legitimate), unless
-    `strict_counts` (`--strict`: a paper run wants the published data; a count marked as an estimate stays a note)."""
+    that does not decode, by path; a note says how many images have transparent pixels (not a problem). Image counts
+    are compared with the published ones in the report's text; a count that differs is shown, not counted as a
+    problem (subsets for quick experiments are legitimate), unless `strict_counts` (`--strict`: a paper run wants the
+    published data; a count marked as an estimate stays a note)."""
     report = DomainReport(domain)
     try:
         source = find_domain(dataset, root, domain)
@@ -370,10 +357,14 @@ def check_domain(dataset: RealDataset, root: Path, domain: str, read_images: boo
             report.problems.append(f"{report.found} images where the published dataset has {expected} (--strict)"
                                    + (f"; {note}" if note else ""))
     if read_images:
+        transparent = 0
         for path in images:
-            reason = unreadable_reason(path)
+            reason, has_transparency = inspect_image(path)
+            transparent += has_transparency
             if reason is not None:
                 report.problems.append(f"unreadable image: {path} ({reason})")
+        if transparent:
+            report.notes.append(transparency_note(transparent, WHITE, "the background of the built-in datasets"))
     return report
 
 

@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 
 from . import real, synthetic
-from .base import DataError, LabelledDomain, decode_images, read_folder_layout, read_image_list
+from .base import (DECODER_VERSION, WHITE, DataError, LabelledDomain, decode_images, read_folder_layout,
+                   read_image_list)
 from .cache import atomic_torch_save, build_once
 from .classmap import ClassMap
 
@@ -36,6 +37,8 @@ class DatasetInfo:
     read_domain: Callable[[Path, str], list] | None = field(default=None, compare=False)
     # image-list label -> class name, when the lists number classes in another order than the class map
     list_label_names: dict[int, str] | None = field(default=None, compare=False)
+    # RGB (0..255) that transparent pixels are composited onto when decoding (datasets/base.py, to_rgb8)
+    background: tuple[int, int, int] = WHITE
 
     def domain_name(self, name_or_short: str) -> str:
         """Accept a full domain name, its short name or an alias (case-insensitive)."""
@@ -110,10 +113,11 @@ def get_dataset(name: str) -> DatasetInfo:
 
 
 def load_domain(info: DatasetInfo, domain: str, data_root: Path | None, cache_dir: Path,
-                image_list: Path | None = None) -> LabelledDomain:
+                image_list: Path | None = None, background: tuple[int, int, int] | None = None) -> LabelledDomain:
     """Read and decode one domain: from its folder (`<root>/<domain>/<class>/<image>`) or, when `image_list` is given,
-    from that `relative/path label` file (paths relative to the dataset root). Decoded images are cached under
-    `cache_dir` (never beside the data), keyed by dataset, domain, image size and the files."""
+    from that `relative/path label` file (paths relative to the dataset root). Transparent pixels are composited onto
+    `background` (RGB 0..255; default: the dataset's). Decoded images are cached under `cache_dir` (never beside the
+    data), keyed by dataset, domain, image size, the files, the background and the decoder's version."""
     root = info.locate(data_root, Path(cache_dir))
     if image_list is not None:
         records = read_image_list(image_list, root, info.class_map, info.list_label_names)
@@ -123,13 +127,17 @@ def load_domain(info: DatasetInfo, domain: str, data_root: Path | None, cache_di
         records = read_folder_layout(root / domain, info.class_map)
     paths = tuple(str(r.path) for r in records)
     labels = torch.tensor([r.label for r in records], dtype=torch.long)
-    images = _cached_decode(info, domain, paths, Path(cache_dir))
+    background = tuple(background or info.background)
+    images = _cached_decode(info, domain, paths, Path(cache_dir), background)
     return LabelledDomain(info.name, domain, images, labels, paths)
 
 
-def _cached_decode(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache_dir: Path) -> torch.Tensor:
-    # Keyed by every file's path, size and modification time: a replaced image is decoded again.
-    listing = []
+def decoded_cache_file(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache_dir: Path,
+                       background: tuple[int, int, int]) -> Path:
+    """Where the decoded images of `paths` live in the cache. The key covers every file's path, size and modification
+    time (a replaced image is decoded again), the background and DECODER_VERSION (images decoded by an older decoder,
+    or onto another background, are decoded again). Raises DataError naming a file that cannot be read."""
+    listing = [f"decoder {DECODER_VERSION}\tbackground {','.join(map(str, background))}"]
     for path in paths:
         try:
             stat = os.stat(path)
@@ -137,11 +145,16 @@ def _cached_decode(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache
             raise DataError(f"unreadable image: {path!r} ({error})") from error
         listing.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}")
     key = hashlib.sha1("\n".join(listing).encode()).hexdigest()[:12]
-    cache_file = cache_dir / "decoded" / f"{info.name}-{domain}-{info.image_size}px-{key}.pt"
+    return cache_dir / "decoded" / f"{info.name}-{domain}-{info.image_size}px-{key}.pt"
+
+
+def _cached_decode(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache_dir: Path,
+                   background: tuple[int, int, int]) -> torch.Tensor:
+    cache_file = decoded_cache_file(info, domain, paths, cache_dir, background)
     # Memory-mapped on load: pages are read when a batch touches them and shared by every run on the machine.
     return build_once(cache_file,
                       lambda target: atomic_torch_save(target, decode_images([Path(p) for p in paths],
-                                                                             info.image_size)),
+                                                                             info.image_size, background)),
                       lambda target: torch.load(target, mmap=True, weights_only=True),
                       what=f"the decoded images of {info.name}/{domain} ({len(paths)} images, {info.image_size} px)")
 

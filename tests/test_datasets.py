@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.base import DataError, decode_images, read_folder_layout, read_image_list
+from datasets.base import WHITE, DataError, decode_images, inspect_image, read_folder_layout, read_image_list
 from datasets.classmap import ClassMap
-from datasets.registry import get_dataset, load_domain
+from datasets.registry import DatasetInfo, decoded_cache_file, get_dataset, load_domain
 from datasets import synthetic
+
+from . import transparent_images
 
 CLASSES = ClassMap.from_names(["zebra", "bird", "teapot"])
 
@@ -147,3 +152,113 @@ def test_decoded_cache_is_memory_mapped_on_reload(tmp_path, cache_dir, monkeypat
     again = load_domain(info, "photo", None, cache_dir)
     assert torch.equal(first.images, again.images) and again.images.dtype == torch.uint8
     assert calls and calls[-1].get("mmap") is True and calls[-1].get("weights_only") is True
+
+
+# --- transparency ---------------------------------------------------------------------------------------------------
+
+def _decode_quietly(paths, size, background=WHITE):
+    """decode_images, with every warning it emits."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = decode_images(paths, size, background)
+    return images, [str(w.message) for w in caught]
+
+
+def test_the_forms_are_what_pil_opens_them_as(tmp_path):
+    # What the decoder has to handle: PIL opens 16-bit RGBA and grey + alpha PNGs as 8-bit RGBA, a 16-bit grey PNG
+    # with a transparent level as I;16 with that level in info; the other forms keep their transparency in info.
+    forms = transparent_images.save_forms(tmp_path)
+    opened = {}
+    for name, path in forms.items():
+        with Image.open(path) as image:
+            opened[name] = (image.mode, image.info.get("transparency"))
+    assert opened == {"rgb_on_white": ("RGB", None), "rgba": ("RGBA", None), "la": ("LA", None),
+                      "la_premultiplied": ("La", None),
+                      "palette_alpha_bytes": ("P", b"\xff\x00\x00"), "palette_index": ("P", 1), "gif": ("P", 1),
+                      "grey_colour_key": ("L", 77), "rgb_colour_key": ("RGB", (0, 255, 0)),
+                      "rgba_16bit": ("RGBA", None), "la_16bit": ("RGBA", None),
+                      "grey_colour_key_16bit": ("I;16", 1000)}
+    # the palette with alpha bytes is the form PIL warns about when converted straight to RGB
+    with Image.open(forms["palette_alpha_bytes"]) as image, pytest.warns(UserWarning, match="Transparency expressed"):
+        image.convert("RGB")
+
+
+def test_a_drawing_on_a_transparent_background_decodes_as_the_same_drawing_on_white_in_every_form(tmp_path):
+    # Every form of the picture decodes to exactly the uint8 tensor of the RGB reference drawn on white: 0 on the 12
+    # pixels of the cross, 255 elsewhere (before: the alpha was dropped, and RGBA, LA, the palette with alpha bytes,
+    # the 16-bit forms showed the black left under the transparent pixels: a black square). No warning is printed.
+    forms = transparent_images.save_forms(tmp_path)
+    names = list(forms)
+    images, messages = _decode_quietly([forms[n] for n in names], transparent_images.SIZE)
+    assert messages == []
+    reference = images[names.index("rgb_on_white")]
+    expected = torch.from_numpy(np.where(transparent_images.DRAWING, 0, 255).astype(np.uint8)).expand(3, -1, -1)
+    assert torch.equal(reference, expected)
+    differing = [n for n, image in zip(names, images) if not torch.equal(image, reference)]
+    assert differing == []
+    # resized as well (compositing comes before the resize): the same tensor for every form
+    resized, _ = _decode_quietly([forms[n] for n in names], 5)
+    assert all(torch.equal(image, resized[0]) for image in resized)
+
+
+@pytest.mark.parametrize("background", [(0, 0, 0), (0, 128, 255)])
+def test_the_transparent_area_takes_the_background_given(tmp_path, background):
+    forms = transparent_images.save_forms(tmp_path)
+    transparent = [n for n in forms if n != "rgb_on_white"]
+    images, messages = _decode_quietly([forms[n] for n in transparent], transparent_images.SIZE, background)
+    assert messages == []
+    drawing = torch.from_numpy(transparent_images.DRAWING)
+    expected = torch.tensor(background, dtype=torch.uint8)[:, None, None] * (~drawing)     # black on the cross
+    assert [n for n, image in zip(transparent, images) if not torch.equal(image, expected)] == []
+
+
+def test_partial_transparency_is_composited_by_its_alpha(tmp_path):
+    # alpha 128 of 255: out = colour * 128/255 + background * 127/255, rounded. Black over white: 255 * 127/255 = 127;
+    # white over black: 255 * 128/255 = 128; black over black 0, white over white 255. Same in every form.
+    forms = transparent_images.save_half_transparent(tmp_path)
+    on_white, messages = _decode_quietly(list(forms.values()), 2)
+    on_black, more = _decode_quietly(list(forms.values()), 2, (0, 0, 0))
+    assert messages == more == []
+    for image in on_white:
+        assert image[:, 0, :].tolist() == [[127, 255]] * 3
+    for image in on_black:
+        assert image[:, 0, :].tolist() == [[0, 128]] * 3
+
+
+def test_transparent_pixels_are_found_in_every_form_and_not_in_opaque_alpha(tmp_path):
+    forms = transparent_images.save_forms(tmp_path)
+    opaque = tmp_path / "opaque_rgba.png"
+    Image.new("RGBA", (4, 4), (10, 20, 30, 255)).save(opaque)        # an alpha channel, but nothing transparent
+    found = {}
+    for name, path in {**forms, "opaque_rgba": opaque}.items():
+        reason, found[name] = inspect_image(path)
+        assert reason is None
+    assert [n for n, transparent in found.items() if not transparent] == ["rgb_on_white", "opaque_rgba"]
+    assert inspect_image(tmp_path / "missing.png")[1] is False
+
+
+def test_images_decoded_before_transparency_was_composited_are_not_reused(tmp_path):
+    # A cache entry under the name the decoder gave it before transparency was composited (sha1 of the listing of
+    # path, size and mtime alone) holds what that decoder made of a transparent drawing: a black square. It must not
+    # be read: the key now carries the decoder's version and the background.
+    rgba = tmp_path / "data" / "dom" / "cross" / "rgba.png"                 # a one-image dataset: the RGBA form
+    rgba.parent.mkdir(parents=True)
+    transparent_images.save_forms(tmp_path / "forms")["rgba"].replace(rgba)
+    info = DatasetInfo(name="icons", domains=("dom",), short_names={"dom": "D"},
+                       class_map=ClassMap.from_names(["cross"]), image_size=8,
+                       locate=lambda data_root, cache_dir: tmp_path / "data")
+    cache = tmp_path / "cache"
+    stat = rgba.stat()
+    old_key = hashlib.sha1(f"{rgba}\t{stat.st_size}\t{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    old_entry = cache / "decoded" / f"icons-dom-8px-{old_key}.pt"
+    old_entry.parent.mkdir(parents=True)
+    torch.save(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), old_entry)
+    white = decoded_cache_file(info, "dom", (str(rgba),), cache, WHITE)
+    black = decoded_cache_file(info, "dom", (str(rgba),), cache, (0, 0, 0))
+    assert len({old_entry, white, black}) == 3
+    loaded = load_domain(info, "dom", None, cache)
+    assert loaded.images[0, :, 0, 0].tolist() == [255, 255, 255] and white.is_file()
+    # the dataset's background decides; a background passed for one load (the run spec's) overrides it
+    black_info = dataclasses.replace(info, background=(0, 0, 0))
+    assert load_domain(black_info, "dom", None, cache).images[0, :, 0, 0].tolist() == [0, 0, 0] and black.is_file()
+    assert load_domain(black_info, "dom", None, cache, background=WHITE).images[0, :, 0, 0].tolist() == [255] * 3

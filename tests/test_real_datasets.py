@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from datasets.base import DataError
 from datasets.registry import get_dataset, load_domain
 from datasets.splits import build_split
 from methods import method_names
+
+from . import transparent_images
 
 REPO = Path(__file__).resolve().parent.parent
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
@@ -403,6 +406,27 @@ def test_sixteen_bit_pngs_are_scaled_to_eight_bits_not_clipped_to_white(tmp_path
         assert image.mode.startswith("I")                                 # PIL opens it as a 16-bit image
     decoded = decode_images([path], 8)
     assert decoded.unique().tolist() == [128]                             # was 255: white
+
+
+def test_check_data_counts_the_images_with_transparency(tmp_path, capsys):
+    # Office-31's amazon gets the transparent drawing in its 11 transparent forms and an RGBA image with nothing
+    # transparent: 11 counted, a note (not a problem); the other domains have none and no note.
+    folder = full_office31(tmp_path)
+    forms = transparent_images.save_forms(folder / "amazon" / "ruler")
+    Image.new("RGBA", (4, 4), (10, 20, 30, 255)).save(folder / "amazon" / "ruler" / "opaque_rgba.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out = _check(tmp_path, capsys)
+    assert code == 0, out
+    assert [str(w.message) for w in caught] == []
+    assert f"{31 + len(forms) + 1} images" in out
+    assert out.count("with transparency") == 1
+    assert ("note: 11 image(s) with transparency: composited onto white when decoded (the background of the "
+            "built-in datasets)") in out
+    # and the dataset reads them (at its 224 px) as the one drawing on white
+    decoded = load_domain(get_dataset("office31"), "amazon", tmp_path, tmp_path / "cache")
+    reference = decoded.images[decoded.paths.index(str(forms["rgb_on_white"]))]
+    assert all(torch.equal(decoded.images[decoded.paths.index(str(path))], reference) for path in forms.values())
 
 
 # --- pretrained weights from local files -------------------------------------------------------------------------

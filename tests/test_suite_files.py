@@ -3,6 +3,7 @@ example end to end, made outside the repository, with --jobs 2 and then --report
 exits 2 with its message and writes nothing."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from benchmark import cli
+
+from . import transparent_images
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +46,14 @@ def test_the_readme_suite_runs_with_two_workers_and_reaches_the_summary(toys, tm
     (lambda t: t.replace('plugins = ["my_method.py"]', 'plugins = ["missing.py"]'), "no such file"),
     (lambda t: t.replace("[simclr]\nepochs = 20", "[simclr]\nepochs = 20\nspeed = 3"), "key 'simclr'"),
     (lambda t: t.replace('name = "toys_partial"', 'name = "quickstart"'), "a name no other suite has"),
+    (lambda t: t.replace('root = "toys"', 'root = "toys"\nbackground = "bluish"'),
+     "key 'dataset.background' = 'bluish': expected a colour name (\"white\", \"black\", or another CSS colour name), "
+     "\"#rrggbb\", or [r, g, b] with integers 0..255"),
+    (lambda t: t.replace('root = "toys"', 'root = "toys"\nbackground = [0, 0, 300]'),
+     "key 'dataset.background' = [0, 0, 300]: expected a colour name"),
+    (lambda t: t.replace('root = "toys"', 'root = "toys"\nbackground = "#ff000080"'),     # not opaque
+     "key 'dataset.background' = '#ff000080': expected a colour name"),
+    (lambda t: t.replace('root = "toys"', 'root = "toys"\nbackground = 0'), "key 'dataset.background' = 0"),
 ])
 def test_every_suite_file_error_exits_2_and_writes_nothing(toys, tmp_path, capsys, clean_registries, edit, message):
     toys.write_text(edit(toys.read_text()))
@@ -94,3 +105,39 @@ def test_check_data_reports_a_folder_dataset_and_its_problems(toys, capsys, clea
     out = capsys.readouterr().out
     assert "unreadable image" in out and "ring_000.png" in out and "empty class folder(s) star" in out
     assert "-> toys: 2 problem(s)" in out
+
+
+def test_a_folder_dataset_s_background_is_part_of_its_runs_identity_and_its_pixels(toys, tmp_path, capsys,
+                                                                                     clean_registries):
+    from benchmark.spec import load_split_domains
+    from benchmark.suite_files import load_suite_file
+    from benchmark.suites import SUITES, plan
+    # White, the default, adds nothing to a run's identity: the run ids from before the background existed (commit
+    # d3840e4) are the same, for a folder dataset and a built-in one.
+    white = plan(load_suite_file(toys), methods=["pretrained", "cds"], pairs=["Ph-Dr"], seeds=[1])
+    assert [s.run_id for s in white] == ["a1740c3aa934", "f8c1ee907bf6"] and white[0].extra == {}
+    office31 = plan(SUITES["office31_closed"], methods=["pretrained", "uem"], pairs=["A-D"], seeds=[2024])
+    assert [s.run_id for s in office31] == ["6c6b929998d3", "c1fce9bc1b78"]
+    # The same dataset name with another background, from another file: refused
+    other = tmp_path / "toys_black.toml"
+    other.write_text(toys.read_text().replace('name = "toys_partial"', 'name = "toys_black"')
+                     .replace('root = "toys"', 'root = "toys"\nbackground = "black"'))
+    assert cli.main(["--suite", str(other), "--dry-run"]) == 2
+    assert "key 'dataset.name' = 'toys': expected a name no other dataset has" in capsys.readouterr().err
+    # A black background: in the spec (another run id than the same spec on white) and in the SimCLR init's spec
+    other.write_text(other.read_text().replace('name = "toys"', 'name = "toys_on_black"'))
+    black = plan(load_suite_file(other), methods=["pretrained", "cds"], pairs=["Ph-Dr"], seeds=[1])
+    assert all(s.extra == {"background": [0, 0, 0]} and s.background == (0, 0, 0) for s in black)
+    assert black[0].run_id != dataclasses.replace(black[0], extra={}).run_id
+    assert black[0].backbone["init"]["background"] == [0, 0, 0] and "background" not in white[0].backbone["init"]
+    # --check-data counts the transparent images and names the background; the run reads them on black
+    drawing = toys.parent / "toys" / "photo" / black[0].query_classes[0] / "transparent.png"
+    transparent_images.save_forms(tmp_path / "forms")["rgba"].replace(drawing)
+    assert cli.main(["--check-data", "--suite", str(other)]) == 0
+    assert ("photo       (Ph)    145 images in 6 class folders  ok\n      note: 1 image(s) with transparency: "
+            "composited onto black when decoded (the suite file's [dataset] background)") in capsys.readouterr().out
+    query, _ = load_split_domains(black[0], None, tmp_path / "cache")
+    image = query.images[query.paths.index(str(drawing))]
+    assert image.shape == (3, 32, 32) and image[:, 0, 0].tolist() == [0, 0, 0] and image.max() == 0
+    query_white, _ = load_split_domains(dataclasses.replace(black[0], extra={}), None, tmp_path / "cache")
+    assert query_white.images[query.paths.index(str(drawing))][:, 0, 0].tolist() == [255, 255, 255]
