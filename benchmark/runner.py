@@ -248,7 +248,7 @@ def _train_and_evaluate(spec: RunSpec, folder: store.RunFolder, launch: store.La
     log.info("code: %s", code_label(code))
 
     position = (first_epoch, hparams.epochs)
-    board = TensorBoardLog(run_dir, first_epoch) if launch.tensorboard else None
+    board = TensorBoardLog(run_dir, history) if launch.tensorboard else None
     for epoch in range(first_epoch, hparams.epochs):
         if stop_after_epochs is not None and epoch - first_epoch >= stop_after_epochs:
             log.info("stopping after %d epoch(s) as asked; the run stays incomplete", stop_after_epochs)
@@ -258,11 +258,11 @@ def _train_and_evaluate(spec: RunSpec, folder: store.RunFolder, launch: store.La
         for scheduler in optimization.epoch_schedulers:
             scheduler.step()
         history[-1]["seconds"] = round(time.time() - epoch_started, 3)
-        if board is not None:          # before the checkpoint: a resumption from it rewrites this step (purged)
-            board.epoch(history[-1])
         folder.save_checkpoint({
             "epoch": epoch + 1, "history": history, "method": method.state_dict(),
             "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers]})
+        if board is not None:
+            board.epoch(history[-1])
         epochs_finished += 1
         position = (epoch + 1, hparams.epochs)
         log.info("epoch %d/%d %s", epoch + 1, hparams.epochs,
@@ -286,14 +286,21 @@ def _train_and_evaluate(spec: RunSpec, folder: store.RunFolder, launch: store.La
 class TensorBoardLog:
     """`--tensorboard`: a run's history (loss terms and logged method statistics, one point per epoch, under
     "train/") and its final metrics (under "metrics/", at the last epoch) as event files in <run>/tensorboard, so
-    that `tensorboard --logdir results/runs` shows a sweep. Needs the optional extra `tensorboard`."""
+    that `tensorboard --logdir results/runs` shows a sweep. Needs the optional extra `tensorboard`.
 
-    def __init__(self, run_dir: Path, first_epoch: int = 0):
+    Every start of the run writes the event files anew from the checkpoint's history: a run resumed after a kill
+    (from last.pt, or from previous.pt when last.pt was unreadable) or evaluated again has one value per step, never
+    the steps an earlier process wrote beyond its checkpoint, or its metrics, twice."""
+
+    def __init__(self, run_dir: Path, history: list[dict] = ()):
+        import shutil
+
         from torch.utils.tensorboard import SummaryWriter
-        # A resumed run writes its steps from first_epoch + 1 again: TensorBoard purges what an earlier process wrote
-        # at those steps (written before its checkpoint, which the kill then did not reach), one value per step.
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"),
-                                    purge_step=first_epoch + 1 if first_epoch else None)
+        folder = Path(run_dir) / "tensorboard"
+        shutil.rmtree(folder, ignore_errors=True)
+        self.writer = SummaryWriter(log_dir=str(folder))
+        for entry in history:
+            self.epoch(entry)
 
     def epoch(self, entry: dict) -> None:
         for name, value in entry.items():
