@@ -129,7 +129,7 @@ def write_figures(suite_name: str, specs: list[RunSpec], output_root: Path, out_
         histories = _histories([s for s in specs if s.method == method], output_root)
         if histories:
             written += save_figure(training_curves(method_label(method), histories),
-                                   out_dir / f"{suite_name}_training_{_file_part(method)}", say=say)
+                                   out_dir / f"{suite_name}_training_{file_name_part(method)}", say=say)
     return written
 
 
@@ -396,11 +396,12 @@ def _write_retrieval_figure(suite_name: str, group: list[RunSpec], output_root: 
               f"{info.pair_label(first.query_domain, first.retrieval_domain)}, seed {seed}",
         query_images=query.images, retrieval_images=retrieval.images, class_names=info.class_map.names,
         samples={method_label(m): samples[(seed, m)] for m in shown}, open_setting=first.setting == "open")
-    name = f"{_file_part(first.setting)}_{_file_part(first.query_domain)}-{_file_part(first.retrieval_domain)}"
+    name = (f"{file_name_part(first.setting)}_{file_name_part(first.query_domain)}-"
+            f"{file_name_part(first.retrieval_domain)}")
     return save_figure(retrieval_figure(panel), out_dir / f"{suite_name}_retrievals_{name}_seed{seed}", say=say)
 
 
-def _file_part(text: str) -> str:
+def file_name_part(text: str) -> str:
     """A name as part of a file name: itself when plain ("photo", "Real_World"); else its ASCII transliteration with
     the first 6 hex digits of its SHA-1, so that "素描" and "油画", or "Café" and "Cafe", never share a file."""
     if re.fullmatch(r"[A-Za-z0-9_.-]+", text):
@@ -608,10 +609,13 @@ def _formatters(figure: Figure) -> list[FixedFormatter]:
             if isinstance(formatter, FixedFormatter)]
 
 
+def _missing_runs(missing: set[str]) -> re.Pattern:
+    return re.compile("[" + re.escape("".join(sorted(missing))) + "]+")
+
+
 def _transliterated(text: str, missing: set[str]) -> str:
     """`text` with each run of `missing` characters replaced by its anyascii transliteration."""
-    return re.sub("[" + re.escape("".join(sorted(missing))) + "]+", lambda match: anyascii(match.group(0)) or "?",
-                  text)
+    return _missing_runs(missing).sub(lambda match: anyascii(match.group(0)) or "?", text)
 
 
 def draw_text_as_is(figure: Figure) -> list[str]:
@@ -623,8 +627,8 @@ def draw_text_as_is(figure: Figure) -> list[str]:
         text.set_parse_math(False)
     strings = [text.get_text() for text in texts] + [str(label) for f in formatters for label in f.seq]
     characters = {c for string in strings for c in string if c.isprintable() and not c.isspace()}
-    default_path = _font_path(matplotlib.rcParams["font.family"][0])
-    lacking = {c for c in characters if default_path is None or ord(c) not in _glyphs(default_path)}
+    default_glyphs = _glyphs(font_manager.findfont(font_manager.FontProperties()))   # rcParams' font, DejaVu Sans
+    lacking = {c for c in characters if ord(c) not in default_glyphs}
     if not lacking:
         return []
     fallbacks = fallback_families(lacking)
@@ -641,7 +645,8 @@ def draw_text_as_is(figure: Figure) -> list[str]:
         text.set_text(replaced.get(text.get_text(), text.get_text()))
     for formatter in formatters:
         formatter.seq = [replaced.get(str(label), label) for label in formatter.seq]
-    names = ", ".join(f"U+{ord(c):04X}" for c in sorted(lacking)[:8]) + (" ..." if len(lacking) > 8 else "")
-    return [f"no installed font has the characters {names}: drawn transliterated, "
-            + "; ".join(f"{original!r} as {shown!r}" for original, shown in list(replaced.items())[:6])
+    points = ", ".join(f"U+{ord(c):04X}" for c in sorted(lacking)[:8]) + (" ..." if len(lacking) > 8 else "")
+    runs = dict.fromkeys(run for string in replaced for run in _missing_runs(lacking).findall(string))
+    return [f"no installed font has the characters {points}: drawn transliterated, "
+            + ", ".join(f"{run!r} as {_transliterated(run, lacking)!r}" for run in list(runs)[:6])
             + " (install a font that has them, e.g. Noto Sans CJK for Chinese and Japanese)"]

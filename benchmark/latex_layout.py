@@ -55,7 +55,8 @@ class TableLayout:
         else:
             where = f"the text width ({paper.text_width_pt / POINTS_PER_INCH:.2f} in)"
         split = f", split into {len(self.parts)} parts by columns" if len(self.parts) > 1 else ""
-        return f"\\{self.size} ({self.size_pt:g} pt in a 10 pt paper) in {where}{split}; estimated width {widest:.2f} in"
+        return (f"\\{self.size} ({self.size_pt:g} pt in a 10 pt paper) in {where}{split}; "
+                f"estimated width {widest:.2f} in")
 
 
 @dataclass(frozen=True)

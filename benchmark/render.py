@@ -108,7 +108,8 @@ def _notes_line(notes: list[str | None]) -> str:
 
 def _latex_with_notes(numbers: list[str], notes: list[str | None]) -> str:
     """The numbers on one line, their notes in parentheses below, smaller: a nested tabular (no package needed)."""
-    return rf"\begin{{tabular}}[c]{{@{{}}c@{{}}}}{' / '.join(numbers)} \\ \footnotesize {_notes_line(notes)}\end{{tabular}}"
+    return (rf"\begin{{tabular}}[c]{{@{{}}c@{{}}}}{' / '.join(numbers)} \\ \footnotesize {_notes_line(notes)}"
+            r"\end{tabular}")
 
 
 def latex_layout(model: TableModel, paper: PaperLayout = PAPER) -> TableLayout:
@@ -262,7 +263,8 @@ def suite_latex(models: list[TableModel], labels: list[str] | None = None) -> st
     """All tables of a suite as one standalone LaTeX document (full captions, laid out for its landscape page);
     `labels` the tables' `\\label`s (default: from their keys)."""
     labels = labels or [None] * len(models)
-    return latex_document([to_latex(model, label=label, paper=STANDALONE_PAPER) for model, label in zip(models, labels)])
+    return latex_document([to_latex(model, label=label, paper=STANDALONE_PAPER)
+                           for model, label in zip(models, labels)])
 
 
 def suite_csv_frame(models: list[TableModel]) -> pd.DataFrame:

@@ -868,7 +868,8 @@ def every_fragment(tmp_path) -> list[Path]:
 CVPR_LIKE = [r"\documentclass[10pt,twocolumn,letterpaper]{article}",
              r"\usepackage[letterpaper,textwidth=6.875in,textheight=8.875in,columnsep=0.3125in,top=1in]{geometry}",
              r"\usepackage{times}", r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\usepackage{amsmath}"]
-NEURIPS_LIKE = [r"\documentclass{article}", r"\usepackage[letterpaper,textwidth=5.5in,textheight=9in,top=1in]{geometry}",
+NEURIPS_LIKE = [r"\documentclass{article}",
+                r"\usepackage[letterpaper,textwidth=5.5in,textheight=9in,top=1in]{geometry}",
                 r"\usepackage[utf8]{inputenc}", r"\usepackage[T1]{fontenc}", r"\usepackage{times}",
                 r"\usepackage{hyperref}", r"\usepackage{url}", r"\usepackage{booktabs}", r"\usepackage{amsfonts}",
                 r"\usepackage{microtype}", r"\usepackage{xcolor}"]
@@ -911,6 +912,9 @@ def test_fragments_compile_in_two_column_and_one_column_papers_readable_and_labe
         assert sizes == re.findall(r"\{\\(\w+)%\n", text), name
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex is not installed (.ci/run installs TeX Live)")
+    import subprocess
+    if subprocess.run(["kpsewhich", "ptmr7t.tfm"], capture_output=True).returncode != 0:
+        pytest.skip("Times for pdflatex is not installed (texlive-fonts-recommended; .ci/run installs it)")
     for preamble, folder in ((CVPR_LIKE, "cvpr"), (NEURIPS_LIKE, "neurips")):
         (tmp_path / folder).mkdir()
         for path in fragments:
