@@ -19,9 +19,17 @@ sample are left out with a one-line message, as is any figure that cannot be dra
 
 Matplotlib is used through `Figure` objects (no pyplot, no display, no global backend switch); every file is written
 atomically.
+
+Names from the data (classes, domains, methods, datasets) are drawn as they are (`save_figure`): never as mathtext (a
+class "$5 and $10 bills" was drawn as "5and10"), in the default font with, for characters it lacks (CJK, Arabic,
+...), an installed font that has them; a character no installed font has is drawn transliterated to ASCII (anyascii)
+and said in one line. A name that is not a plain file name becomes an ASCII part of the file name with a short hash,
+so two such names never share a file.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import math
 import re
@@ -30,8 +38,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+from anyascii import anyascii
+from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.ft2font import FT2Font
+from matplotlib.text import Text
+from matplotlib.ticker import FixedFormatter
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
@@ -95,7 +109,7 @@ def write_figures(suite_name: str, specs: list[RunSpec], output_root: Path, out_
     written: list[Path] = []
 
     if any(_avg(model, method).n for model in retrieval_models for method in model.methods):
-        written += save_figure(avg_chart(retrieval_models, colours), out_dir / f"{suite_name}_avg_by_method")
+        written += save_figure(avg_chart(retrieval_models, colours), out_dir / f"{suite_name}_avg_by_method", say=say)
     else:
         say("figures: no Avg bar chart: no method has a seed with every pair of its table done")
 
@@ -103,7 +117,7 @@ def write_figures(suite_name: str, specs: list[RunSpec], output_root: Path, out_
     baseline = _model_with_metrics(models, [m for m, _, own_detector in DETECTION_BARS if not own_detector])
     if own is not None and baseline is not None:
         if any(_avg(m, method).n for m in (own, baseline) for method in m.methods):
-            written += save_figure(detection_chart(own, baseline), out_dir / f"{suite_name}_open_detection")
+            written += save_figure(detection_chart(own, baseline), out_dir / f"{suite_name}_open_detection", say=say)
         else:
             say("figures: no open-set detection chart: no method has a seed with every open-set pair done")
 
@@ -115,7 +129,7 @@ def write_figures(suite_name: str, specs: list[RunSpec], output_root: Path, out_
         histories = _histories([s for s in specs if s.method == method], output_root)
         if histories:
             written += save_figure(training_curves(method_label(method), histories),
-                                   out_dir / f"{suite_name}_training_{_file_part(method)}")
+                                   out_dir / f"{suite_name}_training_{file_name_part(method)}", say=say)
     return written
 
 
@@ -382,12 +396,19 @@ def _write_retrieval_figure(suite_name: str, group: list[RunSpec], output_root: 
               f"{info.pair_label(first.query_domain, first.retrieval_domain)}, seed {seed}",
         query_images=query.images, retrieval_images=retrieval.images, class_names=info.class_map.names,
         samples={method_label(m): samples[(seed, m)] for m in shown}, open_setting=first.setting == "open")
-    name = f"{_file_part(first.setting)}_{_file_part(first.query_domain)}-{_file_part(first.retrieval_domain)}"
-    return save_figure(retrieval_figure(panel), out_dir / f"{suite_name}_retrievals_{name}_seed{seed}")
+    name = (f"{file_name_part(first.setting)}_{file_name_part(first.query_domain)}-"
+            f"{file_name_part(first.retrieval_domain)}")
+    return save_figure(retrieval_figure(panel), out_dir / f"{suite_name}_retrievals_{name}_seed{seed}", say=say)
 
 
-def _file_part(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+def file_name_part(text: str) -> str:
+    """A name as part of a file name: itself when plain ("photo", "Real_World"); else its ASCII transliteration with
+    the first 6 hex digits of its SHA-1, so that "素描" and "油画", or "Café" and "Cafe", never share a file."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+        return text
+    ascii_part = re.sub(r"[^A-Za-z0-9_.-]+", "_", anyascii(text)).strip("_")
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:6]
+    return f"{ascii_part}-{digest}" if ascii_part else digest
 
 
 def _split_domains(spec: RunSpec, output_root: Path):
@@ -516,15 +537,116 @@ def retrieval_figure(panel: RetrievalPanel) -> Figure:
 # Writing
 # ---------------------------------------------------------------------------------------------------------------------
 
-def save_figure(figure: Figure, stem: Path) -> list[Path]:
-    """`stem`.png and `stem`.pdf, each rendered in memory and written atomically; returns both paths."""
+def save_figure(figure: Figure, stem: Path, say: Callable[[str], None] = print) -> list[Path]:
+    """`stem`.png and `stem`.pdf, each rendered in memory and written atomically; returns both paths. Every text is
+    drawn as it is (`draw_text_as_is`); a character no installed font has is transliterated and said through `say`."""
+    for line in draw_text_as_is(figure):
+        say(f"figures: {stem.name}: {line}")
     paths = []
     for file_format in FORMATS:
         buffer = io.BytesIO()
         # No creation date in the PDF: the same runs give the same bytes.
         metadata = {"CreationDate": None} if file_format == "pdf" else None
-        figure.savefig(buffer, format=file_format, dpi=DPI, metadata=metadata)
+        # Texts matplotlib makes while drawing (tick labels) are not mathtext either.
+        with matplotlib.rc_context({"text.parse_math": False}):
+            figure.savefig(buffer, format=file_format, dpi=DPI, metadata=metadata)
         path = stem.with_name(f"{stem.name}.{file_format}")
         store.atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Names drawn as they are: no mathtext, a font that has their characters
+# ---------------------------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _glyphs(path: str) -> frozenset[int]:
+    """The code points a font file has glyphs for (empty for a file FreeType cannot read)."""
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+def _font_path(family: str) -> str | None:
+    try:
+        return font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
+    except ValueError:
+        return None
+
+
+def fallback_families(characters: set[str]) -> list[str]:
+    """Installed font families that have glyphs for some of `characters`, in the order that covers them with the
+    fewest fonts (each next family the one that adds the most). Matplotlib's "Last Resort" font (a box per code
+    point block) does not count."""
+    wanted = {ord(c) for c in characters}
+    families: dict[str, frozenset[int]] = {}
+    for entry in font_manager.fontManager.ttflist:
+        if entry.name.startswith("Last Resort") or entry.name in families:
+            continue
+        covered = _glyphs(entry.fname) & wanted
+        if covered:
+            families[entry.name] = covered
+    chosen = []
+    while wanted and families:
+        name = max(families, key=lambda n: (len(families[n] & wanted), n))
+        if not families[name] & wanted:
+            break
+        chosen.append(name)
+        wanted -= families.pop(name)
+    return chosen
+
+
+def _texts(figure: Figure) -> list[Text]:
+    return [artist for artist in figure.findobj(Text) if artist.get_text()]
+
+
+def _formatters(figure: Figure) -> list[FixedFormatter]:
+    """The tick label lists of the axes (`set_xticks(positions, labels)`): matplotlib sets them at each draw."""
+    return [formatter for ax in figure.axes for axis in (ax.xaxis, ax.yaxis)
+            for formatter in (axis.get_major_formatter(), axis.get_minor_formatter())
+            if isinstance(formatter, FixedFormatter)]
+
+
+def _missing_runs(missing: set[str]) -> re.Pattern:
+    return re.compile("[" + re.escape("".join(sorted(missing))) + "]+")
+
+
+def _transliterated(text: str, missing: set[str]) -> str:
+    """`text` with each run of `missing` characters replaced by its anyascii transliteration."""
+    return _missing_runs(missing).sub(lambda match: anyascii(match.group(0)) or "?", text)
+
+
+def draw_text_as_is(figure: Figure) -> list[str]:
+    """Prepares every text of `figure` to be drawn as it is: not as mathtext (a "$" is a dollar sign), in the default
+    font followed by installed fonts that have the characters it lacks (matplotlib falls back glyph by glyph); a
+    character no installed font has is transliterated with anyascii. Returns one line per transliterated name."""
+    texts, formatters = _texts(figure), _formatters(figure)
+    for text in texts:
+        text.set_parse_math(False)
+    strings = [text.get_text() for text in texts] + [str(label) for f in formatters for label in f.seq]
+    characters = {c for string in strings for c in string if c.isprintable() and not c.isspace()}
+    default_glyphs = _glyphs(font_manager.findfont(font_manager.FontProperties()))   # rcParams' font, DejaVu Sans
+    lacking = {c for c in characters if ord(c) not in default_glyphs}
+    if not lacking:
+        return []
+    fallbacks = fallback_families(lacking)
+    for family in fallbacks:
+        path = _font_path(family)
+        lacking -= {c for c in lacking if path is not None and ord(c) in _glyphs(path)}
+    families = list(matplotlib.rcParams["font.family"]) + fallbacks
+    for text in texts:
+        text.set_fontfamily(families)
+    if not lacking:
+        return []
+    replaced = {string: _transliterated(string, lacking) for string in strings if set(string) & lacking}
+    for text in texts:
+        text.set_text(replaced.get(text.get_text(), text.get_text()))
+    for formatter in formatters:
+        formatter.seq = [replaced.get(str(label), label) for label in formatter.seq]
+    points = ", ".join(f"U+{ord(c):04X}" for c in sorted(lacking)[:8]) + (" ..." if len(lacking) > 8 else "")
+    runs = dict.fromkeys(run for string in replaced for run in _missing_runs(lacking).findall(string))
+    return [f"no installed font has the characters {points}: drawn transliterated, "
+            + ", ".join(f"{run!r} as {_transliterated(run, lacking)!r}" for run in list(runs)[:6])
+            + " (install a font that has them, e.g. Noto Sans CJK for Chinese and Japanese)"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -343,18 +344,28 @@ def check_locks(output: Path | None, cache_dir: Path | None) -> None:
             lock.release()
 
 
-def compile_latex(tex_files: list[Path]) -> None:
-    """The LaTeX tables compiled to PDF beside them when pdflatex is installed (TeX Live); said when it is not."""
-    try:
-        pdfs = [compile_pdf(path) for path in tex_files]
-    except LatexError as error:
-        raise UserError(f"{error}\n(the .tex and the other tables are written; this is a bug of the report, please "
-                        f"report it)") from None
+def compile_latex(tex_files: list[Path]) -> list[str]:
+    """The LaTeX documents compiled to PDF beside them when pdflatex is installed (TeX Live); said when it is not.
+
+    Each document on its own: one that pdflatex refuses is named, with pdflatex's error lines and its log's path,
+    and the others are still compiled. Returns those messages (empty when every PDF was made or pdflatex is absent);
+    the caller prints them last. Nothing here raises: the report's tables, figures and HTML page never depend on the
+    PDF."""
+    pdfs, failures = [], []
+    for path in tex_files:
+        try:
+            pdfs.append(compile_pdf(path))
+        except LatexError as error:
+            log = f"; pdflatex's log: {error.log_path}" if error.log_path else ""
+            failures.append(f"no PDF of {path.name}: {error}{log}. The .tex, the fragments, the markdown, the CSV, "
+                            f"the figures and the HTML page are written; this is a bug of the report, please report "
+                            f"it with the log")
     if None in pdfs:
         print("pdflatex not found: the .tex files are standalone documents, compile them with TeX Live "
               "(apt-get install texlive-latex-recommended) for PDFs")
-    else:
+    elif pdfs:
         print(f"pdf: {', '.join(str(p) for p in pdfs)}")
+    return failures
 
 
 def print_census_details(groups: dict[str, list], output_root: Path) -> None:
@@ -488,8 +499,9 @@ def _defaults(spec) -> dict | None:
 def report(suite_name: str, specs, output_root: Path, summary: bool = False, compare_paper: bool = False,
             figures: bool = False, caption: str = "short") -> int:
     """Tables of one suite (or, `summary`, across every suite with stored runs), with `compare_paper` their
-    companions beside the paper's numbers, with `figures` the suite's figures. Exit status 1 when a run behind the
-    tables failed."""
+    companions beside the paper's numbers, with `figures` the suite's figures, the HTML page, and last the PDFs of
+    the LaTeX documents (a pdflatex failure is a warning with its log's path; it stops nothing). Exit status 1 when a
+    run behind the tables failed."""
     paper_results = load_paper_results() if compare_paper else None   # a broken file stops before anything is written
     tables_dir = output_root / "tables"
     if summary:
@@ -524,7 +536,7 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
         print(to_markdown(model))
     runs_note = "" if summary else f"; runs: {tables_dir / f'{suite_name}_runs.csv'}"
     print(f"\ntables: {paths['md']}, {paths['tex']}, {paths['csv']}{runs_note}")
-    print(f"LaTeX fragments for \\input (booktabs, graphicx): {', '.join(p.name for p in paths['fragments'])}")
+    print(f"LaTeX fragments for \\input (booktabs): {', '.join(p.name for p in paths['fragments'])}")
     print(f"device time of the finished runs: {cost_paths['md']}, {cost_paths['csv']}")
     latex_files = [paths["tex"]]
     if compare_paper:
@@ -536,7 +548,6 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
             print(f"{comparison.model.spec.title}: {comparison.summary_line()}")
         print(f"comparison with the paper: {compared['md']}, {compared['tex']}, {compared['csv']}")
         latex_files.append(compared["tex"])
-    compile_latex(latex_files)
     if figures:
         figures_dir = output_root / "figures"
         paths = write_figures(suite_name, specs, output_root, figures_dir)
@@ -550,5 +561,9 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
                       subtitle=f"From the runs stored in the output folder {output_root.name}/ "
                                f"({'every suite' if summary else f'{len(specs)} planned runs'}).")
     print(f"html: {page}")
+    # The PDF last: pdflatex is an optional extra (absent on many machines), so its failure is said but changes
+    # neither what was written before it nor the exit status, which says whether a run failed.
+    for failure in compile_latex(latex_files):
+        print(f"warning: {failure}", file=sys.stderr)
     failed = (frame.drop_duplicates("run_id")["status"] == "failed").sum()
     return 1 if failed else 0

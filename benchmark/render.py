@@ -11,6 +11,9 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from .latex_layout import (COMPUTER_MODERN, LINE_BREAK, PAPER, PaperLayout, TableLayout, choose_layout, measure_bold,
+                           measure_superscript, paper_for_width)
+from .latex_text import latex_escape, latex_label, transliterations
 from .store import atomic_write_text
 from .tables import (AVG_COLUMN, METHOD_HEADER, MISSING_CELL, SIGNIFICANCE_MARK, Cell, SeedSummary, TableModel,
                      format_number)
@@ -95,96 +98,112 @@ def to_markdown(model: TableModel) -> str:
 
 
 # LaTeX ---------------------------------------------------------------------------------------------------------------
-
-_LATEX_REPLACEMENTS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
-    "|": r"\textbar{}",
-    "→": r"$\rightarrow$",
-    "←": r"$\leftarrow$",
-    "±": r"$\pm$",
-    "×": r"$\times$",
-    "–": "--",
-    "—": "---",
-    "≤": r"$\leq$",
-    "≥": r"$\geq$",
-    "†": r"$^\dagger$",
-    "−": r"$-$",
-    "Δ": r"$\Delta$",
-    "α": r"$\alpha$",
-    "²": r"\textsuperscript{2}",
-}
+# Names are written by latex_text.latex_escape (any script: accents as commands, other scripts transliterated), the
+# layout (type size, table or table*, parts) is chosen by latex_layout.choose_layout; no table is ever scaled.
 
 
-def latex_escape(text: str) -> str:
-    """Text safe in LaTeX: the special characters `\\ & % $ # _ { } ~ ^` (and < > |) escaped, and the unicode
-    symbols of our tables (→ ± × – † − Δ α ²) written as LaTeX. One pass over the characters, so nothing is escaped
-    twice."""
-    return "".join(_LATEX_REPLACEMENTS.get(char, char) for char in str(text))
+def _notes_line(notes: list[str | None]) -> str:
+    return " / ".join(f"({note})" if note is not None else "" for note in notes)
 
 
 def _latex_with_notes(numbers: list[str], notes: list[str | None]) -> str:
     """The numbers on one line, their notes in parentheses below, smaller: a nested tabular (no package needed)."""
-    below = " / ".join(f"({note})" if note is not None else "" for note in notes)
-    return rf"\begin{{tabular}}[c]{{@{{}}c@{{}}}}{' / '.join(numbers)} \\ \footnotesize {below}\end{{tabular}}"
+    return (rf"\begin{{tabular}}[c]{{@{{}}c@{{}}}}{' / '.join(numbers)} \\ \footnotesize {_notes_line(notes)}"
+            r"\end{tabular}")
+
+
+def latex_layout(model: TableModel, paper: PaperLayout = PAPER) -> TableLayout:
+    """The table's layout in a paper (`latex_layout.choose_layout`), from the width of its cells as they are set."""
+    rows = rendered_rows(model, str, bold=measure_bold, underline=lambda text: text, superscript=measure_superscript,
+                         with_notes=lambda numbers, notes: " / ".join(numbers) + LINE_BREAK + _notes_line(notes))
+    columns = {column: [column] + [row[index + 1] for row in rows] for index, column in enumerate(model.columns)}
+    method_column = [METHOD_HEADER] + [row[0] for row in rows]
+    return choose_layout(columns, method_column, [AVG_COLUMN] if model.spec.show_avg else [], paper)
+
+
+def _shown_texts(model: TableModel) -> list[str]:
+    """Every text of the model that a LaTeX table shows (for the transliteration note)."""
+    spec = model.spec
+    texts = [spec.title, model.caption_body, *model.columns, *(spec.method_label(m) for m in model.methods)]
+    texts += [text for _, text in model.footnotes]
+    texts += [note for notes in model.number_notes.values() for note in notes if note is not None]
+    return texts
 
 
 CAPTIONS = ("full", "short")
+# latex_document: landscape letter paper with 2 cm margins, in LaTeX's default font.
+STANDALONE_PAPER = paper_for_width(9.4, COMPUTER_MODERN)
 
 
-def to_latex(model: TableModel, caption: str = "full") -> str:
-    """A booktabs `table` environment (needs \\usepackage{booktabs,graphicx}); shrunk to the line width only if wider.
+def to_latex(model: TableModel, caption: str = "full", label: str | None = None, paper: PaperLayout = PAPER) -> str:
+    """The table as LaTeX `table` (or `table*`) environments; needs only \\usepackage{booktabs}.
 
     `caption="full"`: the whole explanation in the caption (the standalone documents); `"short"`: the title and what a
     number is, the explanation (statistic, n, seeds, marks) in a small note under the table (the fragments a paper
-    `\\input`s). Cells are never truncated; names and the caption are escaped."""
+    `\\input`s). `label`: the `\\label` (default "tab:<table key>"). `paper`: the widths the layout must fit
+    (benchmark/latex_layout.py: `\\small` or `\\footnotesize`, one column or `table*`, or split into parts by
+    columns, never scaled). Cells are never truncated; names and the caption are escaped, names in scripts pdflatex
+    cannot set are transliterated with a note (benchmark/latex_text.py)."""
     if caption not in CAPTIONS:
         raise ValueError(f"caption must be one of {', '.join(CAPTIONS)}, got {caption!r}")
     spec = model.spec
-    header = " & ".join([METHOD_HEADER] + [latex_escape(c) for c in model.columns]) + r" \\"
+    label = label or latex_label(spec.table_key)
+    layout = latex_layout(model, paper)
     rows = rendered_rows(model, latex_escape, bold=lambda t: rf"\textbf{{{t}}}",
                           underline=lambda t: rf"\underline{{{t}}}", superscript=lambda m: rf"\textsuperscript{{{m}}}",
                           with_notes=_latex_with_notes)
-    body = [" & ".join(cells) + r" \\" for cells in rows]
-    tabular = [
-        rf"\begin{{tabular}}{{l{'c' * len(model.columns)}}}",
-        r"\toprule",
-        header,
-        r"\midrule",
-        *body,
-        r"\bottomrule",
-        r"\end{tabular}",
-    ]
-    if model.footnotes:
-        # Footnotes go in an outer one-column tabular under the table, so they start at its left edge (no package).
-        notes = [rf"\footnotesize\textsuperscript{{{marker}}}~{latex_escape(text)} \\" for marker, text in model.footnotes]
-        tabular = [r"\begin{tabular}{@{}l@{}}", *tabular[:-1], tabular[-1] + r" \\[2pt]", *notes, r"\end{tabular}"]
-    note = ([r"\par\smallskip", rf"{{\footnotesize {latex_escape(model.caption_body)}\par}}"]
-            if caption == "short" else [])
-    return "\n".join([
-        f"% {latex_escape(spec.title)} -- needs \\usepackage{{booktabs,graphicx}}",
-        r"\begin{table}[htbp]",
+    replaced = transliterations(_shown_texts(model))
+    lead_notes = []
+    if caption == "short":
+        lead_notes.append(latex_escape(model.caption_body))
+    if replaced:
+        lead_notes.append(latex_escape(
+            "Transliterated to ASCII for pdflatex (the markdown, CSV and HTML reports keep the original): "
+            + ", ".join(dict.fromkeys(replaced.values())) + "."))
+    header = [f"% {latex_escape(spec.title)} -- needs \\usepackage{{booktabs}} (and nothing else: no inputenc or "
+              f"fontenc; every name is written in ASCII)",
+              f"% Layout: {layout.describe(paper)}; never scaled (the rule: benchmark/latex_layout.py in the harness)."]
+    header += [f"% Transliterated for pdflatex: {run} -> {ascii_form}" for run, ascii_form in replaced.items()]
+    parts = [_latex_part(model, rows, layout, index, label, model.caption if caption == "full" else model.short_caption,
+                         lead_notes if index == 0 else [])
+             for index in range(len(layout.parts))]
+    return "\n".join(header + parts) + "\n"
+
+
+def _latex_part(model: TableModel, rows: list[list[str]], layout: TableLayout, index: int, label: str,
+                caption: str, lead_notes: list[str]) -> str:
+    """One float of the table: the method column and the columns of part `index`, the footnotes its cells mark."""
+    columns = layout.parts[index]
+    positions = [0] + [model.columns.index(column) + 1 for column in columns]
+    n_parts = len(layout.parts)
+    labels = [label]
+    if n_parts > 1:
+        caption = f"{caption.rstrip()} Part {index + 1} of {n_parts} ({columns[0]} to {columns[-1]})."
+        labels = ([label] if index == 0 else []) + [f"{label}-part{index + 1}"]
+    markers = {model.cell(method, column).footnote_marker for method in model.methods for column in columns}
+    notes = lead_notes + [rf"\textsuperscript{{{marker}}}~{latex_escape(text)}" for marker, text in model.footnotes
+                          if marker in markers]
+    environment = layout.environment
+    lines = [
+        rf"\begin{{{environment}}}[{'tp' if environment == 'table*' else 'htbp'}]",
         r"\centering",
-        rf"\caption{{{latex_escape(model.caption if caption == 'full' else model.short_caption)}}}",
-        rf"\label{{{model.label}}}",
+        rf"\caption{{{latex_escape(caption)}}}",
+        *(rf"\label{{{name}}}" for name in labels),
         r"\smallskip",
-        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%  shrinks only a table wider than the line",
-        *tabular[:-1],
-        tabular[-1] + "%",
-        "}",
-        *note,
-        r"\end{table}",
-    ]) + "\n"
+        rf"{{\{layout.size}%",
+        rf"\begin{{tabular}}{{l{'c' * len(columns)}}}",
+        r"\toprule",
+        " & ".join([METHOD_HEADER] + [latex_escape(c) for c in columns]) + r" \\",
+        r"\midrule",
+        *(" & ".join(row[i] for i in positions) + r" \\" for row in rows),
+        r"\bottomrule",
+        r"\end{tabular}\par}",
+    ]
+    if notes:
+        # Under the table, as wide as the float and wrapped: a footnote never widens the table.
+        lines += [r"\smallskip", r"{\footnotesize\raggedright", *(note + r"\par" for note in notes), "}"]
+    lines.append(rf"\end{{{environment}}}")
+    return "\n".join(lines)
 
 
 def latex_document(tables: list[str]) -> str:
@@ -192,7 +211,6 @@ def latex_document(tables: list[str]) -> str:
     preamble = [
         r"\documentclass{article}",
         r"\usepackage{booktabs}",
-        r"\usepackage{graphicx}",
         r"\usepackage[landscape,margin=2cm]{geometry}",
         r"\begin{document}",
     ]
@@ -241,9 +259,12 @@ def suite_markdown(suite_name: str, models: list[TableModel], heading: str | Non
     return "\n".join(parts)
 
 
-def suite_latex(models: list[TableModel]) -> str:
-    """All tables of a suite as one standalone LaTeX document."""
-    return latex_document([to_latex(model) for model in models])
+def suite_latex(models: list[TableModel], labels: list[str] | None = None) -> str:
+    """All tables of a suite as one standalone LaTeX document (full captions, laid out for its landscape page);
+    `labels` the tables' `\\label`s (default: from their keys)."""
+    labels = labels or [None] * len(models)
+    return latex_document([to_latex(model, label=label, paper=STANDALONE_PAPER)
+                           for model, label in zip(models, labels)])
 
 
 def suite_csv_frame(models: list[TableModel]) -> pd.DataFrame:
@@ -262,7 +283,17 @@ def fragment_names(models: list[TableModel]) -> list[str]:
                 return name
         return "ablation" if key == "ablation" else "table"
     kinds = [kind(model) for model in models]
-    return [f"{k}_{m.spec.setting}" if kinds.count(k) > 1 and m.spec.setting else k for k, m in zip(kinds, models)]
+    names = [f"{k}_{m.spec.setting}" if kinds.count(k) > 1 and m.spec.setting else k for k, m in zip(kinds, models)]
+    # Two tables of one kind and setting (never in a planned suite): numbered, so no fragment overwrites another.
+    return [f"{name}_{names[:index].count(name) + 1}" if names.count(name) > 1 else name
+            for index, name in enumerate(names)]
+
+
+def latex_labels(suite_name: str, models: list[TableModel]) -> list[str]:
+    """Each table's `\\label`, "tab:<suite>-<fragment name>" (`latex_text.latex_label`): unique across the suites
+    of one output folder, so a paper can \\input the fragments of several suites (before, the open-set suite's table
+    and the ablation suite's open-set table shared "tab:<dataset>-open-...")."""
+    return [latex_label(suite_name, name) for name in fragment_names(models)]
 
 
 def write_report(suite_name: str, models: list[TableModel], out_dir: str | os.PathLike,
@@ -270,7 +301,8 @@ def write_report(suite_name: str, models: list[TableModel], out_dir: str | os.Pa
                  caption: str = "short") -> dict[str, Path]:
     """Write <suite>.md, <suite>.tex (a compilable document, full captions) and <suite>.csv into out_dir, and each
     table as a fragment for a paper's `\\input{}`, <suite>_<kind>.tex (`fragment_names`; the table environment alone,
-    needs booktabs and graphicx; `caption` short or full), each atomically.
+    needs booktabs; laid out for a two-column paper by `latex_layout`; labelled "tab:<suite>-<kind>"; `caption`
+    short or full), each atomically.
 
     The CSV holds `suite_csv_frame(models)` unless `csv_frame` is given (a comparison with the paper has its own
     columns); `heading` replaces the markdown's "Results: <suite>". Returns {"md": path, "tex": path, "csv": path,
@@ -285,13 +317,13 @@ def write_report(suite_name: str, models: list[TableModel], out_dir: str | os.Pa
     paths = {"md": out / f"{suite_name}.md", "tex": out / f"{suite_name}.tex", "csv": out / f"{suite_name}.csv"}
     texts = {
         "md": suite_markdown(suite_name, models, heading),
-        "tex": suite_latex(models),
+        "tex": suite_latex(models, latex_labels(suite_name, models)),
         "csv": (suite_csv_frame(models) if csv_frame is None else csv_frame).to_csv(index=False, lineterminator="\n"),
     }
     for kind, path in paths.items():
         atomic_write_text(path, texts[kind])
     fragments = []
-    for name, model in zip(fragment_names(models), models):
+    for name, label, model in zip(fragment_names(models), latex_labels(suite_name, models), models):
         fragments.append(out / f"{suite_name}_{name}.tex")
-        atomic_write_text(fragments[-1], to_latex(model, caption))
+        atomic_write_text(fragments[-1], to_latex(model, caption, label=label))
     return {**paths, "fragments": fragments}

@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +109,7 @@ class TableSpec:
     """One table: rows `methods` (in order), columns `pairs` (display labels, in order) then Avg.
 
     A cell shows `cell_metrics` (one metric, or two for open-set "mAP / Acc"); `column_metrics` may give a column its
-    own (a table of averages mixing closed and open settings). `key` names the table in the CSV and in the LaTeX label;
+    own (a table of averages mixing closed and open settings). `key` names the table in the CSV (and in the LaTeX label of a table rendered outside a suite's report);
     by default "<dataset>-<setting>-<metrics>". `columns_are_averages`: every column is the Avg of another table
     (`combine_averages`); `caption_note` is a sentence the caption adds after the metric.
     """
@@ -275,10 +274,6 @@ class TableModel:
     @property
     def columns(self) -> list[str]:
         return self.spec.columns
-
-    @property
-    def label(self) -> str:
-        return "tab:" + re.sub(r"[^A-Za-z0-9_:.-]+", "-", self.spec.table_key)
 
     def cell(self, method: str, column: str) -> Cell:
         return self.cells[(method, column)]

@@ -2,19 +2,24 @@
 pretrained-only run and one CDS epoch on the tiny synthetic suite)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.text import Text
 from PIL import Image
 
 from benchmark import store
 from benchmark.collect import table_specs, tidy_frame
 from benchmark.evaluation import retrieval_sample, sample_queries
-from benchmark.figures import avg_chart, choose_methods, method_colours, training_curves, write_figures
+from benchmark.figures import (avg_chart, choose_methods, fallback_families, file_name_part, method_colours,
+                               save_figure, training_curves, write_figures)
 from benchmark.tables import aggregate
 from benchmark.retrievals import FIGURE_PRIVATE_QUERIES, FIGURE_SHARED_QUERIES, FIGURE_TOP_K, RETRIEVALS_FILE
 from benchmark.runner import run_one
@@ -276,3 +281,67 @@ def test_report_with_figures_from_the_command_line(tiny_runs, capsys):
     assert sorted(output.joinpath("figures").glob("test_figures_retrievals_open_*.pdf"))
     assert cli.main(args + ["--report", "--summary", "--figures"]) == 2
     assert "--figures draws one suite's runs" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Names drawn as they are (issue 22)
+# ---------------------------------------------------------------------------------------------------------------------
+
+def _svg(figure) -> str:
+    """The figure as SVG with its texts as text (svg.fonttype none): a literal string is one <text> run, a mathtext
+    one is cut into glyphs and math italics."""
+    import io
+
+    import matplotlib
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "text.parse_math": False}):
+        figure.savefig(buffer, format="svg")
+    return buffer.getvalue()
+
+
+DOLLARS = "$5 and $10 bills"
+
+
+def test_names_with_dollar_signs_are_drawn_as_they_are_not_as_mathtext(tmp_path):
+    histories = {(f"Closed {DOLLARS}→x", 2024): [{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 2.0}]}
+    figure = training_curves(DOLLARS, histories)
+    # Before: "$5 and $" was read as mathtext and drawn as the italic "5and", the class as "5and10 bills".
+    paths = save_figure(figure, tmp_path / "curves", say=pytest.fail)
+    assert [p.name for p in paths] == ["curves.png", "curves.pdf"]
+    svg = _svg(figure)          # ">": the text element itself (the SVG also holds each text in a comment)
+    assert f">{DOLLARS}: loss terms" in svg and f">Closed {DOLLARS}→x" in svg
+    assert all(not text.get_parse_math() for text in figure.findobj(Text) if "$" in text.get_text())
+
+
+def test_a_character_the_default_font_lacks_is_drawn_with_an_installed_font_that_has_it(tmp_path):
+    # U+210A SCRIPT SMALL G: not in DejaVu Sans, in STIXGeneral (shipped with matplotlib), so always installed.
+    figure = training_curves("UEM ℊ", {("Closed ℊ→x", 2024): [{"epoch": 1, "loss": 3.0}]})
+    assert "STIXGeneral" in fallback_families({"ℊ"})
+    messages = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # matplotlib warns "Glyph ... missing from font(s)" otherwise
+        save_figure(figure, tmp_path / "curves", say=messages.append)
+    assert messages == []
+    assert ">UEM ℊ: loss terms" in _svg(figure)
+
+
+def test_a_character_no_installed_font_has_is_transliterated_and_said(tmp_path):
+    figure = training_curves("素描", {("Closed 素描→x", 2024): [{"epoch": 1, "loss": 3.0}]})
+    messages = []
+    save_figure(figure, tmp_path / "curves", say=messages.append)
+    svg = _svg(figure)
+    if fallback_families({"素", "描"}):         # a CJK font is installed here: drawn as it is
+        assert messages == [] and ">素描: loss terms" in svg
+    else:
+        assert ">SuMiao: loss terms" in svg and ">Closed SuMiao→x" in svg        # the rest of the text kept
+        assert len(messages) == 1 and "U+63CF, U+7D20" in messages[0] and "'素描' as 'SuMiao'" in messages[0]
+
+
+def test_file_names_of_names_in_any_script_are_distinct():
+    # Plain names stay; others: anyascii's transliteration and the first 6 hex digits of the name's SHA-1 (UTF-8),
+    # e.g. sha1("素描") = 23aabd....
+    assert file_name_part("Real_World") == "Real_World"
+    assert file_name_part("素描") == "SuMiao-" + hashlib.sha1("素描".encode()).hexdigest()[:6] == "SuMiao-23aabd"
+    names = ["素描", "油画", "Café", "Cafe", "$5 and $10 bills"]
+    assert len({file_name_part(name) for name in names}) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", file_name_part(name)) for name in names)

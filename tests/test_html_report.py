@@ -70,3 +70,73 @@ def test_the_html_page_has_every_table_and_figure_and_escapes_names(evil_suite, 
     taken = subprocess.run([*common, "--window-size=1400,2000", f"--screenshot={shot}", page.as_uri()],
                            capture_output=True, text=True, timeout=120)
     assert taken.returncode == 0 and shot.stat().st_size > 10_000
+
+
+DOLLARS = "$5 and $10 bills"
+SKETCH = "素描"
+
+
+@pytest.fixture
+def unicode_suite(tmp_path):
+    """A folder dataset with a domain named in Chinese and classes named with dollar signs and accents."""
+    rng = np.random.default_rng(1)
+    for domain in ("photo", SKETCH):
+        for name in ("circle", DOLLARS, "Éclair"):
+            folder = tmp_path / "data" / domain / name
+            folder.mkdir(parents=True)
+            for i in range(12):
+                pixels = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+                Image.fromarray(pixels).resize((32, 32)).save(folder / f"{i}.png")
+    suite = tmp_path / "unicode.toml"
+    suite.write_text('\n'.join([
+        'name = "unicode_suite"', 'settings = ["closed"]', 'methods = ["pretrained"]', 'seeds = [1]',
+        'backbone = "small_cnn"', 'init = "random"', 'image_size = 32',
+        '[dataset]', 'name = "sketches"', 'root = "data"', '']), encoding="utf-8")
+    return suite
+
+
+FAILING_PDFLATEX = """#!/bin/sh
+# pdflatex as it fails: its error lines on stdout, a log in the output directory, exit status 1.
+build="$4"; stem=$(basename "$5" .tex)
+echo "! LaTeX Error: simulated failure."
+echo "l.7 \\\\begin{table}"
+echo "simulated pdflatex log" > "$build/$stem.log"
+exit 1
+"""
+
+
+def test_names_in_any_script_reach_every_output_and_a_pdf_failure_stops_nothing(unicode_suite, tmp_path, capsys,
+                                                                                 monkeypatch, clean_registries):
+    output = tmp_path / "results"
+    assert cli.main(["--suite", str(unicode_suite), "--output", str(output), "--device", "cpu", "--figures"]) == 0
+    captured = capsys.readouterr()
+    tables = output / "tables"
+    assert f"{SKETCH}→photo" in (tables / "unicode_suite.md").read_text(encoding="utf-8")
+    fragment = (tables / "unicode_suite_table.tex").read_text(encoding="utf-8")
+    assert "SuMiao$\\rightarrow$photo" in fragment and "Transliterated to ASCII for pdflatex" in fragment
+    if shutil.which("pdflatex"):            # before: "Unicode character 素 (U+7D20)", exit status 2, no figures
+        assert (tables / "unicode_suite.pdf").read_bytes().startswith(b"%PDF") and "warning" not in captured.err
+    html = (output / "report" / "unicode_suite.html").read_text(encoding="utf-8")
+    assert f"{SKETCH}→photo" in html
+    figures = sorted(p.name for p in (output / "figures").glob("unicode_suite_*.png"))
+    assert "unicode_suite_retrievals_closed_SuMiao-23aabd-photo_seed1.png" in figures   # distinct ASCII file names
+    assert all(name in html for name in figures)
+
+    # pdflatex fails (an old TeX, a missing package): the figures and the page are still written, the exit status
+    # still says whether a run failed, and the warning names pdflatex's log.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pdflatex").write_text(FAILING_PDFLATEX)
+    (fake / "pdflatex").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    shutil.rmtree(output / "figures")
+    (output / "report" / "unicode_suite.html").unlink()
+    (tables / "unicode_suite.pdf").unlink(missing_ok=True)
+    assert cli.main(["--suite", str(unicode_suite), "--output", str(output), "--report", "--figures"]) == 0
+    captured = capsys.readouterr()
+    log = tables / "unicode_suite.pdflatex.log"
+    assert f"warning: no PDF of unicode_suite.tex: pdflatex failed on {tables / 'unicode_suite.tex'}: ! LaTeX " \
+           f"Error: simulated failure." in captured.err and f"pdflatex's log: {log}" in captured.err
+    assert log.read_text() == "simulated pdflatex log\n" and not (tables / "unicode_suite.pdf").exists()
+    assert (output / "report" / "unicode_suite.html").is_file()
+    assert sorted(p.name for p in (output / "figures").glob("unicode_suite_*.png")) == figures

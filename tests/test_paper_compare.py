@@ -147,7 +147,7 @@ def test_companion_keeps_rows_columns_and_footnotes_without_ranking_marks(office
     # LaTeX: the paper's number and Δ on a second, smaller line of the cell.
     assert (r"\begin{tabular}[c]{@{}c@{}}12.0 $\pm$ 1.0 \\ \footnotesize (22.0 $\pm$ 1.1; $-$10.0)\end{tabular}"
             in to_latex(model))
-    assert model.label == "tab:office_home-partial-map_all_coda-vs-paper"
+    assert model.spec.table_key == "office_home-partial-map_all_coda-vs-paper"
 
 
 def test_comparison_csv(office_home_comparison):

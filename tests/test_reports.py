@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -716,9 +717,15 @@ def test_latex_document_compiles_with_pdflatex(tmp_path):
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (TeX Live comes in CI)")
 def test_a_latex_error_is_reported_with_pdflatex_own_lines_and_no_pdf(tmp_path):
     (tmp_path / "broken.tex").write_text(latex_document([r"\begin{table}\undefinedmacro\end{table}"]))
-    with pytest.raises(latex_pdf.LatexError, match=r"broken.tex: ! Undefined control sequence"):
+    with pytest.raises(latex_pdf.LatexError, match=r"broken.tex: ! Undefined control sequence") as error:
         compile_pdf(tmp_path / "broken.tex")
     assert not (tmp_path / "broken.pdf").exists()
+    # pdflatex's log is kept beside the document for the bug report, and removed once the document compiles.
+    assert error.value.log_path == tmp_path / "broken.pdflatex.log"
+    assert "Undefined control sequence" in error.value.log_path.read_text()
+    (tmp_path / "broken.tex").write_text(latex_document(["Fixed."]))
+    assert compile_pdf(tmp_path / "broken.tex") == tmp_path / "broken.pdf"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pdf", "broken.tex"]
 
 
 def test_without_pdflatex_no_pdf_is_made(tmp_path, monkeypatch):
@@ -782,41 +789,238 @@ def test_cells_of_collapsed_runs_carry_a_footnote_and_the_caption_states_the_rul
     assert all(c.judged_runs == 0 for c in plain.cells.values()) and "Collapsed" not in plain.caption
 
 
-def test_latex_fragments_of_every_table_kind_compile_in_a_paper(tmp_path):
-    # A paper \inputs the fragments: the table environment alone (no \documentclass), a one-sentence caption and the
-    # explanation in a small note under the table; every kind: retrieval (two settings), both detection tables, the
-    # summary and the ablation table.
-    import shutil
-    closed, open_set = small_suite_models()
-    detection = [aggregate(tidy_frame([("uem", "Ph→Sk", 2024, "done", {"open_set_acc": 0.8, "detection_acc": 0.7})],
-                                      setting="open", metrics=("open_set_acc", "detection_acc")),
-                           TableSpec(title=f"Open-set detection ({which})", setting="open", dataset="synthetic",
-                                     cell_metrics=["open_set_acc", "detection_acc"], methods=["uem"],
-                                     method_labels=LABELS, pairs=["Ph→Sk"], expected_seeds=[2024],
-                                     metric_description="Open-set Acc and Detection Acc",
-                                     key=f"synthetic-open-detection-{which}"))
-                 for which in ("own", "b2")]
-    small = write_report("small", [closed, open_set, *detection], tmp_path)
-    summary = write_report("summary", list(averages_models()), tmp_path)
-    names = [p.name for p in small["fragments"] + summary["fragments"]]
-    assert names == ["small_table_closed.tex", "small_table_open.tex", "small_detection_own.tex",
-                     "small_detection_b2.tex", "summary_table.tex", "summary_ablation.tex"]
-    fragment = (tmp_path / "small_table_closed.tex").read_text()
+# ---------------------------------------------------------------------------------------------------------------------
+# LaTeX in a real paper: layout, labels, names in any script (issue 22)
+# ---------------------------------------------------------------------------------------------------------------------
+
+PAPER_METHODS = ["pretrained", "cds", "pcs", "darl", "dn2a", "ucdir", "coda", "dgdir", "uem"]
+PAPER_LABELS = {"pretrained": "Pretrained (init)", "cds": "CDS", "pcs": "PCS", "darl": "DARL", "dn2a": "DN2A",
+                "ucdir": "UCDIR", "coda": "CoDA", "dgdir": "DGDIR", "uem": "UEM (Ours)"}
+OFFICE_HOME_PAIRS = [f"{q}→{r}" for q in "ACPR" for r in "ACPR" if q != r]                      # 12 ordered pairs
+DOMAINNET_LIKE_PAIRS = [f"{q}→{r}" for q in ("Cl", "In", "Pa", "Qu", "Re", "Sk")
+                        for r in ("Cl", "In", "Pa", "Qu", "Re", "Sk") if q != r]                   # 30 ordered pairs
+
+
+def paper_sized_model(dataset, setting, pairs, metrics, key=None, title=None, labels=PAPER_LABELS,
+                      methods=PAPER_METHODS):
+    """Nine methods x `pairs` x 3 seeds, every run done, values spread over 0.1-0.9 (a fixed generator): a table of
+    the paper's size, with bold, underline, † and footnote marks (one failed run)."""
+    import random
+    rng = random.Random(f"{dataset}-{setting}-{len(pairs)}")
+    rows = []
+    for method in methods:
+        for pair in pairs:
+            query, retrieval = pair.split("→")
+            for seed in SEEDS:
+                failed = (method, pair, seed) == (methods[-1], pairs[0], SEEDS[-1])
+                for metric in metrics:
+                    rows.append({"dataset": dataset, "setting": setting, "query_domain": query,
+                                 "retrieval_domain": retrieval, "pair": pair, "method": method, "seed": seed,
+                                 "status": "failed" if failed else "done", "metric": metric,
+                                 "value": math.nan if failed else rng.uniform(0.1, 0.9),
+                                 "run_id": f"{method}-{pair}-{seed}"})
+    spec = TableSpec(title=title or f"{setting.capitalize()} retrieval on {dataset}", dataset=dataset,
+                     setting=setting, methods=list(methods), method_labels=labels, pairs=list(pairs),
+                     cell_metrics=list(metrics), metric_description="mAP@All", expected_seeds=SEEDS, key=key)
+    return aggregate(pd.DataFrame(rows, columns=list(tables.TIDY_COLUMNS)), spec)
+
+
+def office_home_suite_models(setting: str) -> list:
+    """The tables of an Office-Home suite as the report makes them: the retrieval table, and for the open setting
+    both detection tables."""
+    if setting != "open":
+        return [paper_sized_model("office_home", setting, OFFICE_HOME_PAIRS, ["map_all_coda"])]
+    return [paper_sized_model("office_home", "open", OFFICE_HOME_PAIRS, list(OPEN_METRICS)),
+            paper_sized_model("office_home", "open", OFFICE_HOME_PAIRS, ["open_set_acc", "detection_acc"],
+                              key="office_home-open-detection-own", title="Open-set detection, own detector"),
+            paper_sized_model("office_home", "open", OFFICE_HOME_PAIRS,
+                              ["default_detector_open_set_acc", "default_detector_detection_acc"],
+                              key="office_home-open-detection-b2", title="Open-set detection, App. B.2 detector")]
+
+
+def unicode_model():
+    """A folder dataset whose domains are named in Chinese and French, a method labelled with a dollar sign and a
+    Greek letter."""
+    labels = {**PAPER_LABELS, "uem": "UEM β ($5 and $10)"}
+    return paper_sized_model("素描集", "closed", ["素描→photo", "photo→素描", "Éclair→photo"], ["map_all_coda"],
+                             labels=labels, title="Close-set retrieval on 素描集 (Café)")
+
+
+def every_fragment(tmp_path) -> list[Path]:
+    """The fragments of every table kind, as write_report makes them: Office-Home (12 pairs) closed, partial and open
+    with both detection tables, the open-set and ablation suites' open tables (same table key), a 30-pair table, the
+    summary and the ablation table, the companions beside the paper's numbers, and a suite with names in Chinese."""
+    from benchmark.paper import compare_with_paper, load_paper_results, write_comparison
+    fragments = []
+    for setting in ("closed", "partial", "open"):
+        fragments += write_report(f"office_home_{setting}", office_home_suite_models(setting), tmp_path)["fragments"]
+    fragments += write_report("office_home_ablation", office_home_suite_models("open")[:1], tmp_path)["fragments"]
+    fragments += write_report("domainnet_all_pairs", [paper_sized_model("domainnet", "closed", DOMAINNET_LIKE_PAIRS,
+                                                                        ["map_all_coda"])], tmp_path)["fragments"]
+    fragments += write_report("summary", list(averages_models()), tmp_path)["fragments"]
+    paper = load_paper_results()
+    comparisons = [compare_with_paper(model, paper) for model in office_home_suite_models("partial")]
+    fragments += write_comparison("office_home_partial", comparisons, tmp_path)["fragments"]
+    fragments += write_report("unicode_suite", [unicode_model()], tmp_path)["fragments"]
+    return fragments
+
+
+CVPR_LIKE = [r"\documentclass[10pt,twocolumn,letterpaper]{article}",
+             r"\usepackage[letterpaper,textwidth=6.875in,textheight=8.875in,columnsep=0.3125in,top=1in]{geometry}",
+             r"\usepackage{times}", r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\usepackage{amsmath}"]
+NEURIPS_LIKE = [r"\documentclass{article}",
+                r"\usepackage[letterpaper,textwidth=5.5in,textheight=9in,top=1in]{geometry}",
+                r"\usepackage[utf8]{inputenc}", r"\usepackage[T1]{fontenc}", r"\usepackage{times}",
+                r"\usepackage{hyperref}", r"\usepackage{url}", r"\usepackage{booktabs}", r"\usepackage{amsfonts}",
+                r"\usepackage{microtype}", r"\usepackage{xcolor}"]
+OVERFULL_TOLERANCE_PT = 1.0
+
+
+def compile_paper(tmp_path: Path, preamble: list[str], fragments: list[Path], labels: list[str]) -> str:
+    """A paper that \\inputs every fragment and \\refs every label, compiled twice (the second pass resolves the
+    references); returns the log."""
+    import subprocess
+    body = ["Tables " + ", ".join(rf"\ref{{{label}}}" for label in labels) + "."]
+    for fragment in fragments:      # \clearpage: LaTeX holds at most 18 floats waiting for a place
+        body += [rf"\input{{{fragment.stem}}}", r"\clearpage"]
+    paper = tmp_path / "paper.tex"
+    paper.write_text("\n".join([*preamble, r"\begin{document}", r"\section{Results}", *body, r"\end{document}", ""]),
+                     encoding="utf-8")
+    for _ in range(2):
+        result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                                capture_output=True, text=True, errors="replace", timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "paper.pdf").stat().st_size > 0
+    return (tmp_path / "paper.log").read_text(encoding="utf-8", errors="replace")
+
+
+def test_fragments_compile_in_two_column_and_one_column_papers_readable_and_labelled_once(tmp_path):
+    import re
+    fragments = every_fragment(tmp_path)
+    texts = {path.name: path.read_text(encoding="utf-8") for path in fragments}
+    labels = [label for text in texts.values() for label in re.findall(r"\\label\{([^}]*)\}", text)]
+    # One label per table and part, never two alike: the open-set suite's table and the ablation suite's open table
+    # have the same table key, and their labels differ by the suite.
+    assert len(labels) == len(set(labels))
+    assert {"tab:office_home_open-table", "tab:office_home_ablation-table", "tab:summary-ablation",
+            "tab:office_home_partial_vs_paper-table", "tab:unicode_suite-table"} <= set(labels)
+    for name, text in texts.items():
+        # Never scaled: no \resizebox or \scalebox; every tabular in \small (9 pt) or \footnotesize (8 pt).
+        assert "\\resizebox" not in text and "\\scalebox" not in text, name
+        sizes = re.findall(r"\{\\(\w+)%\n\\begin\{tabular\}\{l", text)
+        assert sizes and set(sizes) <= {"small", "footnotesize"}, name
+        assert sizes == re.findall(r"\{\\(\w+)%\n", text), name
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed (.ci/run installs TeX Live)")
+    import subprocess
+    if subprocess.run(["kpsewhich", "ptmr7t.tfm"], capture_output=True).returncode != 0:
+        pytest.skip("Times for pdflatex is not installed (texlive-fonts-recommended; .ci/run installs it)")
+    for preamble, folder in ((CVPR_LIKE, "cvpr"), (NEURIPS_LIKE, "neurips")):
+        (tmp_path / folder).mkdir()
+        for path in fragments:
+            shutil.copy(path, tmp_path / folder / path.name)
+        log = compile_paper(tmp_path / folder, preamble, fragments, labels)
+        assert "multiply defined" not in log and "There were undefined references" not in log, folder
+        overfull = [float(points) for points in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)]
+        assert all(points <= OVERFULL_TOLERANCE_PT for points in overfull), (folder, overfull)
+        assert "Float too large" not in log, folder
+
+
+def test_twelve_pairs_are_split_not_shrunk():
+    """The rule of benchmark/latex_layout.py on Office-Home's 12 pairs: too wide for a column and for the 5.5 in text
+    at 8 pt, so split into the fewest parts that fit, the pairs shared out in order, Avg in the last part."""
+    closed = paper_sized_model("office_home", "closed", OFFICE_HOME_PAIRS, ["map_all_coda"])
+    layout = render.latex_layout(closed)
+    assert (layout.environment, layout.size) == ("table*", "footnotesize")
+    assert layout.parts == [OFFICE_HOME_PAIRS[:4], OFFICE_HOME_PAIRS[4:8], OFFICE_HOME_PAIRS[8:] + ["Avg"]]
+    assert all(width <= 5.5 * 72.27 for width in layout.width_pt)
+    latex = to_latex(closed, "short", label="tab:oh-table")
+    assert latex.count("\\begin{table*}[tp]") == 3 and latex.count("\\footnotesize%") == 3
+    assert "Part 1 of 3 (A$\\rightarrow$C to C$\\rightarrow$A)" in latex
+    # The first part keeps the table's own label, so \ref{tab:oh-table} works whatever the layout.
+    assert re.findall(r"\\label\{([^}]*)\}", latex) == ["tab:oh-table", "tab:oh-table-part1", "tab:oh-table-part2",
+                                                        "tab:oh-table-part3"]
+    # Each part's footnotes are those its cells mark: the failed run is in A→C (part 1) and Avg (part 3).
+    first, _, last = latex.split("\\end{table*}")[:3]
+    assert first.count("\\textsuperscript{a}~") == 1 and "\\textsuperscript{b}~" not in first
+    assert last.count("\\textsuperscript{b}~") == 1 and "\\textsuperscript{a}~" not in last
+    # Two pairs fit one column.
+    small, _ = small_suite_models()
+    assert (render.latex_layout(small).environment, len(render.latex_layout(small).parts)) == ("table", 1)
+
+
+def test_layout_rule_on_hand_computed_widths():
+    from benchmark.latex_layout import TIMES, PaperLayout, choose_layout, measure_bold, table_width_pt, text_width_em
+    # Times (ptmr7t): "10.0" = 3 digits x 0.5 + "." 0.25 = 1.75 em; bold x 1.07 = 1.8725 em; "AB" = 2 x 0.667 em.
+    assert text_width_em("10.0", TIMES) == pytest.approx(1.75)
+    assert text_width_em(measure_bold("10.0"), TIMES) == pytest.approx(1.8725)
+    assert text_width_em("10.0\nAB", TIMES) == pytest.approx(1.75)          # the wider line of a two-line cell
+    # Two columns at 10 pt: 10 x 1.75 + 12 (two \tabcolsep) twice = 59 pt.
+    assert table_width_pt([["10.0"], ["10.0"]], 10.0, TIMES) == pytest.approx(59.0)
+    method = ["Method"]                   # M 0.889 + 5 lower case x 0.459 = 3.184 em
+    columns = {name: ["10.0"] for name in ("a", "b", "c", "d")}
+    # At 9 pt: 3.184 x 9 + 12 = 40.66; each column 1.75 x 9 + 12 = 27.75; all four: 151.66 pt. At 8 pt: 37.47 + 4 x
+    # 26 = 141.47 pt. A column of 152 pt takes it at \small, one of 145 pt at \footnotesize, one of 140 pt does not.
+    assert choose_layout(columns, method, ["d"], PaperLayout(152, 500)).size == "small"
+    assert (choose_layout(columns, method, ["d"], PaperLayout(145, 500)).size,
+            choose_layout(columns, method, ["d"], PaperLayout(145, 500)).environment) == ("footnotesize", "table")
+    wide = choose_layout(columns, method, ["d"], PaperLayout(140, 152))
+    assert (wide.environment, wide.size, wide.parts) == ("table*", "small", [["a", "b", "c", "d"]])
+    # Text of 100 pt: two parts of 37.47 + 2 x 26 = 89.47 pt fit at 8 pt; "d" (the Avg) stays in the last part.
+    split = choose_layout(columns, method, ["d"], PaperLayout(60, 100))
+    assert (split.environment, split.size, split.parts) == ("table*", "footnotesize", [["a", "b"], ["c", "d"]])
+    # Three columns before the Avg in two parts: the first part gets the extra one.
+    three = choose_layout({"a": ["10.0"], "b": ["10.0"], "c": ["10.0"], "Avg": ["10.0"]}, method, ["Avg"],
+                          PaperLayout(60, 125))
+    assert three.parts == [["a", "b"], ["c", "Avg"]]
+
+
+def test_latex_escape_writes_accents_as_commands_and_transliterates_other_scripts():
+    from benchmark.latex_text import latex_label, transliterations
+    assert latex_escape("$5 and $10 bills") == r"\$5 and \$10 bills"
+    assert latex_escape("Éclair crème") == r"\'{E}clair cr\`{e}me"
+    assert latex_escape("Łódź, straße, Ærø") == r"\L{}\'{o}d\'{z}, stra\ss{}e, \AE{}r\o{}"
+    assert latex_escape("naïve ő ç") == r"na\"{\i}ve \H{o} \c{c}"       # dotless i under an accent above
+    assert latex_escape("e\u0301") == r"\'{e}"                          # decomposed: composed first
+    assert latex_escape("β-VAE Ω") == r"$\beta$-VAE $\Omega$"
+    # What pdflatex cannot set without packages a paper may not load: transliterated (anyascii), escaped too.
+    assert latex_escape("素描→photo") == r"SuMiao$\rightarrow$photo"
+    assert latex_escape("Москва_1") == r"Moskva\_1"
+    assert transliterations(["素描→photo", "Москва", "Éclair"]) == {"素描": "SuMiao", "Москва": "Moskva"}
+    assert latex_label("office_home_open", "table") == "tab:office_home_open-table"
+    assert latex_label("素描 suite", "table_open") == "tab:SuMiao-suite-table_open"
+
+
+def test_names_in_any_script_reach_the_latex_with_a_note_and_stay_intact_elsewhere():
+    model = unicode_model()
+    latex = to_latex(model, "short", label="tab:u")
+    assert "SuMiao$\\rightarrow$photo" in latex and "\\'{E}clair$\\rightarrow$photo" in latex
+    assert "UEM $\\beta$ (\\$5 and \\$10)" in latex
+    assert "Transliterated to ASCII for pdflatex (the markdown, CSV and HTML reports keep the original): " \
+           "SuMiaoJi, SuMiao." in latex
+    assert "% Transliterated for pdflatex: 素描 -> SuMiao" in latex     # the original, in a comment
+    typeset = "\n".join(line for line in latex.splitlines() if not line.startswith("%"))
+    assert typeset.isascii()
+    markdown = to_markdown(model)
+    assert "素描→photo" in markdown and "UEM β ($5 and $10)" in markdown and "SuMiao" not in markdown
+    assert set(to_csv_frame(model)["pair"]) == {"素描→photo", "photo→素描", "Éclair→photo", "Avg"}
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (TeX Live comes in CI)")
+def test_standalone_document_with_names_in_any_script_compiles(tmp_path):
+    paths = write_report("unicode_suite", [unicode_model(), *small_suite_models()], tmp_path)
+    assert compile_pdf(paths["tex"]).read_bytes().startswith(b"%PDF")
+
+
+def test_fragment_has_a_short_caption_and_the_explanation_under_the_table(tmp_path):
+    closed, _ = small_suite_models()
+    fragment = write_report("small", [closed], tmp_path)["fragments"][0].read_text()
     assert "\\documentclass" not in fragment and fragment.count("\\begin{table}") == 1
     assert "\\caption{Close-set retrieval on the synthetic dataset: mAP@All (×100), mean ± std over 3 seeds.}" \
         in fragment.replace("$\\times$", "×").replace("$\\pm$", "±")
-    assert "{\\footnotesize mAP@All (VOC-interpolated AP" in fragment       # the explanation, under the table
+    note = fragment.split("\\end{tabular}", 1)[1]
+    assert note.startswith("\\par}\n\\smallskip\n{\\footnotesize\\raggedright\nmAP@All (VOC-interpolated AP")
+    assert "\\textsuperscript{a}~n=2 of 3 seeds (1 failed).\\par" in note      # footnotes wrap under it
     full = render.to_latex(closed, caption="full")
-    assert "\\footnotesize mAP@All" not in full and "Values" in full.split("\\caption{", 1)[1].split("\\label", 1)[0]
-    if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex is not installed (.ci/run installs TeX Live)")
-    paper = tmp_path / "paper.tex"
-    paper.write_text("\n".join([
-        r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\begin{document}",
-        r"\section{Results}", "Our tables follow.",
-        *[rf"\input{{{name.removesuffix('.tex')}}}" for name in names], r"\end{document}", ""]))
-    import subprocess
-    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout[-2000:]
-    assert (tmp_path / "paper.pdf").stat().st_size > 0
+    assert "\\footnotesize\\raggedright\nmAP@All" not in full
+    assert "Values" in full.split("\\caption{", 1)[1].split("\\label", 1)[0]
