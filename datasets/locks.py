@@ -99,7 +99,7 @@ def try_lock(lock_file: Path, remedy: str) -> filelock.BaseFileLock | None:
     holds it. Raises LockUnavailable (naming the path and `remedy`) where the file system cannot lock."""
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(lock_file, fallback_to_soft=False)
+    lock = filelock.FileLock(lock_file, thread_local=False, fallback_to_soft=False)
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
@@ -118,7 +118,7 @@ def held_by(lock_file: Path) -> dict | None:
     lock_file = Path(lock_file)
     if not lock_file.is_file():
         return None
-    probe = filelock.FileLock(lock_file, fallback_to_soft=False)
+    probe = filelock.FileLock(lock_file, thread_local=False, fallback_to_soft=False)
     try:
         probe.acquire(timeout=0)
     except filelock.Timeout:

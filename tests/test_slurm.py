@@ -240,6 +240,19 @@ def _restarts(job_id: str) -> int:
     return int(out.split("Restarts=", 1)[1].split()[0]) if "Restarts=" in out else 0
 
 
+def _start_requeued(job_id: str, output: Path) -> None:
+    """Slurm holds a requeued batch job for 121 s (Reason=BeginTime): make it eligible at once, as soon as it is
+    pending again (an update while it is still completing does not hold)."""
+    def started() -> bool:
+        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True,
+                             timeout=30).stdout
+        if "JobState=PENDING" in out:
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True,
+                           timeout=30)
+        return "JobState=RUNNING" in out or "JobState=COMPLETED" in out
+    _wait(started, f"the requeued job {job_id} to run again", output, timeout=180)
+
+
 @pytest.mark.slow
 def test_a_killed_run_is_relaunched_and_resumes_from_its_checkpoint(cluster, tmp_path, cache_dir, capsys):
     suite, assignment, run_dir, job = _submit_one_long_run("test_slurm_kill", tmp_path, cache_dir, epochs=40)
@@ -270,7 +283,7 @@ def test_a_timeout_signal_requeues_the_job_and_the_run_resumes(cluster, tmp_path
     subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
     # Slurm holds a requeued batch job for 121 s (Reason=BeginTime); the test makes it eligible at once
     _wait(lambda: _restarts(job) >= 1, f"job {job} requeued", tmp_path, timeout=120)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], timeout=30)   # may already be running
+    _start_requeued(job, tmp_path)
     _wait(lambda: store.run_status(run_dir) == "done", "the requeued run DONE", tmp_path)
     assert slurm.recorded_job(run_dir) == job                        # the same job, requeued, not a new one
     env = json.loads((run_dir / "env.json").read_text())
@@ -280,6 +293,113 @@ def test_a_timeout_signal_requeues_the_job_and_the_run_resumes(cluster, tmp_path
     assert "Caught signal SIGUSR2" in err and "timed-out" in err
     history = json.loads((run_dir / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, 41))
+
+
+@pytest.mark.slow
+def test_a_run_requeued_more_often_than_submitit_allows_ends_done(cluster, tmp_path, cache_dir, one_thread):
+    # submitit requeues at most slurm_max_num_timeout (3) time-outs, and with --time <= 10 min it counts every USR2
+    # as one: the fourth used to mark the run FAILED ("timed-out too many times"). A run that progresses in each
+    # period now resumes as many times as it needs, and ends with the numbers of an undisturbed run.
+    epochs, signals = 80, 5
+    suite, assignment, run_dir, job = _submit_one_long_run("test_slurm_requeues", tmp_path, cache_dir, epochs)
+    signalled_at = []
+    for _ in range(signals):
+        after = signalled_at[-1] if signalled_at else 0
+        _wait(lambda: _checkpoint_epoch(run_dir) > after, f"an epoch after epoch {after}", tmp_path)
+        restarts = _restarts(job)
+        signalled_at.append(_checkpoint_epoch(run_dir))
+        subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+        _wait(lambda: _restarts(job) > restarts, f"job {job} requeued", tmp_path, timeout=120)
+        _start_requeued(job, tmp_path)
+        assert store.run_status(run_dir) != "failed", store.failure_reason(run_dir)
+    _wait(lambda: store.run_status(run_dir) in ("done", "failed"), "the run DONE", tmp_path)
+    assert store.run_status(run_dir) == "done", store.failure_reason(run_dir)
+    assert signalled_at[-1] < epochs                         # every signal landed before the end
+    err = "\n".join(p.read_text() for p in (tmp_path / slurm.LOG_FOLDER).glob(f"{job}/*.err"))
+    assert err.count("this job is timed-out") >= signals    # submitit counted each as a time-out
+    assert "timed-out too many times" not in err
+    starts = json.loads((run_dir / "env.json").read_text())["starts"]
+    assert len(starts) == signals + 1 and all(s["job"] == job for s in starts)
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
+    reference = run_one_undisturbed(plan(suite, assignments=[assignment])[0], tmp_path / "reference", cache_dir)
+    assert store.read_metrics(run_dir) == reference
+
+
+def run_one_undisturbed(spec, output: Path, cache_dir: Path) -> dict:
+    from benchmark.runner import run_one
+    from .conftest import prepared_run
+    return run_one(prepared_run(spec, output, cache_dir))
+
+
+def _signalled_task(tmp_path: Path, cache_dir: Path, time_limit_min: int, period_s: float, epochs_in_period: int,
+                    built_in_period: int = 0):
+    """A SlurmRun of a prepared run as its signal handler finds it: `period_s` into its period, having finished
+    `epochs_in_period` epochs and built `built_in_period` cache entries in it."""
+    from benchmark import runner
+    from datasets import cache
+    from .conftest import prepared_run
+    spec = plan(tiny_suite("test_slurm_stall", methods=["cds"]))[0]
+    spec_path = prepared_run(spec, tmp_path, cache_dir)
+    task = slurm.SlurmRun(time_limit_min)
+    task._period = (time.time() - period_s, runner.epochs_finished - epochs_in_period,
+                    cache.entries_built - built_in_period)
+    return task, spec_path
+
+
+@pytest.fixture
+def clear_interruption():
+    from benchmark import runner
+    yield
+    runner.interruption = None
+
+
+def test_a_time_limit_period_without_an_epoch_stops_the_run_with_its_reason(tmp_path, cache_dir,
+                                                                            clear_interruption):
+    from benchmark import runner
+    # cut by the time limit (the signal 9 min into a 10 min period), no epoch finished, nothing built: FAILED, no
+    # requeue, and the reason says what to do
+    task, spec_path = _signalled_task(tmp_path / "a", cache_dir, 10, period_s=540, epochs_in_period=0)
+    runner.position = (3, 40)
+    assert task.checkpoint(str(spec_path)) is None
+    reason = store.failure_reason(spec_path.parent)
+    assert "stopped at the time limit" in reason and "(--time 10) finished no epoch" in reason
+    assert "stands at epoch 3 of 40" in reason and "longer --time and --retry-failed" in reason
+    assert runner.interruption == reason
+    # the same period with one epoch finished, or a cache entry built (the first period of a cold cache): requeued
+    for epochs, built in ((1, 0), (0, 1)):
+        task, spec_path = _signalled_task(tmp_path / f"b{epochs}{built}", cache_dir, 10, 540, epochs, built)
+        again = task.checkpoint(str(spec_path))
+        assert again is not None and again.args == (str(spec_path),) and again.function is task
+        assert store.run_status(spec_path.parent) == "incomplete"
+    # a preemption (the signal 2 min into a 60 min period) requeues whatever the progress
+    task, spec_path = _signalled_task(tmp_path / "c", cache_dir, 60, period_s=120, epochs_in_period=0)
+    assert task.checkpoint(str(spec_path)) is not None and "a preemption" in runner.interruption
+    assert store.run_status(spec_path.parent) == "incomplete"
+
+
+@pytest.mark.slow
+def test_a_run_that_another_process_trains_is_not_submitted(cluster, tmp_path, cache_dir, capsys, clean_registries):
+    # A local launch holds the run; submitting the same suite to SLURM leaves it to that launch, naming it.
+    import signal as signals
+
+    from .test_run_lock import launch, lock_suite, the_run_dir
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir / "synthetic", cache / "synthetic")
+    suite = lock_suite(tmp_path, "lock_slurm")
+    output = tmp_path / "out"
+    holder = launch(suite, output, cache)
+    run_dir = the_run_dir(suite, output)
+    try:
+        _wait(lambda: store.run_holder(run_dir) is not None, "the local launch to hold the run", output)
+        assert cli.main(["--suite", str(suite), "--output", str(output), "--cache-dir", str(cache), "--device",
+                         "cpu", "--launcher", "slurm", "--cpus", "1", "--time", "10"]) == 0
+        out = capsys.readouterr().out
+        assert "1 running" in out and f"pid {holder.pid}" in out and "submitted" not in out
+        assert slurm.recorded_job(run_dir) is None
+    finally:
+        os.killpg(holder.pid, signals.SIGKILL)
+        holder.communicate(timeout=60)
 
 
 def test_ci_requires_the_cluster_tests():
