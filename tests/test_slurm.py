@@ -302,12 +302,20 @@ def test_a_run_requeued_more_often_than_submitit_allows_ends_done(cluster, tmp_p
     # period now resumes as many times as it needs, and ends with the numbers of an undisturbed run.
     epochs, signals = 80, 5
     suite, assignment, run_dir, job = _submit_one_long_run("test_slurm_requeues", tmp_path, cache_dir, epochs)
+    def starts() -> list:
+        try:
+            return json.loads((run_dir / "env.json").read_text())["starts"]
+        except (OSError, ValueError, KeyError):
+            return []
+
     signalled_at = []
-    for _ in range(signals):
-        after = signalled_at[-1] if signalled_at else 0
-        _wait(lambda: _checkpoint_epoch(run_dir) > after, f"an epoch after epoch {after}", tmp_path)
+    for period in range(1, signals + 1):
+        # this period's process has resumed (env.json: its start) and finished an epoch of its own: signal it
+        _wait(lambda: len(starts()) == period, f"period {period} to start", tmp_path)
+        resumed_at = starts()[-1]["from_epoch"]
+        signalled_at.append(_wait(lambda: max(_checkpoint_epoch(run_dir) - resumed_at, 0) and
+                                  _checkpoint_epoch(run_dir), f"an epoch after epoch {resumed_at}", tmp_path))
         restarts = _restarts(job)
-        signalled_at.append(_checkpoint_epoch(run_dir))
         subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
         _wait(lambda: _restarts(job) > restarts, f"job {job} requeued", tmp_path, timeout=120)
         _start_requeued(job, tmp_path)
