@@ -25,10 +25,12 @@ import math
 import logging
 import pickle
 import re
+import sys
 import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from datasets.base import WHITE
 from datasets.cache import build_once
@@ -228,7 +230,11 @@ def pretrain_simclr(backbone_spec: dict, cache_dir: Path, data_root: Path | None
     log.info("pretraining %s with SimCLR on %d %s images, %d epochs", backbone_spec["arch"], len(images),
              info.name, init["epochs"])
     net.train()
-    for epoch in range(init["epochs"]):
+    # The init trains before any run, once per cache folder, for a minute (quickstart) or more: a bar with its epochs,
+    # loss and time left, so that it does not look hung
+    bar = tqdm(range(init["epochs"]), desc=f"SimCLR init of {backbone_spec['arch']} on {info.name}", unit="epoch",
+               file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    for epoch in bar:
         order = torch.randperm(len(images))
         epoch_losses = []
         for step in range(steps_per_epoch):
@@ -240,9 +246,13 @@ def pretrain_simclr(backbone_spec: dict, cache_dir: Path, data_root: Path | None
             optimizer.step()
             schedule.step()
             epoch_losses.append(loss.detach())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"SimCLR pretraining diverged at epoch {epoch} (loss {loss.item()})")
-    last_epoch_loss = float(torch.stack(epoch_losses).mean())
+        epoch_loss = float(torch.stack(epoch_losses).mean())       # one host sync per epoch
+        bar.set_postfix_str(f"loss {epoch_loss:.3f}")
+        if not math.isfinite(epoch_loss):
+            bar.close()
+            raise FloatingPointError(f"SimCLR pretraining diverged at epoch {epoch} (loss {epoch_loss})")
+    bar.close()
+    last_epoch_loss = epoch_loss
     log.info("pretraining done in %.1f s (last epoch's mean loss %.3f)", time.time() - started, last_epoch_loss)
     net.eval()
     with torch.no_grad():

@@ -12,6 +12,7 @@ per domain (the decoded-image cache): training then never touches the disk.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from .classmap import ClassMap
 
@@ -224,11 +226,18 @@ def inspect_image(path: Path) -> tuple[str | None, bool]:
         return f"{type(error).__name__}: {error}", False
 
 
-def decode_images(paths: Sequence[Path], image_size: int, background: tuple[int, int, int] = WHITE) -> torch.Tensor:
+PROGRESS_FROM_IMAGES = 2000     # decodings of at least this many images show a progress bar (tens of seconds)
+
+
+def decode_images(paths: Sequence[Path], image_size: int, background: tuple[int, int, int] = WHITE,
+                  desc: str = "decoding images") -> torch.Tensor:
     """Decode (`to_rgb8`: transparency composited onto `background`) and resize to image_size x image_size RGB;
-    returns uint8 [N, 3, S, S]. An unreadable file is reported by its path."""
+    returns uint8 [N, 3, S, S]. An unreadable file is reported by its path. From PROGRESS_FROM_IMAGES images on, a
+    progress bar (`desc`) on stderr."""
     out = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
-    for i, path in enumerate(paths):
+    progress = tqdm(paths, desc=desc, unit="image", file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
+                    disable=len(paths) < PROGRESS_FROM_IMAGES)
+    for i, path in enumerate(progress):
         try:
             with Image.open(path) as image:
                 image = to_rgb8(image, background)

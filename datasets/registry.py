@@ -153,8 +153,9 @@ def _cached_decode(info: DatasetInfo, domain: str, paths: tuple[str, ...], cache
     cache_file = decoded_cache_file(info, domain, paths, cache_dir, background)
     # Memory-mapped on load: pages are read when a batch touches them and shared by every run on the machine.
     return build_once(cache_file,
-                      lambda target: atomic_torch_save(target, decode_images([Path(p) for p in paths],
-                                                                             info.image_size, background)),
+                      lambda target: atomic_torch_save(target, decode_images(
+                          [Path(p) for p in paths], info.image_size, background,
+                          desc=f"decoding {info.name}/{domain} ({info.image_size} px, once)")),
                       lambda target: torch.load(target, mmap=True, weights_only=True),
                       what=f"the decoded images of {info.name}/{domain} ({len(paths)} images, {info.image_size} px)")
 
