@@ -33,6 +33,7 @@ import hashlib
 import io
 import math
 import re
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from matplotlib.text import Text
 from matplotlib.ticker import FixedFormatter
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
+from tqdm import tqdm
 
 from datasets.base import DataError
 from datasets.registry import get_dataset
@@ -107,11 +109,16 @@ def write_figures(suite_name: str, specs: list[RunSpec], output_root: Path, out_
     retrieval_models = [m for m in models if list(m.spec.cell_metrics) == cell_metrics(m.spec.setting)]
     colours = method_colours(list(dict.fromkeys(s.method for s in specs)))
     written: list[Path] = []
+    groups, methods = _retrieval_groups(specs), list(dict.fromkeys(s.method for s in specs))
+    # a bar when drawing takes more than a few seconds (a suite of many pairs and methods: tens of figures)
+    bar = tqdm(total=2 + len(groups) + len(methods), desc="figures", unit="figure", file=sys.stderr, delay=3.0,
+               dynamic_ncols=True)
 
     if any(_avg(model, method).n for model in retrieval_models for method in model.methods):
         written += save_figure(avg_chart(retrieval_models, colours), out_dir / f"{suite_name}_avg_by_method", say=say)
     else:
         say("figures: no Avg bar chart: no method has a seed with every pair of its table done")
+    bar.update()
 
     own = _model_with_metrics(models, [m for m, _, own_detector in DETECTION_BARS if own_detector])
     baseline = _model_with_metrics(models, [m for m, _, own_detector in DETECTION_BARS if not own_detector])
@@ -120,16 +127,20 @@ def write_figures(suite_name: str, specs: list[RunSpec], output_root: Path, out_
             written += save_figure(detection_chart(own, baseline), out_dir / f"{suite_name}_open_detection", say=say)
         else:
             say("figures: no open-set detection chart: no method has a seed with every open-set pair done")
+    bar.update()
 
     averages = {(model.spec.setting, method): _avg(model, method).mean
                 for model in retrieval_models for method in model.methods}
-    for group in _retrieval_groups(specs):
+    for group in groups:
         written += _write_retrieval_figure(suite_name, group, output_root, out_dir, averages, say)
-    for method in dict.fromkeys(s.method for s in specs):
+        bar.update()
+    for method in methods:
         histories = _histories([s for s in specs if s.method == method], output_root)
         if histories:
             written += save_figure(training_curves(method_label(method), histories),
                                    out_dir / f"{suite_name}_training_{file_name_part(method)}", say=say)
+        bar.update()
+    bar.close()
     return written
 
 

@@ -566,4 +566,7 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
     for failure in compile_latex(latex_files):
         print(f"warning: {failure}", file=sys.stderr)
     failed = (frame.drop_duplicates("run_id")["status"] == "failed").sum()
+    print(f"\nresults: the tables in {tables_dir}/, the page {page}, "
+          + (f"the figures in {output_root / 'figures'}/" if figures else "figures with --report --figures")
+          + (f"; {failed} failed run(s): --dry-run says why" if failed else ""))
     return 1 if failed else 0

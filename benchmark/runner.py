@@ -152,7 +152,7 @@ def load_launch_extensions(launch: store.Launch) -> None:
     file (a folder dataset)."""
     load_plugins(launch.plugins)
     if launch.suite_file:
-        from .suite_files import load_suite_file
+        from .suites import load_suite_file
         load_suite_file(launch.suite_file)
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from datasets.base import WHITE, class_folders, is_system_entry
 from datasets.classmap import ClassMap
@@ -43,9 +42,6 @@ from methods.plugins import PluginError, load_plugins
 
 from .backbone_specs import PAPER_BACKBONE, SUPERVISED_RESNET50_INIT
 from .errors import UserError
-
-if TYPE_CHECKING:
-    from .suites import Suite
 
 BACKBONES = {
     "small_cnn": {"arch": "small_cnn", "head": "mlp", "embed_dim": 128, "options": {"width": 16, "norm": "group"}},
@@ -65,7 +61,6 @@ KEYS = {"name": "a suite name (letters, digits, '_', '-', '.')", "description": 
         "image_size": "a positive integer (pixels)", "plugins": "a list of method files or modules",
         "dataset": "a built-in dataset's name, or a table with name and root", "hparams": "a table per method",
         "simclr": f"a table with {', '.join(SIMCLR_RECIPE)}"}
-_LOADED: dict[str, Suite] = {}
 FOLDER_DATASETS: dict[str, Path] = {}     # name -> root of the folder datasets the suite files registered
 
 
@@ -81,26 +76,18 @@ def is_suite_file(value: str) -> bool:
     return str(value).endswith(".toml") or Path(value).is_file()
 
 
-def load_suite_file(path) -> Suite:
-    """The suite of a TOML file, registered (with its folder dataset and plugins); once per process and file.
-    Raises SuiteFileError naming the file, the key, the value and what was expected."""
-    from .suites import SUITES, add_suite      # here: suites.py loads the built-in suite files with this function
+def read_suite_file(path) -> dict:
+    """The keyword arguments of the `Suite` (benchmark/suites.py) a TOML file describes; its folder dataset is
+    registered and its plugins are loaded on the way. Raises SuiteFileError naming the file, the key, the value and
+    what was expected. Registering the suite is suites.load_suite_file's (which calls this)."""
     path = Path(path).expanduser().resolve()
-    if str(path) in _LOADED:
-        return _LOADED[str(path)]
     if not path.is_file():
         raise SuiteFileError(f"--suite {path}: no such file")
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise SuiteFileError(f"{path}: not valid TOML: {error}") from None
-    reader = _Reader(path, data)
-    suite = reader.suite()
-    if suite.name in SUITES:
-        raise reader.error("name", suite.name, "a name no other suite has (built-in suites: see --list)")
-    add_suite(suite)
-    _LOADED[str(path)] = suite
-    return suite
+    return _Reader(path, data).suite()
 
 
 class _Reader:
@@ -137,8 +124,7 @@ class _Reader:
         candidate = Path(value).expanduser()
         return candidate if candidate.is_absolute() else (self.path.parent / candidate).resolve()
 
-    def suite(self) -> Suite:
-        from .suites import Suite
+    def suite(self) -> dict:
         unknown = sorted(set(self.data) - set(KEYS))
         if unknown:
             raise SuiteFileError(f"{self.path}: unknown key(s) {', '.join(map(repr, unknown))}; the keys are: "
@@ -175,10 +161,10 @@ class _Reader:
         for method, values in overrides.items():
             if not isinstance(values, dict):
                 raise self.error(f"hparams.{method}", values, "a table of hyper-parameters")
-        return Suite(name=name, dataset=dataset.name, settings=tuple(settings), pairs=pairs, seeds=tuple(seeds),
-                     backbone=self.backbone(dataset), methods=tuple(methods) if methods else None, ks=tuple(ks),
-                     description=self.get("description", str, f"from {self.path.name}"),
-                     method_overrides={m: dict(v) for m, v in overrides.items()})
+        return dict(name=name, dataset=dataset.name, settings=tuple(settings), pairs=pairs, seeds=tuple(seeds),
+                    backbone=self.backbone(dataset), methods=tuple(methods) if methods else None, ks=tuple(ks),
+                    description=self.get("description", str, f"from {self.path.name}"),
+                    method_overrides={m: dict(v) for m, v in overrides.items()})
 
     def dataset(self, image_size: int) -> DatasetInfo:
         value = self.get("dataset", (str, dict), required=True)

@@ -18,6 +18,7 @@ from methods.base import HparamError, resolve_hparams
 from .backbone_specs import NATIVE_INITS
 from .errors import UserError
 from .spec import RunSpec
+from .suite_files import SuiteFileError, is_suite_file, read_suite_file
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,27 @@ def add_suite(suite: Suite) -> Suite:
 BUILTIN_SUITES = Path(__file__).resolve().parent.parent / "suites"
 
 
+_LOADED_FILES: dict[str, Suite] = {}        # resolved path of a suite file -> its suite
+
+
+def load_suite_file(path) -> Suite:
+    """The suite of a TOML file (benchmark/suite_files.py), registered with its folder dataset and plugins; once per
+    process and file. Raises SuiteFileError (a UserError) naming the file, the key, the value and what was expected,
+    also when another suite has its name."""
+    resolved = str(Path(path).expanduser().resolve())
+    if resolved in _LOADED_FILES:
+        return _LOADED_FILES[resolved]
+    suite = Suite(**read_suite_file(resolved))
+    if suite.name in SUITES:
+        raise SuiteFileError(f"{resolved}: key 'name' = {suite.name!r}: expected a name no other suite has "
+                             f"(built-in suites: see --list)")
+    _LOADED_FILES[resolved] = add_suite(suite)
+    return suite
+
+
 def load_builtin_suites() -> None:
     """Register every suite file of BUILTIN_SUITES, in the order --list shows them: the quickstart's, then the paper's
     datasets in its tables' order, each closed, partial, open, ablation."""
-    from .suite_files import load_suite_file
     order = ("quickstart", "office31", "office_home", "domainnet", "closed", "partial", "open", "ablation")
 
     def rank(path: Path) -> tuple:
@@ -67,7 +85,6 @@ def load_builtin_suites() -> None:
 def get_suite(name: str) -> Suite:
     """A built-in suite by name, or the suite of a TOML file (`name` ending in .toml, or an existing file:
     benchmark/suite_files.py)."""
-    from .suite_files import is_suite_file, load_suite_file
     if name not in SUITES and is_suite_file(name):
         return load_suite_file(name)
     try:

@@ -226,17 +226,17 @@ def inspect_image(path: Path) -> tuple[str | None, bool]:
         return f"{type(error).__name__}: {error}", False
 
 
-PROGRESS_FROM_IMAGES = 2000     # decodings of at least this many images show a progress bar (tens of seconds)
+PROGRESS_FROM_IMAGES = 500      # decodings of this many images or more show a progress bar after 3 s
 
 
 def decode_images(paths: Sequence[Path], image_size: int, background: tuple[int, int, int] = WHITE,
                   desc: str = "decoding images") -> torch.Tensor:
     """Decode (`to_rgb8`: transparency composited onto `background`) and resize to image_size x image_size RGB;
     returns uint8 [N, 3, S, S]. An unreadable file is reported by its path. From PROGRESS_FROM_IMAGES images on, a
-    progress bar (`desc`) on stderr."""
+    progress bar (`desc`) on stderr once it has taken 3 s."""
     out = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
     progress = tqdm(paths, desc=desc, unit="image", file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
-                    disable=len(paths) < PROGRESS_FROM_IMAGES)
+                    delay=3.0, disable=len(paths) < PROGRESS_FROM_IMAGES)
     for i, path in enumerate(progress):
         try:
             with Image.open(path) as image:

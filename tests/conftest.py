@@ -115,7 +115,7 @@ def clean_registries():
     from datasets.registry import DATASETS
     from methods import plugins
     from methods.registry import REGISTRY
-    tables = (REGISTRY, DATASETS, suites.SUITES, plugins._LOADED, suite_files._LOADED,
+    tables = (REGISTRY, DATASETS, suites.SUITES, plugins._LOADED, suites._LOADED_FILES,
               suite_files.FOLDER_DATASETS)
     saved = [dict(table) for table in tables]
     modules = set(sys.modules)

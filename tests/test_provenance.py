@@ -16,8 +16,7 @@ import pytest
 from benchmark import cli, store
 from benchmark.provenance import code_label, code_version
 from benchmark.runner import run_one
-from benchmark.suite_files import load_suite_file
-from benchmark.suites import plan
+from benchmark.suites import load_suite_file, plan
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -549,7 +549,7 @@ def test_a_suite_file_with_a_folder_dataset_and_a_plugin_runs_on_the_cluster(clu
             "--pairs", "Ph-Dr"]
     assert cli.main(args) == 0
     assert "submitted 2 run(s)" in capsys.readouterr().out
-    from benchmark.suite_files import load_suite_file
+    from benchmark.suites import load_suite_file
     specs = plan(load_suite_file(toys), methods=["pretrained", "mymethod"], seeds=[1], pairs=["Ph-Dr"])
     _wait(lambda: all(store.run_status(s.run_dir(tmp_path / "results")) == "done" for s in specs),
           "both runs of the suite file DONE", tmp_path / "results")

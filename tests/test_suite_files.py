@@ -110,8 +110,7 @@ def test_check_data_reports_a_folder_dataset_and_its_problems(toys, capsys, clea
 def test_a_folder_dataset_s_background_is_part_of_its_runs_identity_and_its_pixels(toys, tmp_path, capsys,
                                                                                      clean_registries):
     from benchmark.spec import load_split_domains
-    from benchmark.suite_files import load_suite_file
-    from benchmark.suites import SUITES, plan
+    from benchmark.suites import SUITES, load_suite_file, plan
     # White, the default, adds nothing to a run's identity: the run ids from before the background existed (commit
     # d3840e4) are the same, for a folder dataset and a built-in one.
     white = plan(load_suite_file(toys), methods=["pretrained", "cds"], pairs=["Ph-Dr"], seeds=[1])
