@@ -24,6 +24,7 @@ from methods import get_method_class, method_names
 from methods.plugins import PluginError, load_plugins
 
 from . import slurm
+from .slurm import SlurmOptions
 from .errors import UserError
 from .launchers import Launcher, LocalLauncher, SlurmLauncher
 from .pipeline import Options, check_data_command, run
@@ -41,6 +42,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
@@ -107,21 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         "SLURM (--launcher slurm; defaults from --slurm-profile, a TOML file with the same keys)")
     slurm.add_argument("--slurm-profile", type=Path, metavar="FILE", help="a site's defaults, e.g. partition = "
                                                                            "\"gpu\", gpus = 1, [sbatch] exclude = ...")
-    slurm.add_argument("--partition", "--slurm-partition", help="partition (default: the cluster's)")
-    slurm.add_argument("--time", "--slurm-time", type=_positive_int, metavar="MIN",
-                       help="time limit per run in minutes (default 60; a run that hits it is requeued and resumes)")
-    slurm.add_argument("--gpus", "--slurm-gpus", type=int, metavar="N",
-                       help="GPUs per run (default 0; the paper's suites want 1)")
-    slurm.add_argument("--cpus", "--slurm-cpus", type=_positive_int, metavar="N", help="CPUs per run (default 4)")
-    slurm.add_argument("--mem", "--slurm-mem", type=_positive_int, metavar="GB",
-                       help="memory per run in GB (default: the partition's)")
-    slurm.add_argument("--array-parallelism", "--slurm-array-parallelism", type=_positive_int, metavar="N",
-                       help="array tasks running at once (default 64)")
-    slurm.add_argument("--account", "--slurm-account")
-    slurm.add_argument("--qos", "--slurm-qos")
-    slurm.add_argument("--constraint", "--slurm-constraint")
-    slurm.add_argument("--max-array-size", "--slurm-max-array-size", type=_positive_int, metavar="N",
-                       help="split arrays at N tasks (default: the cluster's MaxArraySize)")
+    kinds = {"text": str, "positive": _positive_int, "count": _count}
+    for option in SlurmOptions.flags():
+        name = option.name.replace("_", "-")
+        slurm.add_argument(f"--{name}", f"--slurm-{name}", type=kinds[option.metadata["kind"]],
+                           metavar=option.metadata["metavar"], help=option.metadata["help"])
     slurm.add_argument("--sbatch", action="append", default=[], metavar="OPTION=VALUE",
                        help="any other sbatch option, e.g. --sbatch exclude=node7 --sbatch exclusive; repeatable")
     parser.add_argument("--dry-run", action="store_true", help="print the plan's census and exit")
@@ -244,8 +245,7 @@ def _launcher(args) -> Launcher:
     return LocalLauncher(args.jobs, args.device)
 
 
-SLURM_FLAGS = ("slurm_profile", "partition", "time", "gpus", "cpus", "mem", "array_parallelism", "account", "qos",
-               "constraint", "max_array_size")
+SLURM_FLAGS = ("slurm_profile", *(option.name for option in SlurmOptions.flags()))
 
 
 def _refuse_slurm_flags(args) -> None:
@@ -258,7 +258,5 @@ def _refuse_slurm_flags(args) -> None:
 def _slurm_options(args) -> slurm.SlurmOptions:
     if args.jobs > 1:
         raise UserError("--jobs is for --launcher local; with slurm, --array-parallelism says how many run at once")
-    overrides = {"partition": args.partition, "time": args.time, "gpus": args.gpus, "cpus": args.cpus,
-                 "mem": args.mem, "array_parallelism": args.array_parallelism, "account": args.account,
-                 "qos": args.qos, "constraint": args.constraint, "max_array_size": args.max_array_size}
+    overrides = {option.name: getattr(args, option.name) for option in SlurmOptions.flags()}
     return slurm.build_options(args.slurm_profile, overrides, args.sbatch)

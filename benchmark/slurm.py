@@ -63,25 +63,40 @@ KEPT_VARIABLES = ("SLURM_CONF",)     # where the cluster's configuration lives: 
 STDERR_TAIL_LINES = 12
 
 
+def _flag(default, help: str, kind: str = "text", metavar: str | None = None):
+    """A SlurmOptions field that is also a command-line flag (`--<name>` and `--slurm-<name>`): `kind` "text",
+    "positive" (an integer >= 1) or "count" (an integer >= 0); the flag's default is None (the profile's, else the
+    field's)."""
+    return field(default=default, metadata={"help": help, "kind": kind, "metavar": metavar})
+
+
 @dataclass
 class SlurmOptions:
-    """What one task asks of the cluster. Defaults, then a profile file (TOML, same keys), then the command line."""
-    partition: str | None = None
-    time: int = 60                          # minutes per task (the run resumes after a requeue, so it may be short)
-    gpus: int = 0                           # per task; the paper's suites want 1
-    cpus: int = 4                           # per task
-    mem: int | None = None                  # GB per task; None: the partition's default
-    array_parallelism: int = 64             # tasks of one array running at once
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    max_array_size: int | None = None       # None: the cluster's MaxArraySize (scontrol), else 1000
+    """What one task asks of the cluster. Defaults, then a profile file (TOML, same keys), then the command line (each
+    field with a `_flag` is a flag of cli.py)."""
+    partition: str | None = _flag(None, "partition (default: the cluster's)")
+    time: int = _flag(60, "time limit per run in minutes (default 60; a run that hits it is requeued and resumes)",
+                      "positive", "MIN")
+    gpus: int = _flag(0, "GPUs per run (default 0; the paper's suites want 1)", "count", "N")
+    cpus: int = _flag(4, "CPUs per run (default 4)", "positive", "N")
+    mem: int | None = _flag(None, "memory per run in GB (default: the partition's)", "positive", "GB")
+    array_parallelism: int = _flag(64, "array tasks running at once (default 64)", "positive", "N")
+    account: str | None = _flag(None, "account to charge")
+    qos: str | None = _flag(None, "quality of service")
+    constraint: str | None = _flag(None, "node features the task needs, e.g. a100")
+    max_array_size: int | None = _flag(None, "split arrays at N tasks (default: the cluster's MaxArraySize)",
+                                       "positive", "N")
     sbatch: dict = field(default_factory=dict)   # any other sbatch option: {"exclude": "node[1-2]", ...}
     setup: list = field(default_factory=list)    # shell lines run before each task (module load, conda activate)
 
     @classmethod
     def keys(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def flags(cls) -> list:
+        """The fields that are command-line flags (dataclasses.Field, with metadata help, kind, metavar)."""
+        return [f for f in fields(cls) if "help" in f.metadata]
 
 
 def load_profile(path: Path) -> dict:
