@@ -18,7 +18,7 @@ from datasets.locks import LockUnavailable, describe_holder, holder_path, try_lo
 from datasets.registry import get_dataset
 
 from . import slurm, store
-from .backbone_specs import PRETRAINED_KINDS
+from .backbone_specs import PRETRAINED_KINDS, SUITE_FILE_KINDS
 from .collect import is_ablation_suite, stored_summary, table_specs, tidy_frame, with_stored_runs
 from .catalogue import method_label
 from .cost import cost_frame, cost_table, estimate, estimate_text, find_calibration, write_cost_table
@@ -426,10 +426,10 @@ def check_data(dataset: str, data_root: Path | None, domains: list[str] | None =
 
 def check_initialisation(suite, to_run, cache_dir: Path, data_root: Path | None, pretrained: Path | None):
     """The paper's suites start from pretrained weights read from local files: find each one the runs to do need (and
-    check it loads into their backbone) before anything starts. Returns the path of the suite's MoCo v2 file (what
-    --pretrained names), or None when no run needs one."""
+    check it loads into their backbone) before anything starts. Returns the path of the suite's own weights file (what
+    --pretrained names: MoCo v2's, a ViT publisher's), or None when no run needs one."""
     init = suite.backbone.get("init", {})
-    if pretrained and init.get("kind", "random") != "moco_v2":
+    if pretrained and init.get("kind", "random") not in SUITE_FILE_KINDS:
         raise UserError(f"--pretrained: suite {suite.name!r} starts from its own {init.get('kind', 'random')} "
                         f"init and reads no weights file")
     if pretrained and not Path(pretrained).expanduser().is_file():
@@ -444,10 +444,10 @@ def check_initialisation(suite, to_run, cache_dir: Path, data_root: Path | None,
         if path is None:
             raise UserError(missing_weights_message(init, cache_dir, data_root, pretrained) + "; nothing was trained")
         try:
-            load_pretrained(new_backbone(backbone), path)
+            load_pretrained(new_backbone(backbone), path, init, backbone["arch"])
         except ValueError as error:
             raise UserError(f"{error}; nothing was trained") from None
-        if init["kind"] == "moco_v2":
+        if init["kind"] in SUITE_FILE_KINDS:
             suite_weights = path.resolve()
     return suite_weights
 

@@ -5,8 +5,10 @@
     pairs = [["photo", "drawing"], ["drawing", "photo"]]
     methods = ["pretrained", "uem", "ucdir"]    # default: every registered method
     seeds = [1, 2, 3]
-    backbone = "small_cnn"                       # or resnet18 / resnet50
-    init = "simclr"                              # or "moco_v2", "imagenet_supervised", "random", a checkpoint path
+    backbone = "small_cnn"                       # or resnet18 / resnet50, or a ViT (docs/backbones.md)
+    init = "simclr"                              # or "moco_v2", "imagenet_supervised", "random", a checkpoint path;
+                                                 # a ViT's: "dinov2", "clip_openai", "openclip_laion2b" (its default)
+    input_size = 224                             # a ViT's input size (a multiple of its patch; default 224)
     image_size = 32
     plugins = ["my_methods.py"]                  # optional: files or modules that register more methods
 
@@ -41,7 +43,8 @@ from datasets.registry import DATASETS, DatasetInfo, register_dataset
 from datasets.splits import SETTINGS
 from methods.plugins import PluginError, load_plugins
 
-from .backbone_specs import PAPER_BACKBONE, SUPERVISED_RESNET50_INIT
+from .backbone_specs import (PAPER_BACKBONE, SUPERVISED_RESNET50_INIT, TOY_VIT, VIT_ARCHITECTURES, published_weights,
+                             vit_backbone_spec)
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -51,7 +54,9 @@ BACKBONES = {
     "small_cnn": {"arch": "small_cnn", "head": "mlp", "embed_dim": 128, "options": {"width": 16, "norm": "group"}},
     "resnet18": {"arch": "resnet18", "head": "mlp", "embed_dim": 128},
     "resnet50": {"arch": "resnet50", "head": "mlp", "embed_dim": 128},
+    "vit_toy": TOY_VIT,
 }
+BACKBONE_NAMES = (*BACKBONES, *VIT_ARCHITECTURES)     # the ViTs with published weights: specs made at their input size
 # The self-supervised init's recipe for a suite file: the quickstart's, with a linear warm-up over the first 5 of its
 # 40 epochs (without it, lr 0.05 at batch 128 can collapse on data it was not tuned on;
 # tests/test_pretraining_check.py).
@@ -60,8 +65,10 @@ SIMCLR_RECIPE = {"epochs": 40, "batch_size": 128, "lr": 0.05, "temperature": 0.2
 KEYS = {"name": "a suite name (letters, digits, '_', '-', '.')", "description": "a string",
         "settings": f"a list of {', '.join(SETTINGS)}", "pairs": "a list of [query, retrieval] domain pairs",
         "methods": "a list of method names", "seeds": "a list of integers", "ks": "a list of positive integers (P@k)",
-        "backbone": f"one of {', '.join(BACKBONES)}",
-        "init": "simclr, moco_v2, imagenet_supervised, random, or a checkpoint file",
+        "backbone": f"one of {', '.join(BACKBONE_NAMES)}",
+        "init": "simclr, moco_v2, imagenet_supervised, random, dinov2, clip_openai, openclip_laion2b, or a checkpoint "
+                "file",
+        "input_size": "a ViT's input size in pixels, a multiple of its patch size (224, or 518 for DINOv2's own)",
         "image_size": "a positive integer (pixels)", "plugins": "a list of method files or modules",
         "dataset": "a built-in dataset's name, or a table with name and root", "hparams": "a table per method",
         "simclr": f"a table with {', '.join(SIMCLR_RECIPE)}"}
@@ -260,35 +267,89 @@ class _Reader:
 
     def backbone(self, dataset: DatasetInfo) -> dict:
         arch = self.get("backbone", str, "small_cnn")
-        if arch not in BACKBONES:
+        if arch not in BACKBONE_NAMES:
             raise self.error("backbone", arch, KEYS["backbone"])
-        spec = copy.deepcopy(BACKBONES[arch])
-        init = self.get("init", str, "simclr")
+        init = self.get("init", str, default_init(arch))
         recipe = self.get("simclr", dict, {})
         unknown = sorted(set(recipe) - set(SIMCLR_RECIPE))
         if unknown:
             raise self.error("simclr", recipe, KEYS["simclr"])
         if recipe and init != "simclr":
             raise self.error("simclr", recipe, "no [simclr] table unless init = \"simclr\"")
-        if init == "simclr":
-            spec["init"] = {"kind": "simclr", "dataset": dataset.name, **SIMCLR_RECIPE, **recipe}
-            if not spec["init"]["warmup_epochs"]:      # no warm-up: the init (and its hash) of the recipe without it
-                del spec["init"]["warmup_epochs"]
-            if dataset.background != WHITE:            # pretrained on other pixels: another init; white keeps its hash
-                spec["init"]["background"] = list(dataset.background)
-        elif init == "random":
-            spec["init"] = {"kind": "random"}
-        elif init in ("moco_v2", "imagenet_supervised"):
-            if arch != "resnet50":
-                raise self.error("init", init, f"an init that exists for the {arch} backbone (moco_v2 and "
-                                               f"imagenet_supervised are ResNet-50 weights)")
-            spec["init"] = copy.deepcopy(PAPER_BACKBONE["init"] if init == "moco_v2" else SUPERVISED_RESNET50_INIT)
-        else:
-            checkpoint = self.relative(init)
-            if not checkpoint.is_file():
-                raise self.error("init", init, f"{KEYS['init']} (no file at {checkpoint})")
+        input_size = self.get("input_size", int)
+        checkpoint = None if init in INIT_NAMES else self.relative(init)
+        if checkpoint is not None and not checkpoint.is_file():
+            raise self.error("init", init, f"{KEYS['init']} (no file at {checkpoint})")
+        try:
+            return backbone_spec(arch, init, dataset, recipe, input_size, checkpoint)
+        except BackboneChoiceError as error:
+            raise self.error(error.key, input_size if error.key == "input_size" else init, str(error)) from None
+
+
+class BackboneChoiceError(ValueError):
+    """A backbone name, init or input size that does not exist for the backbone; `key` names the suite-file key."""
+
+    def __init__(self, message: str, key: str = "init"):
+        super().__init__(message)
+        self.key = key
+
+
+INIT_NAMES = ("simclr", "random", "moco_v2", "imagenet_supervised", "dinov2", "clip_openai", "openclip_laion2b")
+
+
+def default_init(backbone: str) -> str:
+    """A backbone's init when a suite names none: its publisher's weights (a ViT's), else SimCLR on the suite's
+    images."""
+    published = published_weights(backbone)
+    return published.init if published is not None else "simclr"
+
+
+def backbone_spec(backbone: str, init: str, dataset: DatasetInfo, recipe: dict | None = None,
+                  input_size: int | None = None, checkpoint: Path | None = None) -> dict:
+    """The backbone spec (architecture, head, preprocessing, init) of a backbone name (BACKBONE_NAMES) started from
+    `init` (INIT_NAMES, or the weights file `checkpoint`), on `dataset` (the SimCLR init's images), with the SimCLR
+    `recipe`'s overrides and a ViT's `input_size`. The specs of the CNNs are the ones they had before the ViTs came
+    (their run ids stay). Raises BackboneChoiceError saying what does not exist for the backbone."""
+    if backbone not in BACKBONE_NAMES:
+        raise BackboneChoiceError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONE_NAMES)}",
+                                  "backbone")
+    if input_size is not None and backbone not in VIT_ARCHITECTURES:
+        raise BackboneChoiceError(f"an input size for a ViT with published weights ({', '.join(VIT_ARCHITECTURES)}); "
+                                  f"the {backbone} backbone trains at the dataset's image size", "input_size")
+    try:
+        spec = (vit_backbone_spec(backbone, input_size) if backbone in VIT_ARCHITECTURES
+                else copy.deepcopy(BACKBONES[backbone]))
+    except ValueError as error:
+        raise BackboneChoiceError(str(error), "input_size") from None
+    if init == "simclr":
+        spec["init"] = {"kind": "simclr", "dataset": dataset.name, **SIMCLR_RECIPE, **(recipe or {})}
+        if not spec["init"]["warmup_epochs"]:      # no warm-up: the init (and its hash) of the recipe without it
+            del spec["init"]["warmup_epochs"]
+        if dataset.background != WHITE:            # pretrained on other pixels: another init; white keeps its hash
+            spec["init"]["background"] = list(dataset.background)
+    elif init == "random":
+        spec["init"] = {"kind": "random"}
+    elif init in ("moco_v2", "imagenet_supervised"):
+        if backbone != "resnet50":
+            raise BackboneChoiceError(f"an init that exists for the {backbone} backbone (moco_v2 and imagenet_supervised are "
+                             f"ResNet-50 weights)")
+        spec["init"] = copy.deepcopy(PAPER_BACKBONE["init"] if init == "moco_v2" else SUPERVISED_RESNET50_INIT)
+    elif checkpoint is not None:
+        published = published_weights(backbone)
+        if published is None:
             spec["init"] = {"kind": "moco_v2", "file": checkpoint.name, "path": str(checkpoint)}
-        return spec
+        else:                                      # the file is read (and checked) in the publisher's format
+            spec["init"] = {**published.init_spec(), "files": [checkpoint.name], "path": str(checkpoint)}
+    else:
+        if published_weights(backbone) is None or init not in INIT_NAMES:
+            raise BackboneChoiceError(f"an init that exists for the {backbone} backbone (simclr, random"
+                                      f"{', moco_v2, imagenet_supervised' if backbone == 'resnet50' else ''}; "
+                                      f"{init} weights are a ViT's: {', '.join(VIT_ARCHITECTURES)})")
+        try:
+            spec["init"] = published_weights(backbone, init).init_spec()
+        except ValueError as error:
+            raise BackboneChoiceError(str(error)) from None
+    return spec
 
 
 def check_folder_dataset(info: DatasetInfo) -> tuple[str, bool]:
