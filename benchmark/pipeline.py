@@ -490,10 +490,11 @@ def check_data_command(data_root: Path | None, strict: bool = False) -> int:
 
 def _defaults(spec) -> dict | None:
     """The hyper-parameters a run of `spec.method` has by default on its dataset (None: a method not registered)."""
+    from methods.backbones import backbone_family
     from methods.base import resolve_hparams
     from methods.registry import REGISTRY
     cls = REGISTRY.get(spec.method)
-    return resolve_hparams(cls, spec.dataset) if cls is not None else None
+    return resolve_hparams(cls, spec.dataset, family=backbone_family(spec.backbone)) if cls is not None else None
 
 
 def report(suite_name: str, specs, output_root: Path, summary: bool = False, compare_paper: bool = False,

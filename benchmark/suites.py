@@ -13,6 +13,7 @@ from datasets.base import WHITE
 from datasets.registry import add_unique, get_dataset
 from datasets.splits import SETTINGS, build_split
 from methods import get_method_class, method_names
+from methods.backbones import backbone_family
 from methods.base import HparamError, resolve_hparams
 
 from .backbone_specs import NATIVE_INITS
@@ -177,14 +178,15 @@ def plan(suite: Suite, methods: list[str] | None = None, pairs: list[str] | None
         if setting not in SETTINGS:
             raise UserError(f"unknown setting {setting!r}; expected one of {', '.join(SETTINGS)}")
     cli_overrides = parse_overrides(assignments or [], method_list)
+    backbones = {method: method_backbone(suite, method, baseline_init) for method in method_list}
     resolved = {}
     for method in method_list:
         try:
             resolved[method] = resolve_hparams(get_method_class(method), suite.dataset,
-                                               {**suite.method_overrides.get(method, {}), **cli_overrides[method]})
+                                               {**suite.method_overrides.get(method, {}), **cli_overrides[method]},
+                                               family=backbone_family(backbones[method]))
         except HparamError as error:
             raise UserError(str(error)) from None
-    backbones = {method: method_backbone(suite, method, baseline_init) for method in method_list}
     # A background other than white changes the pixels the run trains on: part of its identity. White (every built-in
     # dataset's) adds nothing, so the runs made before the background existed keep their ids.
     extra = {"background": list(info.background)} if info.background != WHITE else {}

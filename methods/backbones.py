@@ -87,6 +87,11 @@ def is_vit(arch: str) -> bool:
     return arch.startswith("vit_")
 
 
+def backbone_family(backbone_spec: dict) -> str:
+    """"vit" or "cnn": the family of a backbone spec's architecture."""
+    return "vit" if is_vit(backbone_spec["arch"]) else "cnn"
+
+
 def timm_vit(arch: str, **options) -> tuple[nn.Module, int]:
     """timm's `arch` with `options` (img_size, patch_size, depth, embed_dim, num_heads, act_layer, num_classes, ...),
     never pretrained (weights come from local files). `num_classes` 0 (default): the trunk's feature is the pooled
