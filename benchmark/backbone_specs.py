@@ -165,7 +165,8 @@ def backbone_label(backbone: dict) -> str:
     published = weights_of(init)
     if published is not None:
         return published.label
-    arch = {"resnet50": "ResNet-50", "resnet18": "ResNet-18"}.get(backbone.get("arch"), backbone.get("arch", "?"))
+    arch = {"resnet50": "ResNet-50", "resnet18": "ResNet-18", "small_cnn": "small CNN"}.get(
+        backbone.get("arch"), backbone.get("arch", "?"))
     if backbone == TOY_VIT or {k: v for k, v in backbone.items() if k != "init"} == TOY_VIT:
         arch = "toy ViT"
     kind = {"moco_v2": "MoCo v2", "simclr": "SimCLR", "random": "random", "torchvision": "ImageNet-supervised",

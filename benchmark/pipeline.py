@@ -34,7 +34,7 @@ from .paper import ABLATION_SETTING, comparable, compare_with_paper, load_paper_
 from .render import to_markdown, write_report
 from .runner import resolve_device
 from .spec import canonical_json
-from .suite_files import is_suite_file
+from .suite_files import is_suite_file, suite_with_backbone
 from .suites import get_suite, plan
 from .tables import aggregate, save_tidy
 
@@ -50,6 +50,8 @@ class Options:
     settings: list[str] | None = None
     assignments: list[str] = field(default_factory=list)    # --set KEY=VALUE
     baseline_init: str = "suite"
+    backbone: str | None = None                # --backbone NAME over the suite's (suite_files.suite_with_backbone)
+    init: str | None = None                    # --init INIT
     data_root: Path | None = None
     cache_dir: Path | None = None              # None: <output>/cache
     pretrained: Path | None = None
@@ -202,11 +204,16 @@ def run(options: Options) -> int:
     folders and hand the runs to the launcher; then the tables. Returns the exit status: 0, 1 when a run behind the
     tables failed, 2 when a dry run finds the plan cannot start. Raises UserError / DataError for bad input."""
     if options.summary:
+        if options.backbone or options.init:
+            raise UserError("--summary shows the stored runs of every backbone; --backbone and --init choose the "
+                            "runs of one suite")
         if is_suite_file(options.suite):            # its dataset and methods join the summary's suites
             get_suite(options.suite)
         return report("summary", [], options.output, summary=True, compare_paper=options.compare_paper,
                       caption=options.caption)
     suite = get_suite(options.suite)
+    if options.backbone or options.init:
+        suite = suite_with_backbone(suite, options.backbone, options.init)
     specs = plan(suite, methods=options.methods, pairs=options.pairs, seeds=options.seeds,
                  settings=options.settings, assignments=options.assignments, baseline_init=options.baseline_init)
     output_root = options.output

@@ -331,24 +331,31 @@ def backbone_spec(backbone: str, init: str, dataset: DatasetInfo, recipe: dict |
         spec["init"] = {"kind": "random"}
     elif init in ("moco_v2", "imagenet_supervised"):
         if backbone != "resnet50":
-            raise BackboneChoiceError(f"an init that exists for the {backbone} backbone (moco_v2 and imagenet_supervised are "
-                             f"ResNet-50 weights)")
+            raise BackboneChoiceError(f"an init that exists for the {backbone} backbone (moco_v2 and "
+                                      f"imagenet_supervised are ResNet-50 weights)")
         spec["init"] = copy.deepcopy(PAPER_BACKBONE["init"] if init == "moco_v2" else SUPERVISED_RESNET50_INIT)
     elif checkpoint is not None:
         published = published_weights(backbone)
+        if published is None and spec["arch"].startswith("vit_"):
+            raise BackboneChoiceError(f"simclr or random for the {backbone} backbone (a checkpoint file is read in "
+                                      f"a publisher's layout, for the ViTs {', '.join(VIT_ARCHITECTURES)})")
         if published is None:
             spec["init"] = {"kind": "moco_v2", "file": checkpoint.name, "path": str(checkpoint)}
         else:                                      # the file is read (and checked) in the publisher's format
             spec["init"] = {**published.init_spec(), "files": [checkpoint.name], "path": str(checkpoint)}
     else:
-        if published_weights(backbone) is None or init not in INIT_NAMES:
-            raise BackboneChoiceError(f"an init that exists for the {backbone} backbone (simclr, random"
-                                      f"{', moco_v2, imagenet_supervised' if backbone == 'resnet50' else ''}; "
-                                      f"{init} weights are a ViT's: {', '.join(VIT_ARCHITECTURES)})")
         try:
-            spec["init"] = published_weights(backbone, init).init_spec()
-        except ValueError as error:
-            raise BackboneChoiceError(str(error)) from None
+            published = published_weights(backbone, init) if init in INIT_NAMES else None
+        except ValueError:
+            published = None
+        if published is None:
+            own = ["simclr", "random"] + (["moco_v2", "imagenet_supervised"] if backbone == "resnet50" else [])
+            own += [w.init for w in VIT_ARCHITECTURES.get(backbone, (None, ()))[1]]
+            owners = [name for name, (_, ws) in VIT_ARCHITECTURES.items() if any(w.init == init for w in ws)]
+            hint = f"; {init} weights are those of {' and '.join(owners)}" if owners else ""
+            raise BackboneChoiceError(f"an init of the {backbone} backbone ({', '.join(own)}, or a checkpoint file)"
+                                      f"{hint}")
+        spec["init"] = published.init_spec()
     return spec
 
 
@@ -383,3 +390,52 @@ def check_folder_dataset(info: DatasetInfo) -> tuple[str, bool]:
                                                             "the suite file's [dataset] background"))
     lines.append(f"  -> {info.name}: " + ("usable" if not problems else f"{problems} problem(s)"))
     return "\n".join(lines), not problems
+
+
+def backbone_name(spec: dict) -> str | None:
+    """The backbone name (BACKBONE_NAMES) of a backbone spec, from its architecture and options; None for a spec of
+    none of them."""
+    if spec["arch"] in VIT_ARCHITECTURES:
+        return spec["arch"]
+    plain = {k: v for k, v in spec.items() if k != "init"}
+    return next((name for name, known in BACKBONES.items() if known == plain), None)
+
+
+def init_name(init: dict) -> str | None:
+    """The suite-file name of an init spec (INIT_NAMES); None for a checkpoint file of the suite's own."""
+    if init.get("path"):
+        return None
+    kind = init.get("kind", "random")
+    return init.get("weights") or {"torchvision": "imagenet_supervised"}.get(kind, kind)
+
+
+def suite_with_backbone(suite: Suite, backbone: str | None = None, init: str | None = None) -> Suite:
+    """`--backbone NAME` and `--init INIT` over a suite's own: the same suite (name, grid, hyper-parameters) started
+    from another backbone or init. Without `init`, a ViT with published weights starts from them, another backbone
+    from the suite's init (its SimCLR recipe kept). Raises UserError when the combination does not exist."""
+    import dataclasses
+    from datasets.registry import get_dataset
+    current = suite.backbone.get("init", {"kind": "random"})
+    name = backbone or backbone_name(suite.backbone)
+    if name is None:
+        raise UserError(f"--init: suite {suite.name!r} has a backbone of its own; name one with --backbone "
+                        f"({', '.join(BACKBONE_NAMES)})")
+    if init is None:
+        published = published_weights(name) if backbone else None
+        init = published.init if published is not None else init_name(current)
+    recipe = {}
+    if init == "simclr" and current.get("kind") == "simclr":     # the suite's recipe, warm-up or not
+        recipe = {**{k: current[k] for k in SIMCLR_RECIPE if k in current}, "warmup_epochs":
+                  current.get("warmup_epochs", 0)}
+    if init is None:                                           # the suite's own checkpoint file, same backbone
+        if name != backbone_name(suite.backbone):
+            raise UserError(f"--backbone {name}: suite {suite.name!r} starts from its own checkpoint "
+                            f"({current.get('path')}); pass --init too ({', '.join(INIT_NAMES)})")
+        return suite
+    input_size = suite.backbone.get("preprocessing", {}).get("input_size") if name == suite.backbone["arch"] else None
+    try:
+        spec = backbone_spec(name, init, get_dataset(suite.dataset), recipe,
+                             input_size if name in VIT_ARCHITECTURES else None)
+    except BackboneChoiceError as error:
+        raise UserError(f"--backbone {name} --init {init} (over suite {suite.name!r}): expected {error}") from None
+    return dataclasses.replace(suite, backbone=spec)

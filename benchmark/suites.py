@@ -50,17 +50,25 @@ def add_suite(suite: Suite) -> Suite:
 BUILTIN_SUITES = Path(__file__).resolve().parent.parent / "suites"
 
 
+# The companions of the paper's suites: the same runs from another backbone (`<suite>_dinov2`, `<suite>_clip`)
+COMPANION_SUFFIXES = ("dinov2", "clip")
+
+
 def load_builtin_suites() -> None:
     """Register every suite file of BUILTIN_SUITES, in the order --list shows them: the quickstart's, then the paper's
-    datasets in its tables' order, each closed, partial, open, ablation."""
+    datasets in its tables' order, each closed, partial, open, ablation, each followed by its companions."""
     from .suite_files import load_suite_file
     order = ("quickstart", "office31", "office_home", "domainnet", "closed", "partial", "open", "ablation")
 
     def rank(path: Path) -> tuple:
-        dataset, _, setting = path.stem.rpartition("_")
-        dataset = dataset if dataset in order else path.stem
+        stem, _, companion = path.stem.rpartition("_")
+        if companion not in COMPANION_SUFFIXES:
+            stem, companion = path.stem, ""
+        dataset, _, setting = stem.rpartition("_")
+        dataset = dataset if dataset in order else stem
         return (order.index(dataset) if dataset in order else len(order), dataset,
-                order.index(setting) if setting in order else -1)
+                order.index(setting) if setting in order else -1,
+                COMPANION_SUFFIXES.index(companion) if companion else -1)
     for path in sorted(BUILTIN_SUITES.glob("*.toml"), key=rank):
         load_suite_file(path)
 
