@@ -136,3 +136,43 @@ def test_perf_methods_times_each_method_and_writes_the_calibration_the_dry_run_u
     out = capsys.readouterr().out
     assert f"calibration {calibration_file}: cpu, small_cnn at 32 px, fp32" in out        # the newest in <output>
     assert re.search(r"cds +1 +[0-9.]+  calibration \(cpu\)", out) and "CPU-hours" in out
+
+
+def _vit_spec(method="cds", seed=2024):
+    from benchmark.backbone_specs import TOY_VIT
+    suite = tiny_suite("test_cost_vit_suite", methods=["pretrained", "cds"],
+                       backbone={**TOY_VIT, "init": {"kind": "random"}})
+    return plan(suite, methods=[method], seeds=[seed])[0]
+
+
+def test_a_vit_s_runs_are_priced_by_runs_and_calibrations_of_the_same_backbone_only(tmp_path):
+    _finished_run(_spec(seed=1), tmp_path, [3.0, 5.0], setup=1.0, evaluation=2.0)              # a CNN's CDS run
+    [vit] = cost.estimate([_vit_spec()], tmp_path, None)
+    assert vit.priced == 0
+    _finished_run(_vit_spec(seed=1), tmp_path, [30.0], setup=1.0, evaluation=1.0)
+    [vit] = cost.estimate([_vit_spec(seed=7)], tmp_path, None)
+    assert vit.priced == 1 and vit.seconds == pytest.approx(30.0 * 10 + 2.0)      # its 10 epochs at 30 s, + 2 s
+    calibration = cost.Calibration(device="cpu", arch="small_cnn", image_size=32, precision="fp32",
+                                   channels_last=False, compile=False, tf32=True, suite="quickstart", measured="",
+                                   torch="", methods={"cds": {"images_per_second": 100.0}})
+    assert cost.calibration_fits(_spec(), calibration) and not cost.calibration_fits(_vit_spec(), calibration)
+    assert cost.calibration_fits(_vit_spec(), cost.Calibration(**{**calibration.__dict__, "arch": "vit_toy"}))
+
+
+def test_perf_times_a_vit_without_channels_last_and_calibrates_its_methods(tmp_path, capsys):
+    assert perf.main(["train", "--arch", "vit_toy", "--size", "32", "--batch", "2", "--steps", "1", "--warmup", "1",
+                      "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("  ")[1] for line in out.splitlines() if "images/s" in line]
+    assert rows == ["vit_toy at 32 px, fp32", "vit_toy at 32 px, bf16"]            # no channels_last rows
+    calibration_file = tmp_path / "cpu.json"
+    assert perf.main(["methods", "--arch", "vit_toy", "--methods", "cds", "--plain-steps", "1", "--no-syncs",
+                      "--device", "cpu", "--calibration", str(calibration_file)]) == 0
+    assert "vit_toy at 32 px, fp32" in capsys.readouterr().out
+    calibration = cost.read_calibration(calibration_file)
+    assert (calibration.arch, calibration.image_size, calibration.channels_last) == ("vit_toy", 32, False)
+    [estimate] = cost.estimate([_vit_spec()], tmp_path, calibration)
+    assert estimate.priced == 1 and estimate.sources == {"calibration (cpu)"}
+    # a ViT of patch 14 cannot take 32-px images: said, exit 2
+    assert perf.main(["train", "--arch", "vit_base_patch14_dinov2", "--size", "32", "--device", "cpu"]) == 2
+    assert "not a multiple of vit_base_patch14_dinov2's patch size 14 px" in capsys.readouterr().err
