@@ -156,6 +156,7 @@ def load_pretrained(net: EmbeddingNet, path: Path, init: dict | None = None, bac
     if init is not None and init.get("kind") in ("dinov2", "clip"):
         from .publisher_weights import load_publisher_weights
         load_publisher_weights(net.trunk, path, init, backbone_name)
+        net.zero_shot_feature = "trunk"            # the publishers' retrieval feature; the head is random
         log.info("%s: no publisher ships a projection head; the head keeps its seeded random init", path)
         return
     try:

@@ -120,9 +120,10 @@ class EmbeddingNet(nn.Module):
     """trunk (image -> feature [B, feature_dim]) -> head (-> [B, embed_dim]) -> L2 normalisation.
 
     `family` is "cnn" or "vit": what the methods' CNN-specific choices (BatchNorm, channels_last, layer-wise lr
-    decay) look at. `zero_shot_feature` is the feature the `pretrained` row retrieves with: the head's output when
-    the init trains the head with the trunk (the CNN inits: SimCLR, MoCo v2), the trunk's feature for a ViT, whose
-    publishers ship no projection head (DINOv2's CLS token, CLIP's image embedding)."""
+    decay) look at. `zero_shot_feature` is the feature the `pretrained` row retrieves with: "head" (the head's
+    output: SimCLR and MoCo v2 train it with the trunk), or "trunk", which the loader of a ViT publisher's weights
+    sets (benchmark/initialisation.py): no publisher ships a projection head, and the trunk's feature is the one they
+    retrieve with (DINOv2's CLS token, CLIP's image embedding)."""
 
     def __init__(self, trunk: nn.Module, feature_dim: int, head: nn.Module, embed_dim: int,
                  preprocessing: Preprocessing | None = None, family: str = "cnn"):
@@ -132,13 +133,10 @@ class EmbeddingNet(nn.Module):
         self.trunk, self.head = trunk, head
         self.feature_dim, self.embed_dim = feature_dim, embed_dim
         self.family = family
+        self.zero_shot_feature = "head"
         self.preprocessing = preprocessing or Preprocessing()
         self.register_buffer("mean", torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.preprocessing.std).view(1, 3, 1, 1), persistent=False)
-
-    @property
-    def zero_shot_feature(self) -> str:
-        return "trunk" if self.family == "vit" else "head"
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Trunk features (before the head), not normalised. Images [B, 3, S, S] in [0, 1]; a trunk with an input

@@ -1,9 +1,10 @@
 """`pretrained`: no training, the initial backbone's features — the floor of every table.
 
-The shared self-supervised init, evaluated as is: a method that does not beat it has not adapted anything. On a CNN
-init (SimCLR, MoCo v2) the retrieval feature is the init's head output, trained with its trunk; on a ViT, whose
-publishers ship no projection head, it is the trunk's feature as they retrieve with it (DINOv2's normalised CLS
-token, CLIP's image embedding: `EmbeddingNet.zero_shot_feature`): the row is the backbone's zero-shot result.
+The shared self-supervised init, evaluated as is: a method that does not beat it has not adapted anything. From
+an init that trains the head with the trunk (SimCLR, MoCo v2) the retrieval feature is the head's output; from a
+ViT publisher's weights, which come without a projection head, it is the trunk's feature as they retrieve with it
+(DINOv2's normalised CLS token, CLIP's image embedding: `EmbeddingNet.zero_shot_feature`): the row is the
+backbone's zero-shot result.
 """
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from benchmark.backbone_specs import TOY_VIT
 from methods.backbones import build_backbone
@@ -74,16 +73,6 @@ def test_vit_hyper_parameters_exist_on_vits_only_and_cnn_runs_keep_theirs():
     with pytest.raises(HparamError, match="'layer_decay' of method 'uem' applies to vit backbones that it trains; "
                                           "this run's backbone is a cnn"):
         resolve_hparams(REGISTRY["uem"], "office_home", {"layer_decay": "0.75"})
-
-
-def test_the_zero_shot_row_of_a_vit_is_its_trunk_feature():
-    from methods.pretrained import Pretrained
-    net = toy_vit().eval()
-    method = Pretrained(Pretrained.Hparams(), net)
-    images = torch.rand(4, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(method.embed(images), F.normalize(net.features(images), dim=1))
-        assert method.embed(images).shape == (4, net.feature_dim)
 
 
 # The overrides that make one epoch (two for UEM: one per stage) reach every loss term of each method.
