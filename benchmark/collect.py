@@ -286,12 +286,7 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
         specs = grid.specs
         if not has_stored_runs(specs, output_root):
             continue
-        used.append(suite.name)
-        left_out += [f"{suite.name}: {line}" for line in grid.left_out]
-        labels.update(grid.labels)
-        starts.update(grid.starts)
-        frame = tidy_frame(specs, output_root, grid=grid)
-        frames.append(frame)
+        settings = []
         for setting in suite.settings:
             points = {(s.setting, s.query_domain, s.retrieval_domain, s.method, s.seed) for s in planned
                       if s.setting == setting}
@@ -302,6 +297,16 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
                        for dataset, earlier, backbone in columns_so_far):
                     continue
                 columns_so_far.append((suite.dataset, points, suite.backbone))
+            settings.append(setting)
+        if not settings:
+            continue
+        used.append(suite.name)
+        left_out += [f"{suite.name}: {line}" for line in grid.left_out]
+        labels.update(grid.labels)
+        starts.update(grid.starts)
+        frame = tidy_frame(specs, output_root, grid=grid)
+        frames.append(frame)
+        for setting in settings:
             of_setting = [s for s in specs if s.setting == setting]
             model = aggregate(frame, table_specs(suite.name, of_setting, grid)[0])   # the retrieval table
             if not any(has_runs(model, method) for method in model.methods):

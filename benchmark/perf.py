@@ -336,10 +336,45 @@ def run_train(args) -> int:
                for precision, channels_last, compiled, tf32 in TRAIN_CONFIGS + ((COMPILED_CONFIG,) if args.compile
                                                                                 else ())]
     configs = list({config.describe(): config for config in configs}.values())   # TF32 is CUDA's: one fp32 row
+    parameters, gflops, saved = backbone_footprint(args.arch, args.size)
+    print(f"  {parameters / 1e6:.3g} M weights; per image at {args.size} px: {gflops:.3g} GFLOP forward, "
+          f"{saved:.3g} MB of fp32 activations kept for the backward pass (each view)")
     rates = [_plain_rate(config, args.batch, args.steps, args.warmup, args.seed) for config in configs]
     for config, rate in zip(configs, rates):
         print(f"  {config.describe():<52} {rate:9.1f} images/s   x{rate / rates[0]:.2f} vs the first")
     return 0
+
+
+def backbone_footprint(arch: str, size: int) -> tuple[int, float, float]:
+    """(weights, forward GFLOP per image, MB of float32 tensors autograd keeps for the backward pass per image) of
+    the backbone `arch` at `size` px, counted on the CPU in one forward of one image: the FLOPs by
+    `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions, 2 per multiply-add; a ViT's attention with
+    timm's explicit q k^T and attention x v matmuls, which the counter sees, where the fused kernel of the CPU it
+    does not), the memory as the bytes of the distinct tensors `torch.autograd.graph.saved_tensors_hooks` sees saved
+    on the path a run takes (fused attention; the weights excluded). What the device's speed and memory scale with,
+    whatever the device."""
+    from torch.utils.flop_counter import FlopCounterMode
+    torch.manual_seed(0)
+    net = perf_backbone(arch, size)
+    images = torch.rand(1, 3, size, size)
+    weights = {p.data_ptr() for p in net.parameters()}
+    saved: dict[int, int] = {}
+
+    def keep(tensor):
+        if tensor.data_ptr() not in weights:
+            saved[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        net(images)
+    fused = [m for m in net.modules() if getattr(m, "fused_attn", False)]
+    for module in fused:
+        module.fused_attn = False
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(images)
+    for module in fused:
+        module.fused_attn = True
+    return sum(p.numel() for p in net.parameters()), counter.get_total_flops() / 1e9, sum(saved.values()) / 2 ** 20
 
 
 # ----------------------------------------------------------------------------------------------------------------

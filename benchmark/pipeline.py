@@ -18,8 +18,8 @@ from datasets.locks import LockUnavailable, describe_holder, holder_path, try_lo
 from datasets.registry import get_dataset
 
 from . import slurm, store
-from .backbone_specs import PRETRAINED_KINDS, SUITE_FILE_KINDS
-from .collect import is_ablation_suite, stored_summary, table_specs, tidy_frame, with_stored_runs
+from .backbone_specs import PAPER_BACKBONE, PRETRAINED_KINDS, SUITE_FILE_KINDS
+from .collect import is_ablation_suite, other_start, stored_summary, table_specs, tidy_frame, with_stored_runs
 from .catalogue import method_label
 from .cost import cost_frame, cost_table, estimate, estimate_text, find_calibration, write_cost_table
 from .errors import UserError
@@ -510,6 +510,12 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
     companions beside the paper's numbers, with `figures` the suite's figures, the HTML page, and last the PDFs of
     the LaTeX documents (a pdflatex failure is a warning with its log's path; it stops nothing). Exit status 1 when a
     run behind the tables failed."""
+    start = next((other_start(spec.backbone, PAPER_BACKBONE) for spec in specs
+                  if other_start(spec.backbone, PAPER_BACKBONE)), None)
+    if compare_paper and start:              # a companion suite: the paper's numbers are another backbone's
+        print(f"--compare-paper: the paper's numbers start from MoCo v2 ResNet-50, the runs of {suite_name} from "
+              f"{start}: not compared (the report of a suite from MoCo v2 ResNet-50 shows them as rows of their own)")
+        compare_paper = False
     paper_results = load_paper_results() if compare_paper else None   # a broken file stops before anything is written
     tables_dir = output_root / "tables"
     if summary:

@@ -165,6 +165,7 @@ def test_perf_times_a_vit_without_channels_last_and_calibrates_its_methods(tmp_p
     out = capsys.readouterr().out
     rows = [line.split("  ")[1] for line in out.splitlines() if "images/s" in line]
     assert rows == ["vit_toy at 32 px, fp32", "vit_toy at 32 px, bf16"]            # no channels_last rows
+    assert "0.126 M weights; per image at 32 px: 0.00391 GFLOP forward" in out      # the footprint test's count
     calibration_file = tmp_path / "cpu.json"
     assert perf.main(["methods", "--arch", "vit_toy", "--methods", "cds", "--plain-steps", "1", "--no-syncs",
                       "--device", "cpu", "--calibration", str(calibration_file)]) == 0
@@ -176,3 +177,19 @@ def test_perf_times_a_vit_without_channels_last_and_calibrates_its_methods(tmp_p
     # a ViT of patch 14 cannot take 32-px images: said, exit 2
     assert perf.main(["train", "--arch", "vit_base_patch14_dinov2", "--size", "32", "--device", "cpu"]) == 2
     assert "not a multiple of vit_base_patch14_dinov2's patch size 14 px" in capsys.readouterr().err
+
+
+def test_the_footprint_of_a_backbone_counts_its_flops_and_saved_activations():
+    # ResNet-50 at 224 px: 4.09 G multiply-adds (torchvision's model card: 4.09 GFLOPS, counted as MACs), i.e. 8.18
+    # GFLOP at 2 per multiply-add; weights: torchvision's 25,557,032 without its fc (2048 x 1000 + 1000), with the
+    # MLP head 2048 -> 2048 -> 128
+    weights, gflops, _ = perf.backbone_footprint("resnet50", 224)
+    assert gflops == pytest.approx(8.18, abs=0.01)
+    assert weights == 25_557_032 - 2_049_000 + (2048 * 2048 + 2048) + (2048 * 128 + 128)
+    # the toy ViT (2 blocks of width 64, 2 heads of 32, 17 tokens) by hand, in multiply-adds: per block the qkv,
+    # projection and MLP matmuls 17 x (64 x 192 + 64 x 64 + 2 x 64 x 256) = 835,584 and the attention
+    # 2 (q k^T, then x v) x 2 heads x 17 x 17 x 32 = 36,992; the patch embedding 16 x 64 x (3 x 8 x 8) = 196,608;
+    # the MLP head 64 x 64 + 64 x 128 = 12,288; in all 2 x 872,576 + 196,608 + 12,288 = 1,954,048, x 2 FLOP
+    _, toy, saved = perf.backbone_footprint("vit_toy", 32)
+    assert toy * 1e9 == pytest.approx(2 * 1_954_048, rel=1e-9)
+    assert saved > 0

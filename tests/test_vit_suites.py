@@ -137,3 +137,12 @@ def test_a_vit_suite_runs_reports_and_sits_beside_a_cnn_in_the_summary(tmp_path,
     rows = [line.split("|")[1].strip() for line in summary.splitlines() if line.startswith("| ")][1:]
     assert rows == ["Pretrained (init)", "CDS", "Zero-shot random toy ViT", "CDS from random toy ViT"]
     assert "Zero-shot X and M from X: runs from backbone X" in summary
+
+
+def test_a_companion_suite_is_not_compared_with_the_paper_s_resnet_numbers(tmp_path, capsys):
+    output = tmp_path / "out"
+    assert cli.main(["--suite", "office31_closed_dinov2", "--report", "--compare-paper", "--methods", "pretrained",
+                     "--pairs", "A-D", "--seeds", "2024", "--output", str(output)]) == 0
+    assert "--compare-paper: the paper's numbers start from MoCo v2 ResNet-50, the runs of office31_closed_dinov2 " \
+           "from DINOv2 ViT-B/14: not compared" in capsys.readouterr().out
+    assert not list((output / "tables").glob("*vs_paper*"))
