@@ -27,6 +27,13 @@ bank's device). It prints the seconds per elbow of each and their ratio, measure
 sized bank of overlapping clusters; then, as a check of what the time buys, the K each picks on plainly separate
 clusters of the same size (the true K is the class count).
 
+    python -m benchmark.perf backbones [--archs resnet50 vit_base_patch14_dinov2 ...] [--size 224] [--batch 64]
+                                       [--steps 10] [--rounds 3] [--precision fp32|bf16] [--device cuda]
+
+``backbones`` times the plain two-view training step of several backbones (interleaved rounds, the median of each),
+with each one's weights, forward GFLOP and activation memory per image (``backbone_footprint``), and prints each
+one's images/s and its ratio to the first.
+
 ``train`` times training steps of the backbone (forward of two views, a contrastive loss, backward, SGD step — the
 shape of every method's step) on random images already on the device, in these configurations: fp32 in IEEE float32,
 fp32 with TF32 (CUDA), bf16 autocast, channels_last, bf16 + channels_last, and with ``--compile`` the last one with
@@ -341,7 +348,40 @@ def run_train(args) -> int:
           f"{saved:.3g} MB of fp32 activations kept for the backward pass (each view)")
     rates = [_plain_rate(config, args.batch, args.steps, args.warmup, args.seed) for config in configs]
     for config, rate in zip(configs, rates):
-        print(f"  {config.describe():<52} {rate:9.1f} images/s   x{rate / rates[0]:.2f} vs the first")
+        print(f"  {config.describe():<52} {_rate_text(rate)} images/s   x{rate / rates[0]:.2f} vs the first")
+    return 0
+
+
+def _rate_text(rate: float) -> str:
+    return f"{rate:9.1f}" if rate >= 10 else f"{rate:9.3f}"
+
+
+def run_backbones(args) -> int:
+    """`backbones`: the plain two-view training step of several backbones at one image size, interleaved (each round
+    times every backbone once, so a machine's changing load falls on all of them), the median over the rounds; with
+    each one's footprint per image (`backbone_footprint`)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    configs = [StepConfig(arch, args.size, device, args.precision) for arch in args.archs]
+    print(f"plain two-view training steps at {args.size} px, batch {args.batch} x 2 views, {args.precision}, "
+          f"{args.warmup} warm-up + {args.steps} timed steps per round, median of {args.rounds} interleaved rounds, "
+          f"device {_device_name(device)}" + ("" if device.type == "cuda" else
+                                             f", torch threads {torch.get_num_threads()}"))
+    footprints = {arch: backbone_footprint(arch, args.size) for arch in args.archs}
+    rates: dict[str, list[float]] = {arch: [] for arch in args.archs}
+    for _ in range(args.rounds):
+        for config in configs:
+            rates[config.arch].append(_plain_rate(config, args.batch, args.steps, args.warmup, args.seed))
+    print(f"  {'backbone':<38} {'weights':>8} {'GFLOP':>7} {'act. MB':>8} {'images/s':>10} {'vs first':>9} "
+          f"rounds")
+    first = float(np.median(rates[args.archs[0]]))
+    for arch in args.archs:
+        weights, gflops, saved = footprints[arch]
+        rate = float(np.median(rates[arch]))
+        print(f"  {arch:<38} {weights / 1e6:>7.1f}M {gflops:>7.3g} {saved:>8.3g} {_rate_text(rate):>10} "
+              f"{'x' + format(rate / first, '.2f'):>9} {', '.join(_rate_text(r).strip() for r in rates[arch])}")
+    print("  GFLOP: forward per image; act. MB: float32 activations kept for the backward pass per image and view")
     return 0
 
 
@@ -719,6 +759,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", help="also bf16 + channels_last with torch.compile")
     _add_common_options(train, device=accelerator)
     train.set_defaults(handler=run_train)
+
+    backbones = commands.add_parser("backbones", help="the plain training step of several backbones, interleaved")
+    backbones.add_argument("--archs", nargs="+", choices=PERF_BACKBONES, metavar="NAME",
+                           default=["resnet50", "vit_small_patch14_dinov2", "vit_base_patch14_dinov2",
+                                    "vit_base_patch16_clip_quickgelu_224"],
+                           help="suite backbone names (default: ResNet-50, DINOv2 ViT-S/14 and ViT-B/14, CLIP ViT-B/16)")
+    backbones.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    _add_counts(backbones, size=224, batch=64, steps=10, warmup=2, rounds=3)
+    _add_common_options(backbones, device=accelerator)
+    backbones.set_defaults(handler=run_backbones)
 
     every = commands.add_parser("methods", help="one epoch of every method at a suite's shapes vs a plain step")
     every.add_argument("--suite", default="quickstart")

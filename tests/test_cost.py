@@ -174,6 +174,11 @@ def test_perf_times_a_vit_without_channels_last_and_calibrates_its_methods(tmp_p
     assert (calibration.arch, calibration.image_size, calibration.channels_last) == ("vit_toy", 32, False)
     [estimate] = cost.estimate([_vit_spec()], tmp_path, calibration)
     assert estimate.priced == 1 and estimate.sources == {"calibration (cpu)"}
+    assert perf.main(["backbones", "--archs", "small_cnn", "vit_toy", "--size", "32", "--batch", "2", "--steps", "1",
+                      "--warmup", "1", "--rounds", "1", "--device", "cpu"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("  small", "  vit"))]
+    assert [row[0] for row in rows] == ["small_cnn", "vit_toy"] and rows[0][5] == "x1.00"
+    assert rows[1][1:3] == ["0.1M", "0.00391"]
     # a ViT of patch 14 cannot take 32-px images: said, exit 2
     assert perf.main(["train", "--arch", "vit_base_patch14_dinov2", "--size", "32", "--device", "cpu"]) == 2
     assert "not a multiple of vit_base_patch14_dinov2's patch size 14 px" in capsys.readouterr().err
