@@ -296,7 +296,7 @@ def architecture_key(backbone: dict) -> str:
 def calibrated_name(backbone: dict) -> str:
     """The backbone name `perf methods --arch` calibrates (a suite's backbone name; the architecture for a spec of
     none of them)."""
-    from .suite_files import backbone_name
+    from .backbone_choice import backbone_name
     return backbone_name(backbone) or backbone.get("arch", "?")
 
 

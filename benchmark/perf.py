@@ -653,7 +653,7 @@ def run_methods(args) -> int:
         use_compile_cache(args.compile_cache)
     suite = get_suite(args.suite)
     if vit:              # the runs a suite makes on that backbone: the ViT's hyper-parameters (head, layer decay)
-        from benchmark.suite_files import suite_with_backbone
+        from benchmark.backbone_choice import suite_with_backbone
         suite = suite_with_backbone(suite, args.arch, "random")
     names = args.methods or [m for m in suite.method_list() if m != "pretrained"]
     unknown = sorted(set(names) - set(method_names()))

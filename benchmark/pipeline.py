@@ -34,7 +34,8 @@ from .paper import ABLATION_SETTING, comparable, compare_with_paper, load_paper_
 from .render import to_markdown, write_report
 from .runner import resolve_device
 from .spec import canonical_json
-from .suite_files import is_suite_file, suite_with_backbone
+from .backbone_choice import suite_with_backbone
+from .suite_files import is_suite_file
 from .suites import get_suite, plan
 from .tables import aggregate, save_tidy
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from benchmark.backbone_specs import CLIP_OPENAI, published_weights, vit_backbone_spec
 from benchmark.initialisation import find_pretrained, load_pretrained, missing_weights_message, new_backbone
 from benchmark.publisher_weights import WeightsError, read_checkpoint
-from benchmark.suite_files import backbone_spec
+from benchmark.backbone_choice import backbone_spec
 from datasets.registry import get_dataset
 
 from .publisher_checkpoints import clip_model, dinov2_state, write_openai_archive, write_openclip_bin
@@ -255,7 +255,7 @@ def test_each_backbone_s_preprocessing_is_in_its_spec_and_applied_by_the_net():
 
 
 def test_the_cnn_specs_carry_no_preprocessing_and_keep_imagenet_statistics():
-    from benchmark.suite_files import BACKBONES
+    from benchmark.backbone_choice import BACKBONES
     for name in ("small_cnn", "resnet18", "resnet50"):
         assert "preprocessing" not in BACKBONES[name]
     net = new_backbone({**BACKBONES["small_cnn"], "init": {"kind": "random"}})

@@ -53,7 +53,7 @@ def test_a_backbone_that_does_not_exist_is_a_suite_file_error(tmp_path, capsys, 
 
 
 def test_backbone_over_a_suite_s_own(tmp_path, capsys):
-    from benchmark.suite_files import suite_with_backbone
+    from benchmark.backbone_choice import suite_with_backbone
     from benchmark.suites import SUITES, plan
     quickstart = SUITES["quickstart"]
     # the suite's own backbone again: the same runs
