@@ -301,9 +301,11 @@ def calibrated_name(backbone: dict) -> str:
 
 
 def calibration_fits(spec: RunSpec, calibration: Calibration) -> bool:
-    """The calibration measured the run's backbone at its dataset's image size."""
+    """The calibration measured the run's backbone at its dataset's image size (and a ViT at its input size:
+    `perf methods` gives a ViT the images' size as input size)."""
     from datasets.registry import get_dataset
-    return (calibrated_name(spec.backbone) == calibration.arch
+    input_size = spec.backbone.get("preprocessing", {}).get("input_size", calibration.image_size)
+    return (calibrated_name(spec.backbone) == calibration.arch and input_size == calibration.image_size
             and get_dataset(spec.dataset).image_size == calibration.image_size)
 
 
