@@ -52,7 +52,8 @@ def use_compile_cache(cache_dir: Path) -> Path:
 
 
 def backbone_trunks(model: nn.Module) -> list[nn.Module]:
-    """The trunk (the convolutional body) of every `methods.backbones.EmbeddingNet` inside `model`, once each."""
+    """The trunk (the body before the head: a CNN's convolutions, a ViT's transformer) of every
+    `methods.backbones.EmbeddingNet` inside `model`, once each."""
     from methods.backbones import EmbeddingNet
     trunks = {id(m.trunk): m.trunk for m in model.modules() if isinstance(m, EmbeddingNet)}
     return list(trunks.values())

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrained", type=Path, metavar="PATH",
                         help="the suite's pretrained weights (the paper's suites: the MoCo v2 ResNet-50 checkpoint "
                              "moco_v2_800ep_pretrain.pth.tar); default: <data root>/weights/ or <cache dir>/weights/")
+    parser.add_argument("--backbone", metavar="NAME",
+                        help="start every run from this backbone instead of the suite's (resnet50, "
+                             "vit_base_patch14_dinov2, vit_base_patch16_clip_quickgelu_224, ...; docs/backbones.md): "
+                             "a ViT from its publisher's weights, another from the suite's init")
+    parser.add_argument("--init", metavar="INIT", help="with or without --backbone: the backbone's init (simclr, "
+                                                       "random, moco_v2, dinov2, clip_openai, openclip_laion2b, ...)")
     parser.add_argument("--baseline-init", choices=("suite", "native"), default="suite",
                         help="suite (default, the paper's rule): every method starts from the suite's weights; "
                              "native: CDS, PCS and CoDA start from torchvision's supervised ImageNet ResNet-50, as in "
@@ -228,7 +234,8 @@ def options_from(args, plugins: list[str] | None = None) -> Options:
     return Options(
         suite=args.suite, output=args.output, methods=_flatten(args.methods), pairs=_flatten(args.pairs),
         seeds=_flatten(args.seeds), settings=_flatten(args.settings), assignments=args.assignments,
-        baseline_init=args.baseline_init, data_root=args.data_root, cache_dir=args.cache_dir,
+        baseline_init=args.baseline_init, backbone=args.backbone, init=args.init, data_root=args.data_root,
+        cache_dir=args.cache_dir,
         pretrained=args.pretrained, device=args.device, precision=args.precision, channels_last=args.channels_last,
         compile=args.compile, tf32=args.tf32,
         plugins=list(plugins or []),

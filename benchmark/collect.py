@@ -12,6 +12,7 @@ import pandas as pd
 from datasets.registry import get_dataset
 
 from . import store
+from .backbone_specs import backbone_label
 from .catalogue import (DEFAULT_DETECTOR_PREFIX, SETTING_ORDER, caption_description, cell_metrics, dataset_title,
                         method_label, setting_title)
 from .errors import UserError
@@ -27,12 +28,14 @@ DATASET_ORDER = ("office31", "office_home", "domainnet", "synthetic")
 @dataclass
 class Rows:
     """The runs behind a suite's tables: the planned ones and the stored runs that differ from the plan (a
-    hyper-parameter, an init), each of those in a row of its own. `rows` maps a run id to its row key (the method's
-    name for planned runs, "<method>[<what differs>]" for the others), `labels` a row key to its label
-    ("UEM (lr=0.001)"); `left_out` says which stored runs no row shows, and why."""
+    hyper-parameter, an init, another backbone), each of those in a row of its own. `rows` maps a run id to its row
+    key (the method's name for planned runs, "<method>[<what differs>]" for the others), `labels` a row key to its
+    label ("UEM (lr=0.001)", "UEM from DINOv2 ViT-B/14", "Zero-shot DINOv2 ViT-B/14"), `starts` the row key of a
+    run from another backbone to that backbone's label; `left_out` says which stored runs no row shows, and why."""
     specs: list[RunSpec]
     rows: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    starts: dict[str, str] = field(default_factory=dict)
 
     def label(self, spec: RunSpec) -> str:
         """The table label of the run's row (a variant's "CDS (epochs=2)", else the method's label)."""
@@ -44,20 +47,63 @@ class Rows:
         return self.rows.get(spec.run_id, spec.method)
 
 
+BACKBONE_KEYS = ("arch", "options", "preprocessing")       # what makes another start than another init
+
+
+def other_start(stored: dict, planned: dict) -> str | None:
+    """The label of the stored run's backbone when it is another architecture (or the same at another size or
+    preprocessing) than the planned run's, else None."""
+    if all(stored.get(key) == planned.get(key) for key in BACKBONE_KEYS):
+        return None
+    return backbone_label(stored)
+
+
+def _expected_hparams(planned: RunSpec, backbone: dict) -> dict:
+    """The hyper-parameters the plan would give its run on `backbone`: the planned run's, moved to the backbone's
+    family (the family's own hyper-parameters and overrides, the plan's suite and --set values kept)."""
+    from methods.backbones import backbone_family
+    from methods.base import HparamError, family_hparams, resolve_hparams
+    from methods.registry import REGISTRY
+    cls = REGISTRY.get(planned.method)
+    planned_family, family = backbone_family(planned.backbone), backbone_family(backbone)
+    if cls is None or planned_family == family:
+        return planned.hparams
+    try:
+        defaults = resolve_hparams(cls, planned.dataset, family=planned_family)
+        kept = family_hparams(cls, family)
+        overrides = {k: v for k, v in planned.hparams.items() if defaults.get(k) != v and k in kept}
+        return resolve_hparams(cls, planned.dataset, overrides, family=family)
+    except HparamError:
+        return planned.hparams
+
+
 def _differences(stored: RunSpec, planned: RunSpec) -> str | None:
-    """What a stored run changes against the planned run of the same grid point, as "key=value, ..." (hyper-
-    parameters, then the init); None when it differs in something a row cannot show (protocol, split, k values)."""
+    """What a stored run changes against the planned run of the same grid point, as "key=value, ..." (another
+    backbone first, then hyper-parameters against what the plan gives on that backbone, then the init); None when it
+    differs in something a row cannot show (protocol, split, k values)."""
     same = ("protocol_version", "query_classes", "retrieval_classes", "split_seed", "ks", "dataset")
     if any(getattr(stored, name) != getattr(planned, name) for name in same):
         return None
-    keys = sorted(k for k in set(stored.hparams) | set(planned.hparams)
-                  if stored.hparams.get(k) != planned.hparams.get(k))
-    parts = [f"{k}={stored.hparams.get(k):g}" if isinstance(stored.hparams.get(k), float)
-             else f"{k}={stored.hparams.get(k)}" for k in keys]
-    if stored.backbone != planned.backbone:
+    start = other_start(stored.backbone, planned.backbone)
+    expected = _expected_hparams(planned, stored.backbone) if start else planned.hparams
+    keys = sorted(k for k in set(stored.hparams) | set(expected) if stored.hparams.get(k) != expected.get(k))
+    parts = [f"backbone={start}"] if start else []
+    parts += [f"{k}={stored.hparams.get(k):g}" if isinstance(stored.hparams.get(k), float)
+              else f"{k}={stored.hparams.get(k)}" for k in keys]
+    if stored.backbone != planned.backbone and not start:
         init = stored.backbone.get("init", {})
         parts.append(f"init={init.get('kind', 'random')}" if init != planned.backbone.get("init") else "backbone")
     return ", ".join(parts) or None
+
+
+def _label(method: str, start: str | None, difference: str) -> str:
+    """A stored variant's row label: "UEM (lr=0.001)"; from another backbone "UEM from DINOv2 ViT-B/14 (lr=0.001)",
+    its `pretrained` row "Zero-shot DINOv2 ViT-B/14"."""
+    if start is None:
+        return f"{method_label(method)} ({difference})"
+    rest = difference.removeprefix(f"backbone={start}").removeprefix(", ")
+    head = f"Zero-shot {start}" if method == "pretrained" else f"{method_label(method)} from {start}"
+    return head + (f" ({rest})" if rest else "")
 
 
 def with_stored_runs(planned: list[RunSpec], output_root) -> Rows:
@@ -80,9 +126,12 @@ def with_stored_runs(planned: list[RunSpec], output_root) -> Rows:
             unshowable += 1
             continue
         key = f"{stored.method}[{difference}]"
+        start = other_start(stored.backbone, by_point[point].backbone)
         result.specs.append(stored)
         result.rows[stored.run_id] = key
-        result.labels[key] = f"{method_label(stored.method)} ({difference})"
+        result.labels[key] = _label(stored.method, start, difference)
+        if start:
+            result.starts[key] = start
     if unshowable:
         result.left_out.append(f"{unshowable} stored run(s) of this suite's grid left out: another protocol version, "
                                f"split or k values than today's plan (their numbers do not compare)")
@@ -90,10 +139,13 @@ def with_stored_runs(planned: list[RunSpec], output_root) -> Rows:
 
 
 def row_order(grid: Rows, specs: list[RunSpec]) -> list[str]:
-    """Row keys: each planned method, followed by its variants (in the order their runs were found)."""
+    """Row keys: each planned method followed by its variants (in the order their runs were found); then the rows
+    of each other backbone, a block per backbone in the same method order, its zero-shot row first."""
     keys = list(dict.fromkeys(grid.row(s) for s in specs))
     methods = list(dict.fromkeys(s.method for s in specs))
-    return [k for m in methods for k in keys if k == m or k.startswith(m + "[")]
+    starts = [None] + list(dict.fromkeys(grid.starts[k] for k in keys if k in grid.starts))
+    return [k for start in starts for m in methods for k in keys
+            if grid.starts.get(k) == start and (k == m or k.startswith(m + "["))]
 
 
 def tidy_frame(specs: list[RunSpec], output_root, statuses: dict[str, str] | None = None,
@@ -221,7 +273,8 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
     defaults). Suites without any stored run are left out, and so are columns and rows without any run; a UserError
     when no suite has a run."""
     suites = list(SUITES.values()) if suites is None else suites
-    used, frames, summary_sources, ablation_sources, left_out, labels = [], [], [], [], [], {}
+    used, frames, summary_sources, ablation_sources, left_out, labels, starts = [], [], [], [], [], {}, {}
+    columns_so_far: list[tuple[str, set, dict]] = []     # (dataset, grid points, backbone) of each summary column
     for suite in suites:
         try:
             planned = plan(suite)
@@ -233,12 +286,27 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
         specs = grid.specs
         if not has_stored_runs(specs, output_root):
             continue
+        settings = []
+        for setting in suite.settings:
+            points = {(s.setting, s.query_domain, s.retrieval_domain, s.method, s.seed) for s in planned
+                      if s.setting == setting}
+            if not is_ablation_suite(suite.name):
+                # A companion suite (the same grid from another backbone) is no column of its own: its runs are the
+                # other-backbone rows of the earlier suite's column (with_stored_runs), one table for every start.
+                if any(dataset == suite.dataset and points <= earlier and other_start(suite.backbone, backbone)
+                       for dataset, earlier, backbone in columns_so_far):
+                    continue
+                columns_so_far.append((suite.dataset, points, suite.backbone))
+            settings.append(setting)
+        if not settings:
+            continue
         used.append(suite.name)
         left_out += [f"{suite.name}: {line}" for line in grid.left_out]
         labels.update(grid.labels)
+        starts.update(grid.starts)
         frame = tidy_frame(specs, output_root, grid=grid)
         frames.append(frame)
-        for setting in suite.settings:
+        for setting in settings:
             of_setting = [s for s in specs if s.setting == setting]
             model = aggregate(frame, table_specs(suite.name, of_setting, grid)[0])   # the retrieval table
             if not any(has_runs(model, method) for method in model.methods):
@@ -259,12 +327,17 @@ def stored_summary(output_root, suites: list[Suite] | None = None) -> StoredSumm
     if summary_sources:
         columns = _labelled(summary_sources)
         rows = _rows(columns)
+        summary_note = note
+        if any(m in starts for m in rows):
+            summary_note += ("; Pretrained (init) and the methods' own rows start from each column's suite "
+                             "backbone, rows Zero-shot X and M from X: runs from backbone X (the zero-shot row of X is "
+                             "its pretrained features, untrained)")
         summary = combine_averages(
             title="Summary: Avg over the ordered pairs of every dataset and setting", key="summary", sources=columns,
             methods=rows, method_labels={m: labels.get(m) or method_label(m) for m in rows},
             metric_description="mAP@All (VOC-interpolated AP, class-balanced, following CoDA); in the open setting "
                                "shared-set mAP@All and Open-set Acc (fraction of private-class queries returned as "
-                               "null)", caption_note=note)
+                               "null)", caption_note=summary_note)
     if ablation_sources:
         columns = _labelled(ablation_sources)
         rows = _rows(columns)

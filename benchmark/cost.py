@@ -13,8 +13,9 @@ Before (`--dry-run`): `estimate` prices every run still to run from, per method,
    precision) on that device, when the run's backbone and image size are the calibrated ones, times the images of
    the run (epochs x steps per epoch x batch x 2 domains, the steps
    from the split's domain sizes), plus its measured setup and evaluation seconds; else
-2. the finished runs of the same method and dataset in the store: their mean seconds per epoch times the run's
-   epochs, plus their mean setup and evaluation seconds; else the method is left out of the total, and said.
+2. the finished runs of the same method, dataset and backbone architecture in the store: their mean seconds per
+   epoch times the run's epochs, plus their mean setup and evaluation seconds; else the method is left out of the
+   total, and said.
 The estimate names its source for every method.
 """
 from __future__ import annotations
@@ -261,11 +262,11 @@ class MethodEstimate:
 
 def estimate(to_run: list[RunSpec], output_root: Path, calibration: Calibration | None) -> list[MethodEstimate]:
     """Device seconds of every run still to run, per method (in plan order), with where each figure came from."""
-    measured: dict[tuple[str, str], list[RunCost]] = {}
+    measured: dict[tuple[str, str, str], list[RunCost]] = {}
     for spec in store.stored_specs(output_root):
         cost = run_cost(spec.run_dir(output_root))
         if cost is not None:
-            measured.setdefault((spec.method, spec.dataset), []).append(cost)
+            measured.setdefault((spec.method, spec.dataset, architecture_key(spec.backbone)), []).append(cost)
     estimates: dict[str, MethodEstimate] = {}
     for spec in to_run:
         entry = estimates.setdefault(spec.method, MethodEstimate(spec.method))
@@ -274,7 +275,7 @@ def estimate(to_run: list[RunSpec], output_root: Path, calibration: Calibration 
         devices = {calibration.device} if seconds is not None else set()
         if seconds is None:
             entry.unpriced_because = source
-            costs = measured.get((spec.method, spec.dataset), [])
+            costs = measured.get((spec.method, spec.dataset, architecture_key(spec.backbone)), [])
             seconds, source = _stored_seconds(spec, costs)
             devices = {c.device for c in costs}
         if seconds is not None:
@@ -285,10 +286,26 @@ def estimate(to_run: list[RunSpec], output_root: Path, calibration: Calibration 
     return list(estimates.values())
 
 
+def architecture_key(backbone: dict) -> str:
+    """What a run's speed depends on in its backbone spec: the architecture, its options and input size (not the
+    init): a ViT-B/14's runs are not priced by a ResNet-50's."""
+    from .spec import canonical_json
+    return canonical_json({k: backbone.get(k) for k in ("arch", "options", "preprocessing")})
+
+
+def calibrated_name(backbone: dict) -> str:
+    """The backbone name `perf methods --arch` calibrates (a suite's backbone name; the architecture for a spec of
+    none of them)."""
+    from .backbone_choice import backbone_name
+    return backbone_name(backbone) or backbone.get("arch", "?")
+
+
 def calibration_fits(spec: RunSpec, calibration: Calibration) -> bool:
-    """The calibration measured the run's backbone architecture at its dataset's image size."""
+    """The calibration measured the run's backbone at its dataset's image size (and a ViT at its input size:
+    `perf methods` gives a ViT the images' size as input size)."""
     from datasets.registry import get_dataset
-    return (spec.backbone.get("arch") == calibration.arch
+    input_size = spec.backbone.get("preprocessing", {}).get("input_size", calibration.image_size)
+    return (calibrated_name(spec.backbone) == calibration.arch and input_size == calibration.image_size
             and get_dataset(spec.dataset).image_size == calibration.image_size)
 
 
@@ -299,7 +316,7 @@ def _calibrated_seconds(spec: RunSpec, calibration: Calibration | None) -> tuple
     if not calibration_fits(spec, calibration):
         from datasets.registry import get_dataset
         return None, (f"the calibration measured {calibration.arch} at {calibration.image_size} px, these runs train "
-                      f"{spec.backbone.get('arch')} at {get_dataset(spec.dataset).image_size} px")
+                      f"{calibrated_name(spec.backbone)} at {get_dataset(spec.dataset).image_size} px")
     sizes = estimated_domain_sizes(spec)
     shape = _steps_and_batch(spec, sizes) if sizes else None
     if shape is None:

@@ -13,6 +13,10 @@ A backbone spec names an architecture, a head and an init:
   format (`state_dict` with `module.encoder_q.*` keys, MLP head `fc.0`/`fc.2`) loads trunk and head; a checkpoint
   without the head, or a torchvision state dict (`conv1.weight`, ..., its 1000-way `fc` ignored), loads the trunk and
   keeps the head's seeded random initialisation (logged).
+- `{"kind": "dinov2" | "clip", "weights": ..., "files": [...], "url": ...}`: a ViT's publisher checkpoint
+  (benchmark/backbone_specs.py, PublishedWeights), looked for where MoCo v2's is (`--pretrained PATH` first) under
+  each of its published names, read and checked by benchmark/publisher_weights.py; trunk only, the head keeps its
+  seeded random initialisation (no publisher ships one).
 - `{"kind": "torchvision", "files": [...]}`: torchvision's supervised ImageNet weights, the start of the papers of CDS,
   PCS and CoDA (`--baseline-init native`), read from torch's own cache (`$TORCH_HOME/hub/checkpoints/`, where
   `torchvision.models.resnet50(weights=...)` leaves it) or from <data root>/weights/, <cache>/weights/; trunk only,
@@ -36,10 +40,10 @@ from datasets.base import WHITE
 from datasets.cache import build_once
 from datasets.registry import get_dataset, load_domain
 from methods.augment import moco_v2_view
-from methods.backbones import EmbeddingNet, build_backbone
+from methods.backbones import EmbeddingNet, Preprocessing, build_backbone
 from methods.losses import nt_xent
 
-from .backbone_specs import PRETRAINED_KINDS
+from .backbone_specs import PRETRAINED_KINDS, SUITE_FILE_KINDS, weights_of
 from .spec import canonical_json
 from .store import atomic_torch_save
 
@@ -47,7 +51,7 @@ log = logging.getLogger(__name__)
 
 def new_backbone(backbone_spec: dict) -> EmbeddingNet:
     return build_backbone(backbone_spec["arch"], backbone_spec.get("head", "mlp"), backbone_spec.get("embed_dim", 128),
-                          **backbone_spec.get("options", {}))
+                          Preprocessing.from_spec(backbone_spec.get("preprocessing")), backbone_spec.get("options"))
 
 
 def build_initial_backbone(backbone_spec: dict, cache_dir: Path, data_root: Path | None,
@@ -64,7 +68,7 @@ def build_initial_backbone(backbone_spec: dict, cache_dir: Path, data_root: Path
         path = find_pretrained(init, cache_dir, data_root, pretrained)
         if path is None:
             raise FileNotFoundError(missing_weights_message(init, cache_dir, data_root))
-        load_pretrained(net, path)
+        load_pretrained(net, path, init, backbone_spec["arch"])
         return net.to(device)
     raise ValueError(f"unknown backbone init {init['kind']!r}; expected 'random', 'simclr', "
                      f"{' or '.join(repr(k) for k in PRETRAINED_KINDS)}")
@@ -79,10 +83,10 @@ def _weight_files(init: dict) -> list[str]:
 
 def weight_locations(init: dict, cache_dir: Path | None, data_root: Path | None,
                      pretrained: Path | None = None) -> list[Path]:
-    """Where a pretrained init's file is looked for, in order. `--pretrained` names the suite's MoCo v2 file; the
-    supervised torchvision weights are looked for in torch's cache first."""
+    """Where a pretrained init's file is looked for, in order. `--pretrained` names the suite's own file (MoCo v2's,
+    a ViT publisher's); the supervised torchvision weights are looked for in torch's cache first."""
     places = [Path(init["path"])] if init.get("path") else []           # a suite file's own checkpoint
-    places += [Path(pretrained).expanduser()] if pretrained and init["kind"] == "moco_v2" else []
+    places += [Path(pretrained).expanduser()] if pretrained and init["kind"] in SUITE_FILE_KINDS else []
     if init["kind"] == "torchvision":
         places += [Path(torch.hub.get_dir()) / "checkpoints" / name for name in _weight_files(init)]
     places += [Path(root) / "weights" / name for root in (data_root, cache_dir) if root for name in _weight_files(init)]
@@ -96,6 +100,15 @@ def find_pretrained(init: dict, cache_dir, data_root, pretrained=None) -> Path |
 def missing_weights_message(init: dict, cache_dir, data_root, pretrained=None) -> str:
     looked = ", ".join(str(p) for p in weight_locations(init, cache_dir, data_root, pretrained)) or "nowhere"
     name = _weight_files(init)[0]
+    published = weights_of(init)
+    if published is not None:
+        others = "".join(f" or {file} (its folder named after the model card)" if "/" in file else f" or {file}"
+                         for file in published.files[1:])
+        return (f"the pretrained weights of {published.label} are needed and were not found (looked at: {looked}). "
+                f"Fetch {name}, published by {published.publisher} at {published.url}{others} (timm's model card "
+                f"{published.card} holds model.safetensors) on a machine with network access, then pass "
+                f"--pretrained PATH or put it in <data root>/weights/ or <cache dir>/weights/; nothing is "
+                f"downloaded here.")
     if init["kind"] == "torchvision":
         where = f"put it in torch's cache ({Path(torch.hub.get_dir()) / 'checkpoints'}/)"
     else:
@@ -138,7 +151,16 @@ RESAVE_HINT = ("re-save only its weights on a machine where it loads: `import to
                "that runs code only if you trust where it came from)")
 
 
-def load_pretrained(net: EmbeddingNet, path: Path) -> None:
+def load_pretrained(net: EmbeddingNet, path: Path, init: dict | None = None, backbone_name: str = "") -> None:
+    """The weights file `path` of the init spec `init` into `net`: a ViT publisher's (kind "dinov2" or "clip":
+    benchmark/publisher_weights.py), else MoCo v2's or torchvision's ResNet. Raises ValueError when the file cannot
+    be read or does not fit, naming its keys beside the expected ones."""
+    if init is not None and init.get("kind") in ("dinov2", "clip"):
+        from .publisher_weights import load_publisher_weights
+        load_publisher_weights(net.trunk, path, init, backbone_name)
+        net.zero_shot_feature = "trunk"            # the publishers' retrieval feature; the head is random
+        log.info("%s: no publisher ships a projection head; the head keeps its seeded random init", path)
+        return
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

@@ -29,6 +29,7 @@ import torch
 from tabulate import tabulate
 
 from methods import get_method_class
+from methods.backbones import backbone_family
 from methods.base import resolve_hparams
 from methods.clustering import elbow_kmeans
 from methods.uem import UEMHparams, merge_prototypes
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
         query, query_labels, retrieval, retrieval_labels, method = trained_features(run_dir, args.device)
         # UEM's k range: the run's own, or UEM's for the run's dataset when another method made the features.
         hparams = method.hparams if isinstance(method.hparams, UEMHparams) else UEMHparams(
-            **resolve_hparams(get_method_class("uem"), spec.dataset))
+            **resolve_hparams(get_method_class("uem"), spec.dataset, family=backbone_family(spec.backbone)))
         report = merging_report(query, query_labels, retrieval, retrieval_labels,
                                 k_range=range(hparams.k_min, hparams.k_max + 1), seed=spec.seed)
         rows.append([spec.method, spec.setting, f"{spec.query_domain}->{spec.retrieval_domain}", spec.seed,

@@ -15,8 +15,8 @@ two ways: the usual per-image PIL pipeline (open, decode, crop, resize, to tenso
 once into the uint8 cache, memory-mapped; a batch is an index into it, augmented on the device in one call). It
 prints images/s of each and the ratio, measured in one run; the one-time decode is printed apart.
 
-    python -m benchmark.perf train [--arch resnet50] [--size 224] [--batch 64] [--steps 20] [--compile]
-                                   [--device cuda]
+    python -m benchmark.perf train [--arch resnet50|vit_base_patch14_dinov2|...] [--size 224] [--batch 64]
+                                   [--steps 20] [--compile] [--device cuda]
 
     python -m benchmark.perf elbow [--points 4400] [--dim 128] [--classes 65] [--k-max 130] [--device cpu|cuda]
 
@@ -27,11 +27,18 @@ bank's device). It prints the seconds per elbow of each and their ratio, measure
 sized bank of overlapping clusters; then, as a check of what the time buys, the K each picks on plainly separate
 clusters of the same size (the true K is the class count).
 
+    python -m benchmark.perf backbones [--archs resnet50 vit_base_patch14_dinov2 ...] [--size 224] [--batch 64]
+                                       [--steps 10] [--rounds 3] [--precision fp32|bf16] [--device cuda]
+
+``backbones`` times the plain two-view training step of several backbones (interleaved rounds, the median of each),
+with each one's weights, forward GFLOP and activation memory per image (``backbone_footprint``), and prints each
+one's images/s and its ratio to the first.
+
 ``train`` times training steps of the backbone (forward of two views, a contrastive loss, backward, SGD step — the
 shape of every method's step) on random images already on the device, in these configurations: fp32 in IEEE float32,
 fp32 with TF32 (CUDA), bf16 autocast, channels_last, bf16 + channels_last, and with ``--compile`` the last one with
 torch.compile of the backbone; it prints images/s of each and its ratio to the first, measured in one run, after
-warm-up steps.
+warm-up steps. A ViT (`--arch vit_...`, at input size `--size`) is timed without the channels_last rows.
 
     python -m benchmark.perf methods [--suite quickstart] [--methods ...] [--arch small_cnn] [--size 32]
                                      [--precision fp32|bf16] [--channels-last] [--compile] [--no-tf32]
@@ -63,6 +70,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark.backbone_specs import VIT_ARCHITECTURES
 from benchmark.evaluation import per_query_metrics, retrieval_metrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -300,6 +308,28 @@ TRAIN_CONFIGS = (("fp32", False, False, False), ("fp32", False, False, True), ("
 COMPILED_CONFIG = ("bf16", True, True, True)
 
 
+def perf_backbone(arch: str, size: int):
+    """The backbone `arch` (a suite's backbone name: benchmark/suite_files.py, BACKBONE_NAMES) with random weights,
+    for timing: a CNN as `build_backbone` makes it, a ViT at input size `size` px (its spec's preprocessing: the
+    images it is given are that size, so nothing is resized). Raises ValueError for a size a ViT cannot take."""
+    import copy
+
+    from benchmark.backbone_specs import TOY_VIT, VIT_ARCHITECTURES, vit_backbone_spec
+    from benchmark.initialisation import new_backbone
+    from methods.backbones import build_backbone
+    if arch in VIT_ARCHITECTURES:
+        return new_backbone(vit_backbone_spec(arch, size))
+    if arch == "vit_toy":
+        spec = copy.deepcopy(TOY_VIT)
+        spec["options"]["img_size"] = spec["preprocessing"]["input_size"] = size
+        return new_backbone(spec)
+    return build_backbone(arch, "mlp", 128)
+
+
+def is_vit_name(arch: str) -> bool:
+    return arch.startswith("vit_")
+
+
 def run_train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -307,14 +337,84 @@ def run_train(args) -> int:
     print(f"{args.arch} training steps: batch {args.batch} x 2 views of {args.size} px, {args.warmup} warm-up + "
           f"{args.steps} timed steps, device {_device_name(device)}"
           + ("" if device.type == "cuda" else f", torch threads {torch.get_num_threads()}"))
-    configs = [StepConfig(args.arch, args.size, device, precision, channels_last, compiled, tf32)
+    # channels_last is for convolutions: a ViT (one convolution, its patch embedding) is timed without it
+    vit = is_vit_name(args.arch)
+    configs = [StepConfig(args.arch, args.size, device, precision, channels_last and not vit, compiled, tf32)
                for precision, channels_last, compiled, tf32 in TRAIN_CONFIGS + ((COMPILED_CONFIG,) if args.compile
                                                                                 else ())]
     configs = list({config.describe(): config for config in configs}.values())   # TF32 is CUDA's: one fp32 row
+    parameters, gflops, saved = backbone_footprint(args.arch, args.size)
+    print(f"  {parameters / 1e6:.3g} M weights; per image at {args.size} px: {gflops:.3g} GFLOP forward, "
+          f"{saved:.3g} MB of fp32 activations kept for the backward pass (each view)")
     rates = [_plain_rate(config, args.batch, args.steps, args.warmup, args.seed) for config in configs]
     for config, rate in zip(configs, rates):
-        print(f"  {config.describe():<52} {rate:9.1f} images/s   x{rate / rates[0]:.2f} vs the first")
+        print(f"  {config.describe():<52} {_rate_text(rate)} images/s   x{rate / rates[0]:.2f} vs the first")
     return 0
+
+
+def _rate_text(rate: float) -> str:
+    return f"{rate:9.1f}" if rate >= 10 else f"{rate:9.3f}"
+
+
+def run_backbones(args) -> int:
+    """`backbones`: the plain two-view training step of several backbones at one image size, interleaved (each round
+    times every backbone once, so a machine's changing load falls on all of them), the median over the rounds; with
+    each one's footprint per image (`backbone_footprint`)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    configs = [StepConfig(arch, args.size, device, args.precision) for arch in args.archs]
+    print(f"plain two-view training steps at {args.size} px, batch {args.batch} x 2 views, {args.precision}, "
+          f"{args.warmup} warm-up + {args.steps} timed steps per round, median of {args.rounds} interleaved rounds, "
+          f"device {_device_name(device)}" + ("" if device.type == "cuda" else
+                                             f", torch threads {torch.get_num_threads()}"))
+    footprints = {arch: backbone_footprint(arch, args.size) for arch in args.archs}
+    rates: dict[str, list[float]] = {arch: [] for arch in args.archs}
+    for _ in range(args.rounds):
+        for config in configs:
+            rates[config.arch].append(_plain_rate(config, args.batch, args.steps, args.warmup, args.seed))
+    print(f"  {'backbone':<38} {'weights':>8} {'GFLOP':>7} {'act. MB':>8} {'images/s':>10} {'vs first':>9} "
+          f"rounds")
+    first = float(np.median(rates[args.archs[0]]))
+    for arch in args.archs:
+        weights, gflops, saved = footprints[arch]
+        rate = float(np.median(rates[arch]))
+        print(f"  {arch:<38} {weights / 1e6:>7.1f}M {gflops:>7.3g} {saved:>8.3g} {_rate_text(rate):>10} "
+              f"{'x' + format(rate / first, '.2f'):>9} {', '.join(_rate_text(r).strip() for r in rates[arch])}")
+    print("  GFLOP: forward per image; act. MB: float32 activations kept for the backward pass per image and view")
+    return 0
+
+
+def backbone_footprint(arch: str, size: int) -> tuple[int, float, float]:
+    """(weights, forward GFLOP per image, MB of float32 tensors autograd keeps for the backward pass per image) of
+    the backbone `arch` at `size` px, counted on the CPU in one forward of one image: the FLOPs by
+    `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions, 2 per multiply-add; a ViT's attention with
+    timm's explicit q k^T and attention x v matmuls, which the counter sees, where the fused kernel of the CPU it
+    does not), the memory as the bytes of the distinct tensors `torch.autograd.graph.saved_tensors_hooks` sees saved
+    on the path a run takes (fused attention; the weights excluded). What the device's speed and memory scale with,
+    whatever the device."""
+    from torch.utils.flop_counter import FlopCounterMode
+    torch.manual_seed(0)
+    net = perf_backbone(arch, size)
+    images = torch.rand(1, 3, size, size)
+    weights = {p.data_ptr() for p in net.parameters()}
+    saved: dict[int, int] = {}
+
+    def keep(tensor):
+        if tensor.data_ptr() not in weights:
+            saved[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        net(images)
+    fused = [m for m in net.modules() if getattr(m, "fused_attn", False)]
+    for module in fused:
+        module.fused_attn = False
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(images)
+    for module in fused:
+        module.fused_attn = True
+    return sum(p.numel() for p in net.parameters()), counter.get_total_flops() / 1e9, sum(saved.values()) / 2 ** 20
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -408,12 +508,11 @@ def _plain_rate(config: StepConfig, batch: int, steps: int, warmup: int, seed: i
     `repeats` timed blocks of `steps` steps."""
     from benchmark.acceleration import compile_backbones, configure_float32
     from benchmark.runner import autocast_for
-    from methods.backbones import build_backbone
     from methods.base import sgd
     from methods.losses import nt_xent
     configure_float32(config.device, config.tf32)
     torch.manual_seed(seed)
-    net = build_backbone(config.arch, "mlp", 128).to(config.device).to(memory_format=config.memory_format)
+    net = perf_backbone(config.arch, config.size).to(config.device).to(memory_format=config.memory_format)
     if config.compile:
         compile_backbones(net)
     optimizer = sgd(net.parameters(), lr=1e-3, momentum=0.9)
@@ -499,12 +598,11 @@ def _method_rate(spec, config: StepConfig, warmup_epochs: int, seed: int, count_
     from benchmark.runner import RunContext, _train_epoch
     from datasets.base import UnlabeledDomain
     from methods import get_method_class
-    from methods.backbones import build_backbone
     from methods.base import Optimization, build_hparams
     cls = get_method_class(spec.method)
     hparams = build_hparams(cls, spec.hparams)
     torch.manual_seed(seed)
-    method = cls(hparams, build_backbone(config.arch, "mlp", 128)).to(config.device)
+    method = cls(hparams, perf_backbone(config.arch, config.size)).to(config.device)
     method.to(memory_format=config.memory_format)
     sizes = estimated_domain_sizes(spec) or (300, 300)
     domains = tuple(UnlabeledDomain(f"d{d}", d, torch.randint(0, 256, (n, 3, config.size, config.size),
@@ -547,12 +645,16 @@ def run_methods(args) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = StepConfig(args.arch, args.size, torch.device(args.device), args.precision, args.channels_last,
-                        args.compile, args.tf32)
+    vit = is_vit_name(args.arch)
+    config = StepConfig(args.arch, args.size, torch.device(args.device), args.precision,
+                        args.channels_last and not vit, args.compile, args.tf32)
     configure_float32(config.device, args.tf32)
     if args.compile and args.compile_cache:
         use_compile_cache(args.compile_cache)
     suite = get_suite(args.suite)
+    if vit:              # the runs a suite makes on that backbone: the ViT's hyper-parameters (head, layer decay)
+        from benchmark.backbone_choice import suite_with_backbone
+        suite = suite_with_backbone(suite, args.arch, "random")
     names = args.methods or [m for m in suite.method_list() if m != "pretrained"]
     unknown = sorted(set(names) - set(method_names()))
     if unknown:
@@ -618,6 +720,9 @@ def _add_counts(command: argparse.ArgumentParser, **defaults: int) -> None:
         command.add_argument(f"--{name.replace('_', '-')}", type=_positive_int, default=default)
 
 
+PERF_BACKBONES = ("resnet50", "resnet18", "small_cnn", "vit_toy", *VIT_ARCHITECTURES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark.perf", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -648,16 +753,28 @@ def build_parser() -> argparse.ArgumentParser:
     elbow.set_defaults(handler=run_elbow)
 
     train = commands.add_parser("train", help="backbone training images/s: fp32, bf16 autocast, channels_last")
-    train.add_argument("--arch", choices=["resnet50", "resnet18", "small_cnn"], default="resnet50")
+    train.add_argument("--arch", choices=PERF_BACKBONES, default="resnet50",
+                       help="a suite's backbone name (a ViT is timed without channels_last)")
     _add_counts(train, size=224, batch=64, steps=20, warmup=3)
     train.add_argument("--compile", action="store_true", help="also bf16 + channels_last with torch.compile")
     _add_common_options(train, device=accelerator)
     train.set_defaults(handler=run_train)
 
+    backbones = commands.add_parser("backbones", help="the plain training step of several backbones, interleaved")
+    backbones.add_argument("--archs", nargs="+", choices=PERF_BACKBONES, metavar="NAME",
+                           default=["resnet50", "vit_small_patch14_dinov2", "vit_base_patch14_dinov2",
+                                    "vit_base_patch16_clip_quickgelu_224"],
+                           help="suite backbone names (default: ResNet-50, DINOv2 ViT-S/14 and ViT-B/14, CLIP ViT-B/16)")
+    backbones.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    _add_counts(backbones, size=224, batch=64, steps=10, warmup=2, rounds=3)
+    _add_common_options(backbones, device=accelerator)
+    backbones.set_defaults(handler=run_backbones)
+
     every = commands.add_parser("methods", help="one epoch of every method at a suite's shapes vs a plain step")
     every.add_argument("--suite", default="quickstart")
     every.add_argument("--methods", nargs="+", help="these methods (default: the suite's, but pretrained)")
-    every.add_argument("--arch", choices=["resnet50", "resnet18", "small_cnn"], default="small_cnn")
+    every.add_argument("--arch", choices=PERF_BACKBONES, default="small_cnn",
+                       help="a suite's backbone name; a ViT runs the suite's methods with their ViT hyper-parameters")
     _add_counts(every, size=32, plain_steps=10)
     every.add_argument("--warmup-epochs", type=int, default=1,
                        help="untimed epochs before the timed one (kernel loading, compilation, caches); default 1")
@@ -679,7 +796,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except ValueError as error:          # a backbone at a size it cannot take, a suite that cannot run on it
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from datasets.locks import LockUnavailable, describe_holder, holder_path, try_lo
 from datasets.registry import get_dataset
 
 from . import slurm, store
-from .backbone_specs import PRETRAINED_KINDS
-from .collect import is_ablation_suite, stored_summary, table_specs, tidy_frame, with_stored_runs
+from .backbone_specs import PAPER_BACKBONE, PRETRAINED_KINDS, SUITE_FILE_KINDS
+from .collect import is_ablation_suite, other_start, stored_summary, table_specs, tidy_frame, with_stored_runs
 from .catalogue import method_label
 from .cost import cost_frame, cost_table, estimate, estimate_text, find_calibration, write_cost_table
 from .errors import UserError
@@ -34,6 +34,7 @@ from .paper import ABLATION_SETTING, comparable, compare_with_paper, load_paper_
 from .render import to_markdown, write_report
 from .runner import resolve_device
 from .spec import canonical_json
+from .backbone_choice import suite_with_backbone
 from .suite_files import is_suite_file
 from .suites import get_suite, plan
 from .tables import aggregate, save_tidy
@@ -50,6 +51,8 @@ class Options:
     settings: list[str] | None = None
     assignments: list[str] = field(default_factory=list)    # --set KEY=VALUE
     baseline_init: str = "suite"
+    backbone: str | None = None                # --backbone NAME over the suite's (suite_files.suite_with_backbone)
+    init: str | None = None                    # --init INIT
     data_root: Path | None = None
     cache_dir: Path | None = None              # None: <output>/cache
     pretrained: Path | None = None
@@ -202,11 +205,16 @@ def run(options: Options) -> int:
     folders and hand the runs to the launcher; then the tables. Returns the exit status: 0, 1 when a run behind the
     tables failed, 2 when a dry run finds the plan cannot start. Raises UserError / DataError for bad input."""
     if options.summary:
+        if options.backbone or options.init:
+            raise UserError("--summary shows the stored runs of every backbone; --backbone and --init choose the "
+                            "runs of one suite")
         if is_suite_file(options.suite):            # its dataset and methods join the summary's suites
             get_suite(options.suite)
         return report("summary", [], options.output, summary=True, compare_paper=options.compare_paper,
                       caption=options.caption)
     suite = get_suite(options.suite)
+    if options.backbone or options.init:
+        suite = suite_with_backbone(suite, options.backbone, options.init)
     specs = plan(suite, methods=options.methods, pairs=options.pairs, seeds=options.seeds,
                  settings=options.settings, assignments=options.assignments, baseline_init=options.baseline_init)
     output_root = options.output
@@ -426,10 +434,10 @@ def check_data(dataset: str, data_root: Path | None, domains: list[str] | None =
 
 def check_initialisation(suite, to_run, cache_dir: Path, data_root: Path | None, pretrained: Path | None):
     """The paper's suites start from pretrained weights read from local files: find each one the runs to do need (and
-    check it loads into their backbone) before anything starts. Returns the path of the suite's MoCo v2 file (what
-    --pretrained names), or None when no run needs one."""
+    check it loads into their backbone) before anything starts. Returns the path of the suite's own weights file (what
+    --pretrained names: MoCo v2's, a ViT publisher's), or None when no run needs one."""
     init = suite.backbone.get("init", {})
-    if pretrained and init.get("kind", "random") != "moco_v2":
+    if pretrained and init.get("kind", "random") not in SUITE_FILE_KINDS:
         raise UserError(f"--pretrained: suite {suite.name!r} starts from its own {init.get('kind', 'random')} "
                         f"init and reads no weights file")
     if pretrained and not Path(pretrained).expanduser().is_file():
@@ -444,10 +452,10 @@ def check_initialisation(suite, to_run, cache_dir: Path, data_root: Path | None,
         if path is None:
             raise UserError(missing_weights_message(init, cache_dir, data_root, pretrained) + "; nothing was trained")
         try:
-            load_pretrained(new_backbone(backbone), path)
+            load_pretrained(new_backbone(backbone), path, init, backbone["arch"])
         except ValueError as error:
             raise UserError(f"{error}; nothing was trained") from None
-        if init["kind"] == "moco_v2":
+        if init["kind"] in SUITE_FILE_KINDS:
             suite_weights = path.resolve()
     return suite_weights
 
@@ -490,10 +498,11 @@ def check_data_command(data_root: Path | None, strict: bool = False) -> int:
 
 def _defaults(spec) -> dict | None:
     """The hyper-parameters a run of `spec.method` has by default on its dataset (None: a method not registered)."""
+    from methods.backbones import backbone_family
     from methods.base import resolve_hparams
     from methods.registry import REGISTRY
     cls = REGISTRY.get(spec.method)
-    return resolve_hparams(cls, spec.dataset) if cls is not None else None
+    return resolve_hparams(cls, spec.dataset, family=backbone_family(spec.backbone)) if cls is not None else None
 
 
 def report(suite_name: str, specs, output_root: Path, summary: bool = False, compare_paper: bool = False,
@@ -502,6 +511,12 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
     companions beside the paper's numbers, with `figures` the suite's figures, the HTML page, and last the PDFs of
     the LaTeX documents (a pdflatex failure is a warning with its log's path; it stops nothing). Exit status 1 when a
     run behind the tables failed."""
+    start = next((other_start(spec.backbone, PAPER_BACKBONE) for spec in specs
+                  if other_start(spec.backbone, PAPER_BACKBONE)), None)
+    if compare_paper and start:              # a companion suite: the paper's numbers are another backbone's
+        print(f"--compare-paper: the paper's numbers start from MoCo v2 ResNet-50, the runs of {suite_name} from "
+              f"{start}: not compared (the report of a suite from MoCo v2 ResNet-50 shows them as rows of their own)")
+        compare_paper = False
     paper_results = load_paper_results() if compare_paper else None   # a broken file stops before anything is written
     tables_dir = output_root / "tables"
     if summary:

@@ -336,7 +336,12 @@ def _prepare_fit(spec: RunSpec, launch: store.Launch, data_root, cache_dir, devi
     hparams = build_hparams(method_cls, spec.hparams)
     seed_everything(spec.seed)
     method = method_cls(hparams, backbone).to(device)
-    memory_format = torch.channels_last if launch.channels_last else torch.contiguous_format
+    # channels_last speeds up convolutions; a ViT's only one is its patch embedding, so it stays contiguous
+    channels_last = launch.channels_last and backbone.family == "cnn"
+    if launch.channels_last and not channels_last:
+        log.info("--channels-last has no effect on a %s backbone (a ViT): batches and weights stay contiguous",
+                 spec.backbone["arch"])
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     method.to(memory_format=memory_format)
     domains = (query.unlabeled(0), retrieval.unlabeled(1))
     steps = method.steps_per_epoch(len(domains[0]), len(domains[1]))

@@ -5,8 +5,10 @@
     pairs = [["photo", "drawing"], ["drawing", "photo"]]
     methods = ["pretrained", "uem", "ucdir"]    # default: every registered method
     seeds = [1, 2, 3]
-    backbone = "small_cnn"                       # or resnet18 / resnet50
-    init = "simclr"                              # or "moco_v2", "imagenet_supervised", "random", a checkpoint path
+    backbone = "small_cnn"                       # or resnet18 / resnet50, or a ViT (docs/backbones.md)
+    init = "simclr"                              # or "moco_v2", "imagenet_supervised", "random", a checkpoint path;
+                                                 # a ViT's: "dinov2", "clip_openai", "openclip_laion2b" (its default)
+    input_size = 224                             # a ViT's input size (a multiple of its patch; default 224)
     image_size = 32
     plugins = ["my_methods.py"]                  # optional: files or modules that register more methods
 
@@ -30,34 +32,26 @@ runs (its path is in launch.json), so `--jobs` workers and SLURM tasks know its 
 """
 from __future__ import annotations
 
-import copy
 import tomllib
 from pathlib import Path
 
-from datasets.base import WHITE, class_folders, is_system_entry
+from datasets.base import class_folders, is_system_entry
 from datasets.classmap import ClassMap
 from datasets.registry import DATASETS, DatasetInfo, register_dataset
 from datasets.splits import SETTINGS
 from methods.plugins import PluginError, load_plugins
 
-from .backbone_specs import PAPER_BACKBONE, SUPERVISED_RESNET50_INIT
+from .backbone_choice import (BACKBONE_NAMES, INIT_NAMES, SIMCLR_RECIPE, BackboneChoiceError, backbone_spec,
+                              default_init)
 from .errors import UserError
 
-BACKBONES = {
-    "small_cnn": {"arch": "small_cnn", "head": "mlp", "embed_dim": 128, "options": {"width": 16, "norm": "group"}},
-    "resnet18": {"arch": "resnet18", "head": "mlp", "embed_dim": 128},
-    "resnet50": {"arch": "resnet50", "head": "mlp", "embed_dim": 128},
-}
-# The self-supervised init's recipe for a suite file: the quickstart's, with a linear warm-up over the first 5 of its
-# 40 epochs (without it, lr 0.05 at batch 128 can collapse on data it was not tuned on;
-# tests/test_pretraining_check.py).
-SIMCLR_RECIPE = {"epochs": 40, "batch_size": 128, "lr": 0.05, "temperature": 0.2, "weight_decay": 1e-4,
-                 "min_crop_scale": 0.5, "seed": 0, "warmup_epochs": 5}
 KEYS = {"name": "a suite name (letters, digits, '_', '-', '.')", "description": "a string",
         "settings": f"a list of {', '.join(SETTINGS)}", "pairs": "a list of [query, retrieval] domain pairs",
         "methods": "a list of method names", "seeds": "a list of integers", "ks": "a list of positive integers (P@k)",
-        "backbone": f"one of {', '.join(BACKBONES)}",
-        "init": "simclr, moco_v2, imagenet_supervised, random, or a checkpoint file",
+        "backbone": f"one of {', '.join(BACKBONE_NAMES)}",
+        "init": "simclr, moco_v2, imagenet_supervised, random, dinov2, clip_openai, openclip_laion2b, or a checkpoint "
+                "file",
+        "input_size": "a ViT's input size in pixels, a multiple of its patch size (224, or 518 for DINOv2's own)",
         "image_size": "a positive integer (pixels)", "plugins": "a list of method files or modules",
         "dataset": "a built-in dataset's name, or a table with name and root", "hparams": "a table per method",
         "simclr": f"a table with {', '.join(SIMCLR_RECIPE)}"}
@@ -246,35 +240,23 @@ class _Reader:
 
     def backbone(self, dataset: DatasetInfo) -> dict:
         arch = self.get("backbone", str, "small_cnn")
-        if arch not in BACKBONES:
+        if arch not in BACKBONE_NAMES:
             raise self.error("backbone", arch, KEYS["backbone"])
-        spec = copy.deepcopy(BACKBONES[arch])
-        init = self.get("init", str, "simclr")
+        init = self.get("init", str, default_init(arch))
         recipe = self.get("simclr", dict, {})
         unknown = sorted(set(recipe) - set(SIMCLR_RECIPE))
         if unknown:
             raise self.error("simclr", recipe, KEYS["simclr"])
         if recipe and init != "simclr":
             raise self.error("simclr", recipe, "no [simclr] table unless init = \"simclr\"")
-        if init == "simclr":
-            spec["init"] = {"kind": "simclr", "dataset": dataset.name, **SIMCLR_RECIPE, **recipe}
-            if not spec["init"]["warmup_epochs"]:      # no warm-up: the init (and its hash) of the recipe without it
-                del spec["init"]["warmup_epochs"]
-            if dataset.background != WHITE:            # pretrained on other pixels: another init; white keeps its hash
-                spec["init"]["background"] = list(dataset.background)
-        elif init == "random":
-            spec["init"] = {"kind": "random"}
-        elif init in ("moco_v2", "imagenet_supervised"):
-            if arch != "resnet50":
-                raise self.error("init", init, f"an init that exists for the {arch} backbone (moco_v2 and "
-                                               f"imagenet_supervised are ResNet-50 weights)")
-            spec["init"] = copy.deepcopy(PAPER_BACKBONE["init"] if init == "moco_v2" else SUPERVISED_RESNET50_INIT)
-        else:
-            checkpoint = self.relative(init)
-            if not checkpoint.is_file():
-                raise self.error("init", init, f"{KEYS['init']} (no file at {checkpoint})")
-            spec["init"] = {"kind": "moco_v2", "file": checkpoint.name, "path": str(checkpoint)}
-        return spec
+        input_size = self.get("input_size", int)
+        checkpoint = None if init in INIT_NAMES else self.relative(init)
+        if checkpoint is not None and not checkpoint.is_file():
+            raise self.error("init", init, f"{KEYS['init']} (no file at {checkpoint})")
+        try:
+            return backbone_spec(arch, init, dataset, recipe, input_size, checkpoint)
+        except BackboneChoiceError as error:
+            raise self.error(error.key, input_size if error.key == "input_size" else init, str(error)) from None
 
 
 def check_folder_dataset(info: DatasetInfo) -> tuple[str, bool]:

@@ -13,6 +13,7 @@ from datasets.base import WHITE
 from datasets.registry import add_unique, get_dataset
 from datasets.splits import SETTINGS, build_split
 from methods import get_method_class, method_names
+from methods.backbones import backbone_family
 from methods.base import HparamError, resolve_hparams
 
 from .backbone_specs import NATIVE_INITS
@@ -68,16 +69,24 @@ def load_suite_file(path) -> Suite:
     return suite
 
 
+# The companions of the paper's suites: the same runs from another backbone (`<suite>_dinov2`, `<suite>_clip`)
+COMPANION_SUFFIXES = ("dinov2", "clip")
+
+
 def load_builtin_suites() -> None:
     """Register every suite file of BUILTIN_SUITES, in the order --list shows them: the quickstart's, then the paper's
-    datasets in its tables' order, each closed, partial, open, ablation."""
+    datasets in its tables' order, each closed, partial, open, ablation, each followed by its companions."""
     order = ("quickstart", "office31", "office_home", "domainnet", "closed", "partial", "open", "ablation")
 
     def rank(path: Path) -> tuple:
-        dataset, _, setting = path.stem.rpartition("_")
-        dataset = dataset if dataset in order else path.stem
+        stem, _, companion = path.stem.rpartition("_")
+        if companion not in COMPANION_SUFFIXES:
+            stem, companion = path.stem, ""
+        dataset, _, setting = stem.rpartition("_")
+        dataset = dataset if dataset in order else stem
         return (order.index(dataset) if dataset in order else len(order), dataset,
-                order.index(setting) if setting in order else -1)
+                order.index(setting) if setting in order else -1,
+                COMPANION_SUFFIXES.index(companion) if companion else -1)
     for path in sorted(BUILTIN_SUITES.glob("*.toml"), key=rank):
         load_suite_file(path)
 
@@ -194,14 +203,15 @@ def plan(suite: Suite, methods: list[str] | None = None, pairs: list[str] | None
         if setting not in SETTINGS:
             raise UserError(f"unknown setting {setting!r}; expected one of {', '.join(SETTINGS)}")
     cli_overrides = parse_overrides(assignments or [], method_list)
+    backbones = {method: method_backbone(suite, method, baseline_init) for method in method_list}
     resolved = {}
     for method in method_list:
         try:
             resolved[method] = resolve_hparams(get_method_class(method), suite.dataset,
-                                               {**suite.method_overrides.get(method, {}), **cli_overrides[method]})
+                                               {**suite.method_overrides.get(method, {}), **cli_overrides[method]},
+                                               family=backbone_family(backbones[method]))
         except HparamError as error:
             raise UserError(str(error)) from None
-    backbones = {method: method_backbone(suite, method, baseline_init) for method in method_list}
     # A background other than white changes the pixels the run trains on: part of its identity. White (every built-in
     # dataset's) adds nothing, so the runs made before the background existed keep their ids.
     extra = {"background": list(info.background)} if info.background != WHITE else {}

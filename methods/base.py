@@ -114,11 +114,28 @@ class Optimization:
         return self.epoch_schedulers + self.step_schedulers
 
 
+# A hyper-parameter that exists for one backbone family only: resolve_hparams leaves it out of the other families'
+# runs (their run ids stay what they were before it existed) and refuses it there.
+VIT_ONLY = {"family": "vit"}
+
+
 @dataclass
 class BaseHparams:
-    """Every method has a budget: epochs and the batch size per domain. Method Hparams extend this."""
+    """Every method has a budget: epochs and the batch size per domain. Method Hparams extend this.
+
+    The trunk's optimiser on a ViT (`vit_parameter_groups`, for methods that train one): the method's lr at the top
+    block, times `layer_decay` per block below it (the patch embedding, CLS token and position embeddings one step
+    lower still), the patch embedding times `patch_embed_lr_mult` on top; no weight decay on biases, LayerNorm and
+    LayerScale weights, the CLS token and position embeddings. Source: DINOv2's own training recipe
+    (facebookresearch/dinov2, dinov2/configs/ssl_default_config.yaml at fc49f49: optim.layerwise_decay 0.9,
+    optim.patch_embed_lr_mult 0.2), with timm's layer groups (`timm.optim.param_groups_layer_decay`). Slowing the
+    patch embedding follows MoCo v3's finding that contrastive training of a ViT is unstable through it (Chen, Xie,
+    He, ICCV 2021, who froze it). None of the retrieval papers trained a ViT: these are the harness's choices,
+    `--set`-able (`--set layer_decay=1.0` gives every layer the method's lr)."""
     epochs: int = 1
     batch_size: int = 64
+    layer_decay: float = field(default=0.9, metadata=VIT_ONLY)
+    patch_embed_lr_mult: float = field(default=0.2, metadata=VIT_ONLY)
 
 
 class Method(nn.Module):
@@ -137,6 +154,9 @@ class Method(nn.Module):
     # The start of the method's own paper when it is not the suite's (UEM runs every baseline from MoCo v2 for a
     # fair comparison): "imagenet_supervised" for torchvision's ImageNet weights. Used with `--baseline-init native`.
     native_init: ClassVar[str | None] = None
+    # Per-backbone-family overrides ("vit": {...}), after the dataset's and before the suite's and `--set`: the choices
+    # a method makes differently on a ViT trunk (e.g. a fresh linear head where the CNN init's head was kept).
+    backbone_overrides: ClassVar[dict[str, dict]] = {}
     # Python modules the method imports only when it trains (e.g. ("faiss",) for faiss k-means): the harness imports
     # them before any run starts (and --dry-run), so a missing one stops the plan, not a run after its warm-up epochs.
     required_modules: ClassVar[tuple[str, ...]] = ()
@@ -178,6 +198,18 @@ class Method(nn.Module):
         self.check_choices(head=("init", "linear"))
         if self.hparams.head == "linear":
             self.backbone.replace_head("linear", self.hparams.head_dim)
+
+    def optimised_parameters(self, lr: float, weight_decay: float, *others: nn.Module) -> list:
+        """What an SGD over the backbone (and the modules `others`) optimises: on a CNN its parameters, as a list
+        (the optimiser's lr and weight decay apply); on a ViT parameter groups, the trunk's by
+        `vit_parameter_groups` (layer-wise lr decay from `lr`, see BaseHparams), the head's and `others`' at `lr`
+        and `weight_decay`."""
+        if self.backbone.family != "vit":
+            return [p for module in (self.backbone, *others) for p in module.parameters()]
+        h = self.hparams
+        rest = [p for module in (self.backbone.head, *others) for p in module.parameters()]
+        return vit_parameter_groups(self.backbone.trunk, lr, weight_decay, h.layer_decay, h.patch_embed_lr_mult) + \
+            [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
 
     def filled_banks(self, ctx) -> nn.ModuleList:
         """One memory bank per domain, filled before training (CDS, PCS, CoDA, UEM). A `bank_fill` switch of
@@ -273,6 +305,29 @@ def sgd(parameters, **options) -> torch.optim.SGD:
     return torch.optim.SGD(groups, fused=True if on_cuda else None, **options)
 
 
+def vit_parameter_groups(trunk: nn.Module, lr: float, weight_decay: float, layer_decay: float,
+                         patch_embed_lr_mult: float = 1.0) -> list[dict]:
+    """SGD parameter groups of a timm ViT trunk with layer-wise lr decay: timm's groups
+    (`timm.optim.param_groups_layer_decay`: layer 0 = patch embedding, CLS token, position embeddings; layer i = block
+    i - 1, the last block sharing the top layer with the final norm; scale layer_decay ** (top - layer); weight decay
+    0 on 1-d weights and on the model's `no_weight_decay()` names), each with lr = `lr` x its scale, the patch
+    embedding's x `patch_embed_lr_mult` in a group of its own (DINOv2's patch_embed_lr_mult). For a ViT of D blocks
+    the patch embedding trains at lr x layer_decay ** D x patch_embed_lr_mult. Returns dicts with "params", "lr",
+    "weight_decay"."""
+    from timm.optim import param_groups_layer_decay
+    no_decay = trunk.no_weight_decay() if hasattr(trunk, "no_weight_decay") else ()
+    patch = {id(p) for p in trunk.patch_embed.parameters()} if hasattr(trunk, "patch_embed") else set()
+    groups = []
+    for group in param_groups_layer_decay(trunk, weight_decay=weight_decay, no_weight_decay_list=no_decay,
+                                          layer_decay=layer_decay):
+        group_lr = lr * group["lr_scale"]
+        for params, multiplier in (([p for p in group["params"] if id(p) not in patch], 1.0),
+                                   ([p for p in group["params"] if id(p) in patch], patch_embed_lr_mult)):
+            if params:
+                groups.append({"params": params, "lr": group_lr * multiplier, "weight_decay": group["weight_decay"]})
+    return groups
+
+
 def sgd_with_cosine(parameters, hparams):
     """SGD (lr, momentum, weight_decay of `hparams`) with the per-epoch cosine decay over `hparams.epochs`, in the
     (optimisers, schedulers) form `configure_optimizers` returns."""
@@ -313,17 +368,33 @@ def _coerce(value, annotation, key: str):
         raise HparamError(f"hyper-parameter {key}={value!r}: expected a value of type {kind.__name__}") from None
 
 
-def resolve_hparams(method_cls, dataset: str, overrides: dict | None = None) -> dict:
-    """Dataclass defaults, then the method's overrides for this dataset, then `overrides` (suite, --set)."""
+def family_hparams(method_cls, family: str) -> set[str]:
+    """The hyper-parameters of `method_cls` that exist on a backbone of `family` ("cnn" or "vit"): all but those of
+    another family (`VIT_ONLY`), and none of the trunk's optimiser for a method that has no optimiser."""
+    trains = method_cls.configure_optimizers is not Method.configure_optimizers
+    return {name for name, f in hparam_fields(method_cls).items()
+            if f.metadata.get("family", family) == family and (trains or "family" not in f.metadata)}
+
+
+def resolve_hparams(method_cls, dataset: str, overrides: dict | None = None, family: str = "cnn") -> dict:
+    """Dataclass defaults, then the method's overrides for this dataset, then for the backbone `family`, then
+    `overrides` (suite, --set). A hyper-parameter of another backbone family is left out (and refused in
+    `overrides`)."""
     fields = hparam_fields(method_cls)
+    present = family_hparams(method_cls, family)
     hints = typing.get_type_hints(method_cls.Hparams)
     values = {name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-              for name, f in fields.items()}
-    for source in (method_cls.dataset_overrides.get(dataset, {}), overrides or {}):
+              for name, f in fields.items() if name in present}
+    for source in (method_cls.dataset_overrides.get(dataset, {}), method_cls.backbone_overrides.get(family, {}),
+                   overrides or {}):
         for key, value in source.items():
             if key not in fields:
                 raise HparamError(f"method {method_cls.name!r} has no hyper-parameter {key!r}; "
-                                  f"its hyper-parameters are: {', '.join(sorted(fields))}")
+                                  f"its hyper-parameters are: {', '.join(sorted(present))}")
+            if key not in present:
+                raise HparamError(f"hyper-parameter {key!r} of method {method_cls.name!r} applies to "
+                                  f"{fields[key].metadata.get('family', '?')} backbones that it trains; this run's "
+                                  f"backbone is a {family}")
             values[key] = _coerce(value, hints.get(key, fields[key].type), key)
     return method_cls.derive_hparams(values)
 

@@ -28,6 +28,14 @@ Choices where this harness departs from the official code, each deliberate:
   model); `head=linear` gives CDS's own fresh `fc -> head_dim` (512) layer.
 - `augmentation=moco_v2` is an ablation switch, off by default (see the README's quickstart notes: on the synthetic
   data, CDS's weak augmentation lets instance discrimination undo the colour invariance of the SimCLR init).
+
+On a ViT trunk (DINOv2, CLIP; docs/backbones.md): the trunk feature (DINOv2's normalised CLS token, CLIP's image
+embedding) goes through CDS's own fresh `fc -> head_dim` (512) layer, `head="linear"` (a backbone override: a ViT
+init ships no projection head to keep), whose normalised output is the retrieval feature and fills the banks.
+LayerNorm has no batch statistics, so the one-pass forward of both domains changes nothing there. lr: 0.003 at the
+head and the top block, x `layer_decay` (0.9) per block below, the patch embedding x `patch_embed_lr_mult` (0.2)
+more (DINOv2's recipe, `BaseHparams`); 0.003 with SGD momentum 0.9 is inside the grid ViTs are fine-tuned on with
+SGD (Dosovitskiy et al., ICLR 2021, App. B.1.1: 0.001-0.03), so the ResNet value is kept.
 """
 from __future__ import annotations
 
@@ -87,6 +95,7 @@ class CDS(Method):
     native_init = "imagenet_supervised"      # its released code: torchvision resnet50(pretrained=True)
     # Quickstart budget: 10 epochs of 15 steps on the synthetic domains (the definition is unchanged).
     dataset_overrides = {"synthetic": {"epochs": 10}}
+    backbone_overrides = {"vit": {"head": "linear"}}     # no projection head comes with a ViT's weights
 
     def __init__(self, hparams: CDSHparams, backbone):
         super().__init__(hparams, backbone)
@@ -103,7 +112,8 @@ class CDS(Method):
 
     def configure_optimizers(self):
         h = self.hparams
-        return sgd(self.backbone.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
+        return sgd(self.optimised_parameters(h.lr, h.weight_decay), lr=h.lr, momentum=h.momentum,
+                   weight_decay=h.weight_decay)
 
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:
         h = self.hparams

@@ -72,6 +72,13 @@ Quirks of the official code and what is done about them:
 - the classifier initialisation is switchable in the code (`kmeans_all_features`, on in the released script):
   `shared_init=False` clusters each bank from random starts instead (an ablation: rows then do not correspond).
 
+On a ViT trunk (docs/backbones.md): CoDA's own fresh `fc -> head_dim` (512) on the trunk feature (the CLS token,
+CLIP's image embedding), `head="linear"` (a backbone override: a ViT init ships no projection head to keep); the
+cluster classifiers take its width. The one-pass forward has no batch statistics to share under LayerNorm. lr: 3e-3
+at the head and the top block, x `layer_decay` (0.9) per block below, the patch embedding x `patch_embed_lr_mult`
+(0.2) more (DINOv2's recipe, `BaseHparams`; 3e-3 is inside the SGD fine-tuning grid of ViTs, Dosovitskiy et al.,
+ICLR 2021, App. B.1.1); the cluster classifiers keep their 1e-4.
+
 Logged per epoch (the run's history, not used by the method): `clusters_query`, `clusters_retrieval` (K of the
 first granularity) and `empty_clusters_query`, `empty_clusters_retrieval` (clusters of that classifier to which no
 bank entry of the domain is assigned by argmax).
@@ -159,6 +166,7 @@ class CoDA(Method):
         "domainnet": {"cluster_num": 11},
         "synthetic": {"cluster_num": 18, "epochs": 10},
     }
+    backbone_overrides = {"vit": {"head": "linear"}}     # no projection head comes with a ViT's weights
 
     def __init__(self, hparams: CoDAHparams, backbone):
         super().__init__(hparams, backbone)
@@ -196,7 +204,8 @@ class CoDA(Method):
 
     def configure_optimizers(self):
         h = self.hparams
-        return [sgd(self.backbone.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay),
+        return [sgd(self.optimised_parameters(h.lr, h.weight_decay), lr=h.lr, momentum=h.momentum,
+                    weight_decay=h.weight_decay),
                 sgd(self.heads.parameters(), lr=h.head_lr, momentum=h.head_momentum, weight_decay=h.head_weight_decay)]
 
     def training_step(self, batch_a: Batch, batch_b: Batch, step: int) -> dict[str, torch.Tensor]:

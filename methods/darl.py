@@ -74,6 +74,12 @@ MoCo/UCDIR alternative (the key encoder's 128-d output). Open set ([C-UEM]): DAR
 attached UCDIR's cosine nearest-neighbour search, i.e. the default App. B.2 detector with `open_set_distance =
 "cosine"`.
 
+On a ViT trunk (docs/backbones.md): g, the pooled trunk feature, is the ViT's own (DINOv2's normalised CLS token,
+CLIP's image embedding): the retrieval feature and the predictor h's input (F = 384 / 768 / 512). Query and key
+encoders carry the MLP head -> 128-d (seeded random init: no publisher ships one). No batch statistics under
+LayerNorm, so the one-piece key batch needs no shuffle. lr: 2e-4 at the head, h and the top block, x `layer_decay`
+(0.9) per block below, the patch embedding x `patch_embed_lr_mult` (0.2) more (DINOv2's recipe, `BaseHparams`).
+
 Official code: none exists, so there are no code quirks to reproduce or correct; every departure from the spec is
 listed here. Choices where the sources are silent (our reading, beyond those marked above):
 - No extra plain-MoCo term (the spec's form is the mixture alone).
@@ -214,7 +220,8 @@ class DARL(Method):
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        return sgd_with_cosine(list(self.backbone.parameters()) + list(self.predictor.parameters()), self.hparams)
+        h = self.hparams
+        return sgd_with_cosine(self.optimised_parameters(h.lr, h.weight_decay, self.predictor), h)
 
     def on_fit_start(self, ctx) -> None:
         h = self.hparams

@@ -86,6 +86,13 @@ Quirks of the official code and what is done here:
   moco-k 5120, T 0.2, hpf_range 50, hpf_alpha 0.4, aug_alpha 1.0, warm-up 20, cluster_loss_w 0.1, contrast weights
   0.5), not the argparse defaults.
 
+On a ViT trunk (docs/backbones.md): g, the pooled trunk feature, is the ViT's own (DINOv2's normalised CLS token,
+CLIP's image embedding): clustering, prototype loss and retrieval use it; the MLP head -> 128-d (seeded random init:
+no publisher ships one) gives the contrastive terms. The key encoder is one plain forward, as on a CNN, with no
+statistics of its own under LayerNorm. The Fourier views are made at the data's size, before the net resizes to its
+input size. lr: 2e-4 (the official value) at the head and the top block, x `layer_decay` (0.9) per block below, the
+patch embedding x `patch_embed_lr_mult` (0.2) more (DINOv2's recipe, `BaseHparams`).
+
 Logged per epoch once clustering starts (the run's history): `clusters` (the joint k-means' k) and `empty_clusters`
 (clusters without a member).
 """
@@ -301,7 +308,7 @@ class DGDIR(Method):
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        return sgd_with_cosine(self.backbone.parameters(), self.hparams)
+        return sgd_with_cosine(self.optimised_parameters(self.hparams.lr, self.hparams.weight_decay), self.hparams)
 
     def on_fit_start(self, ctx) -> None:
         self.domains = ctx.domains

@@ -99,6 +99,13 @@ Our readings where the sources are silent (besides the [ours] marks above):
 - the first step of a run has empty queues: no negatives, no neighbours; its losses are 0 (every term's softmax has
   the positive alone). Empty slots are never negatives, neighbours or part of the statistics.
 
+On a ViT trunk (docs/backbones.md): query and key encoders are the ViT with the MLP head -> 128-d (seeded random
+init: no publisher ships one); the retrieval feature stays the key encoder's head output (`retrieval_feature="trunk"`
+gives the ViT's CLS token / CLIP embedding instead). Shuffle-BN: a ViT has LayerNorm only, so the key batch goes
+through in one piece (`MomentumEncoder.shuffled_keys`, `key_bn_splits` unused). lr: 2e-4 at the head and the top
+block, x `layer_decay` (0.9) per block below, the patch embedding x `patch_embed_lr_mult` (0.2) more (DINOv2's
+recipe, `BaseHparams`).
+
 Official code: none exists, so there are no code quirks to reproduce or correct; every departure from the paper
 cannot be known and every choice is marked above.
 
@@ -280,7 +287,7 @@ class DN2A(Method):
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        return sgd_with_cosine(self.backbone.parameters(), self.hparams)
+        return sgd_with_cosine(self.optimised_parameters(self.hparams.lr, self.hparams.weight_decay), self.hparams)
 
     def on_fit_start(self, ctx) -> None:
         h = self.hparams

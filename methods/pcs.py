@@ -83,6 +83,14 @@ Quirks of the official code and what is done about them:
 - the loss module skips its terms at an epoch equal to the term's start epoch (`epoch <= start`); the code's epochs
   count from 1 and start at 0, so nothing is skipped there, and nothing is here.
 
+On a ViT trunk (docs/backbones.md): PCS's own fresh fc -> `head_dim` (512) on the trunk feature (the CLS token,
+CLIP's image embedding), Xavier-normal, `head="linear"` (a backbone override: a ViT init ships no projection head to
+keep); its normalised output is the retrieval feature. Optimiser: the head at lr 0.01 (weight decay 5e-4, as on a
+CNN), the trunk at 0.1 x 0.01 at the top block, x `layer_decay` (0.9) per block below and the
+patch embedding x `patch_embed_lr_mult` (0.2) more (DINOv2's recipe, `BaseHparams`), no weight decay on the ViT's
+1-d weights (biases, LayerNorm, LayerScale), CLS token and position embeddings — the counterpart of the code's
+normalisation-layer rule. The one-pass forward has no batch statistics to share under LayerNorm.
+
 Logged per epoch (the run's history): `clusters_query`, `clusters_retrieval` (K_d of the list [K_d, 2 K_d]) and
 `empty_clusters_query`, `empty_clusters_retrieval` (clusters without a bank entry, summed over the epoch's R
 clusterings of the domain).
@@ -96,7 +104,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import crop_flip_view
-from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, Optimization, derive_seed, sgd
+from .base import DOMAIN_ROLES, BaseHparams, Batch, Method, Optimization, derive_seed, sgd, vit_parameter_groups
 from .clustering import empty_clusters, faiss_kmeans
 from .losses import softmax_entropy
 from .registry import register
@@ -201,6 +209,7 @@ class PCS(Method):
         # per epoch), 3 repetitions of [K, 2K] (6 clusterings per domain and epoch instead of 30).
         "synthetic": {"epochs": 10, "batch_size": 32, "n_kmeans": 3},
     }
+    backbone_overrides = {"vit": {"head": "linear"}}     # no projection head comes with a ViT's weights
 
     def __init__(self, hparams: PCSHparams, backbone):
         super().__init__(hparams, backbone)
@@ -222,7 +231,12 @@ class PCS(Method):
     def configure_optimizers(self):
         h = self.hparams
         groups = []
-        for part, lr in ((self.backbone.trunk, h.lr * h.trunk_lr_ratio), (self.backbone.head, h.lr)):
+        parts = ((self.backbone.trunk, h.lr * h.trunk_lr_ratio), (self.backbone.head, h.lr))
+        if self.backbone.family == "vit":       # the trunk by layer, from its lr (methods.base.vit_parameter_groups)
+            groups = vit_parameter_groups(self.backbone.trunk, h.lr * h.trunk_lr_ratio, h.weight_decay,
+                                          h.layer_decay, h.patch_embed_lr_mult)
+            parts = parts[1:]
+        for part, lr in parts:
             norm = {id(p) for m in part.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
             decayed = [p for p in part.parameters() if id(p) not in norm]
             undecayed = [p for p in part.parameters() if id(p) in norm]

@@ -70,6 +70,15 @@ Quirks of the official code, and what is done here:
 - The code's blur draws sigma in [0.1, 2] px at 224 px (PIL); the shared view keeps the same blur relative to the
   image side.
 
+On a ViT trunk (docs/backbones.md): query and key encoders are the ViT with the 2-layer MLP head -> 128-d (seeded
+random init: no publisher ships a projection head; MoCo v2's own head starts random too); the retrieval feature
+stays the key encoder's head output, the official evaluation feature. Split BatchNorm: a ViT has LayerNorm only, so
+the key batch goes through in one piece, no permutation drawn (`MomentumEncoder.shuffled_keys`), as for the
+quickstart's GroupNorm CNN; the EMA moves every weight and there are no running statistics to keep. lr: 2e-4 (the
+official ResNet value) at the head and the top block, x `layer_decay` (0.9) per block below, the patch embedding x
+`patch_embed_lr_mult` (0.2) more (DINOv2's recipe, `BaseHparams`): small for SGD, a cautious start for a pretrained
+ViT, set with `--set ucdir.lr=...`.
+
 Office-31: the official code ships no Office-31 script; the Office-Home values (the defaults) are used.
 
 Quickstart budget ("synthetic"): 10 epochs of ~15 steps of 32 + 32 images, instead of 200 epochs of ~70 steps of
@@ -220,7 +229,7 @@ class UCDIR(Method):
 
     # --- schedule ------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        return sgd_with_cosine(self.backbone.parameters(), self.hparams)
+        return sgd_with_cosine(self.optimised_parameters(self.hparams.lr, self.hparams.weight_decay), self.hparams)
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:

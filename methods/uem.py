@@ -61,6 +61,11 @@ Choices where the paper is silent or ambiguous, each the best reading unless a s
 - A18: every term is a batch mean (`loss_scaling="mean"`); "sum" multiplies L_INCE, L_PNCE and L_DAL by the batch
   size, the literal reading of Eq. 6, 7, 13.
 - Augmentation (not in the paper): the MoCo v2 view of the UCDIR family, one view per instance and step.
+- On a ViT trunk (docs/backbones.md): f is the ViT's feature (DINOv2's CLS token, CLIP's image embedding) through
+  the MLP head -> 128-d (seeded random init: no publisher ships one), so banks, prototypes and retrieval stay 128-d;
+  f' freezes the whole ViT; no batch statistics under LayerNorm. lr: 2e-4 at the head, the domain classifier and
+  the top block, x `layer_decay` (0.9) per block below, the patch embedding x `patch_embed_lr_mult` (0.2) more
+  (DINOv2's recipe, `BaseHparams`), in both stages.
 
 Ablations (Table 4), registered as variants: `uem_no_pm` (no prototype merging: own-domain prototypes only in
 stage 1; in stage 2 the translated prototype is matched to its nearest retrieval-domain prototype instead of
@@ -320,7 +325,7 @@ class UEM(Method):
 
     def configure_optimizers(self):
         h = self.hparams
-        parameters = list(self.backbone.parameters()) + list(self.domain_classifier.parameters())
+        parameters = self.optimised_parameters(h.lr, h.weight_decay, self.domain_classifier)
         optimizer = sgd(parameters, lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
 
         def cosine_per_stage(epoch: int) -> float:              # A13, as a factor of `lr`

@@ -136,3 +136,65 @@ def test_perf_methods_times_each_method_and_writes_the_calibration_the_dry_run_u
     out = capsys.readouterr().out
     assert f"calibration {calibration_file}: cpu, small_cnn at 32 px, fp32" in out        # the newest in <output>
     assert re.search(r"cds +1 +[0-9.]+  calibration \(cpu\)", out) and "CPU-hours" in out
+
+
+def _vit_spec(method="cds", seed=2024):
+    from benchmark.backbone_specs import TOY_VIT
+    suite = tiny_suite("test_cost_vit_suite", methods=["pretrained", "cds"],
+                       backbone={**TOY_VIT, "init": {"kind": "random"}})
+    return plan(suite, methods=[method], seeds=[seed])[0]
+
+
+def test_a_vit_s_runs_are_priced_by_runs_and_calibrations_of_the_same_backbone_only(tmp_path):
+    _finished_run(_spec(seed=1), tmp_path, [3.0, 5.0], setup=1.0, evaluation=2.0)              # a CNN's CDS run
+    [vit] = cost.estimate([_vit_spec()], tmp_path, None)
+    assert vit.priced == 0
+    _finished_run(_vit_spec(seed=1), tmp_path, [30.0], setup=1.0, evaluation=1.0)
+    [vit] = cost.estimate([_vit_spec(seed=7)], tmp_path, None)
+    assert vit.priced == 1 and vit.seconds == pytest.approx(30.0 * 10 + 2.0)      # its 10 epochs at 30 s, + 2 s
+    calibration = cost.Calibration(device="cpu", arch="small_cnn", image_size=32, precision="fp32",
+                                   channels_last=False, compile=False, tf32=True, suite="quickstart", measured="",
+                                   torch="", methods={"cds": {"images_per_second": 100.0}})
+    assert cost.calibration_fits(_spec(), calibration) and not cost.calibration_fits(_vit_spec(), calibration)
+    assert cost.calibration_fits(_vit_spec(), cost.Calibration(**{**calibration.__dict__, "arch": "vit_toy"}))
+
+
+def test_perf_times_a_vit_without_channels_last_and_calibrates_its_methods(tmp_path, capsys):
+    assert perf.main(["train", "--arch", "vit_toy", "--size", "32", "--batch", "2", "--steps", "1", "--warmup", "1",
+                      "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("  ")[1] for line in out.splitlines() if "images/s" in line]
+    assert rows == ["vit_toy at 32 px, fp32", "vit_toy at 32 px, bf16"]            # no channels_last rows
+    assert "0.126 M weights; per image at 32 px: 0.00391 GFLOP forward" in out      # the footprint test's count
+    calibration_file = tmp_path / "cpu.json"
+    assert perf.main(["methods", "--arch", "vit_toy", "--methods", "cds", "--plain-steps", "1", "--no-syncs",
+                      "--device", "cpu", "--calibration", str(calibration_file)]) == 0
+    assert "vit_toy at 32 px, fp32" in capsys.readouterr().out
+    calibration = cost.read_calibration(calibration_file)
+    assert (calibration.arch, calibration.image_size, calibration.channels_last) == ("vit_toy", 32, False)
+    [estimate] = cost.estimate([_vit_spec()], tmp_path, calibration)
+    assert estimate.priced == 1 and estimate.sources == {"calibration (cpu)"}
+    assert perf.main(["backbones", "--archs", "small_cnn", "vit_toy", "--size", "32", "--batch", "2", "--steps", "1",
+                      "--warmup", "1", "--rounds", "1", "--device", "cpu"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("  small", "  vit"))]
+    assert [row[0] for row in rows] == ["small_cnn", "vit_toy"] and rows[0][5] == "x1.00"
+    assert rows[1][1:3] == ["0.1M", "0.00391"]
+    # a ViT of patch 14 cannot take 32-px images: said, exit 2
+    assert perf.main(["train", "--arch", "vit_base_patch14_dinov2", "--size", "32", "--device", "cpu"]) == 2
+    assert "not a multiple of vit_base_patch14_dinov2's patch size 14 px" in capsys.readouterr().err
+
+
+def test_the_footprint_of_a_backbone_counts_its_flops_and_saved_activations():
+    # ResNet-50 at 224 px: 4.09 G multiply-adds (torchvision's model card: 4.09 GFLOPS, counted as MACs), i.e. 8.18
+    # GFLOP at 2 per multiply-add; weights: torchvision's 25,557,032 without its fc (2048 x 1000 + 1000), with the
+    # MLP head 2048 -> 2048 -> 128
+    weights, gflops, _ = perf.backbone_footprint("resnet50", 224)
+    assert gflops == pytest.approx(8.18, abs=0.01)
+    assert weights == 25_557_032 - 2_049_000 + (2048 * 2048 + 2048) + (2048 * 128 + 128)
+    # the toy ViT (2 blocks of width 64, 2 heads of 32, 17 tokens) by hand, in multiply-adds: per block the qkv,
+    # projection and MLP matmuls 17 x (64 x 192 + 64 x 64 + 2 x 64 x 256) = 835,584 and the attention
+    # 2 (q k^T, then x v) x 2 heads x 17 x 17 x 32 = 36,992; the patch embedding 16 x 64 x (3 x 8 x 8) = 196,608;
+    # the MLP head 64 x 64 + 64 x 128 = 12,288; in all 2 x 872,576 + 196,608 + 12,288 = 1,954,048, x 2 FLOP
+    _, toy, saved = perf.backbone_footprint("vit_toy", 32)
+    assert toy * 1e9 == pytest.approx(2 * 1_954_048, rel=1e-9)
+    assert saved > 0

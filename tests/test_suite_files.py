@@ -80,7 +80,7 @@ def test_the_built_in_suites_are_files_that_give_the_paper_s_protocol():
     from benchmark.suites import BUILTIN_SUITES, SUITES
     names = sorted(path.stem for path in BUILTIN_SUITES.glob("*.toml"))
     assert names == sorted(name for name in SUITES if not name.startswith("test_"))
-    assert len(names) == 14
+    assert len(names) == 14 + 2 * 9             # with the DINOv2 and CLIP companions of the 9 paper suites
     assert SUITES["quickstart"].backbone == QUICKSTART_BACKBONE            # the same init, the same cached backbone
     assert SUITES["quickstart_ablation"].methods == ("pretrained", "uem_no_pm", "uem_no_sel", "uem_no_spda",
                                                       "uem_no_sn2m", "uem")
