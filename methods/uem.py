@@ -80,7 +80,7 @@ from torch import nn
 
 from .augment import moco_v2_view
 from .base import BaseHparams, Batch, Method, cosine_factor, derive_seed, sgd
-from .clustering import elbow_kmeans
+from .cluster_count import K_RULES, k_range_for, kmeans_with_k_rule
 from .grl import grad_reverse
 from .losses import bank_instance_nce
 from .registry import register
@@ -98,8 +98,9 @@ class UEMHparams(BaseHparams):
     weight_decay: float = 1e-4        # not in the paper: UCDIR's default (conghui1002/UCDIR ad7fa42, main.py --wd)
     temperature: float = 0.07         # tau, every contrastive term
     bank_momentum: float = 0.99       # beta (Eq. 5)
+    k_rule: str = "silhouette"        # A4: how K is chosen (cluster_count.K_RULES); "elbow": the rule before issue 23
     k_min: int = 2
-    k_max: int = 130                  # elbow range; covers twice Office-Home's 65 classes
+    k_max: int = 0                    # A4: 0 = ceil(2 sqrt N) of each bank (cluster_count.k_range_for); > 0 caps it
     alpha_floor: float = 1e-3
     ince_negatives: str = "bank"      # A2: "bank" or "batch"
     loss_scaling: str = "mean"        # A18: "mean" or "sum"
@@ -292,9 +293,9 @@ class UEM(Method):
     # Quickstart budget: 8 + 4 epochs of 15 steps (the paper runs ~7000 stage-1 steps on Office-Home), so the
     # stage-1 lr is raised to keep lr x steps of the same order (at 2e-4, 120 steps leave the model where it
     # started); stage 2, a fine-tuning stage held to the frozen copy, keeps the paper's 2e-4 (at 0.003 its first
-    # 15 steps cost 12 mAP points, see the README); batch 32, elbow over K in 2..24, crops >= 0.5 of the 32-px side.
+    # 15 steps cost 12 mAP points, see the README); batch 32, crops >= 0.5 of the 32-px side.
     dataset_overrides = {
-        "synthetic": {"stage1_epochs": 8, "stage2_epochs": 4, "batch_size": 32, "k_max": 24, "min_crop_scale": 0.5,
+        "synthetic": {"stage1_epochs": 8, "stage2_epochs": 4, "batch_size": 32, "min_crop_scale": 0.5,
                       "lr": 0.003, "stage2_lr": 2e-4},
         "domainnet": {"stage1_epochs": 200},
     }
@@ -307,7 +308,7 @@ class UEM(Method):
     def __init__(self, hparams: UEMHparams, backbone):
         super().__init__(hparams, backbone)
         self.check_choices(ince_negatives=("bank", "batch"), loss_scaling=("mean", "sum"),
-                           match=("sn2m", "nearest_neighbour"))
+                           match=("sn2m", "nearest_neighbour"), k_rule=tuple(K_RULES))
         self.domain_classifier = DomainClassifier(backbone.embed_dim, hparams.classifier_hidden)
         self.frozen = copy.deepcopy(backbone).requires_grad_(False)        # f', filled at the stage switch
         self.prototypes = None     # stage 1: per domain (raw centres, assignment); stage 2: features too
@@ -356,8 +357,8 @@ class UEM(Method):
 
     def _build_prototypes(self, features: list[torch.Tensor], run_seed: int, epoch: int) -> None:
         h = self.hparams
-        k_range = range(h.k_min, h.k_max + 1)
-        self.prototypes = [elbow_kmeans(f, k_range, seed=derive_seed(run_seed, "kmeans", epoch, d))[:2]
+        self.prototypes = [kmeans_with_k_rule(f, k_range_for(len(f), h.k_min, h.k_max), rule=h.k_rule,
+                                              seed=derive_seed(run_seed, "kmeans", epoch, d))[:2]
                            for d, f in enumerate(features)]
         self.unified = merge_prototypes(self.prototypes[0][0], self.prototypes[1][0], features[0].mean(dim=0),
                                         features[1].mean(dim=0), merging=h.prototype_merging)
@@ -432,11 +433,11 @@ class UEM(Method):
     # --- open set (App. B.1) ------------------------------------------------------------------------------------
     def detect_private(self, query_features: torch.Tensor, retrieval_features: torch.Tensor, *,
                        num_clusters: int, seed: int) -> torch.Tensor:
-        """UEM's detector; `num_clusters` (the class hint) is not used: K comes from the elbow, as in training.
+        """UEM's detector; `num_clusters` (the class hint) is not used: K comes from `k_rule`, as in training.
         It always merges (the w/o-PM ablation removes merging from training, not from this evaluation step)."""
         h = self.hparams
-        return open_set_detector_b1(query_features, retrieval_features, k_range=range(h.k_min, h.k_max + 1),
-                                    seed=seed).private
+        return open_set_detector_b1(query_features, retrieval_features, seed=seed, k_rule=h.k_rule, k_min=h.k_min,
+                                    k_max=h.k_max).private
 
 
 @dataclass
@@ -457,14 +458,24 @@ class DetectionB1:
         return int(self.retrieval_assignment.max()) + 1
 
 
-def open_set_detector_b1(query_features: torch.Tensor, retrieval_features: torch.Tensor, *, k_range: range,
-                         seed: int) -> DetectionB1:
-    """App. B.1: elbow k-means on each domain's features (query [Q, d], retrieval [G, d]), Eq. 8 translation,
-    Hungarian pairing, Eq. 9 merge, Eq. 25 bounds, then `private_by_merged_bounds`. Nothing here depends on the
-    order in which either domain is stored (the k-means puts its points in a canonical order)."""
-    query_prototypes, query_assignment, _ = elbow_kmeans(query_features, k_range, seed=derive_seed(seed, "query"))
-    retrieval_prototypes, retrieval_assignment, _ = elbow_kmeans(retrieval_features, k_range,
-                                                                 seed=derive_seed(seed, "retrieval"))
+def open_set_detector_b1(query_features: torch.Tensor, retrieval_features: torch.Tensor, *, seed: int,
+                         k_rule: str = "silhouette", k_min: int = 2, k_max: int = 0) -> DetectionB1:
+    """App. B.1: k-means on each domain's features (query [Q, d], retrieval [G, d]) with K chosen by `k_rule` over
+    `k_range_for(N, k_min, k_max)`, then `detection_from_clusters`. Nothing here depends on the order in which
+    either domain is stored (the k-means puts its points in a canonical order)."""
+    query_clusters = kmeans_with_k_rule(query_features, k_range_for(len(query_features), k_min, k_max),
+                                        rule=k_rule, seed=derive_seed(seed, "query"))[:2]
+    retrieval_clusters = kmeans_with_k_rule(retrieval_features, k_range_for(len(retrieval_features), k_min, k_max),
+                                            rule=k_rule, seed=derive_seed(seed, "retrieval"))[:2]
+    return detection_from_clusters(query_features, retrieval_features, query_clusters, retrieval_clusters)
+
+
+def detection_from_clusters(query_features: torch.Tensor, retrieval_features: torch.Tensor, query_clusters,
+                            retrieval_clusters) -> DetectionB1:
+    """App. B.1 given each domain's clusters ((centroids [K, d], assignment [N]) per domain): Eq. 8 translation,
+    Hungarian pairing, Eq. 9 merge, Eq. 25 bounds, then `private_by_merged_bounds`."""
+    (query_prototypes, query_assignment), (retrieval_prototypes, retrieval_assignment) = (query_clusters,
+                                                                                          retrieval_clusters)
     unified = merge_prototypes(query_prototypes, retrieval_prototypes, query_features.mean(dim=0),
                                retrieval_features.mean(dim=0))
     bounds = merged_pair_bounds(query_features, retrieval_features, query_assignment, retrieval_assignment,
