@@ -45,6 +45,7 @@ __all__ = ["K_RULES", "KChoice", "calinski_harabasz_index", "chord_elbow", "cosi
 K_RANGE_FACTOR = 2.0          # K_max = ceil(K_RANGE_FACTOR sqrt N)
 GAP_REFERENCES = 5            # B, the gap statistic's reference sets
 KNEEDLE_SENSITIVITY = 1.0     # S of Kneedle (its authors' default)
+SILHOUETTE_BLOCK = 16384      # rows of `cosine_silhouette`'s product at a time
 
 
 @dataclass
@@ -75,22 +76,27 @@ def cosine_silhouette(features: torch.Tensor, assignment: torch.Tensor, k: int) 
     scikit-learn's `silhouette_score(..., metric="cosine")`); a point alone in its cluster scores 0.
 
     features [N, d] float (any norm: rows are normalised), assignment [N] int64 in [0, k). Exact, O(N k d): the
-    sum of 1 - u_i.u_j over a cluster C is |C| - u_i.S_C. Empty clusters are ignored."""
+    sum of 1 - u_i.u_j over a cluster C is |C| - u_i.S_C, so a point's mean distance to every cluster is one row
+    of a [N, d] x [d, k] product, computed `SILHOUETTE_BLOCK` rows at a time (memory O(block k), never N x N).
+    Empty clusters are ignored."""
     units = F.normalize(features.float(), dim=1)
     sums, counts = (part[0] for part in _cluster_sums(units, assignment[None], k))
-    # u_i . S_C / |C| for every point and cluster, -inf for an empty cluster: one fused product [N, k]
+    means = (sums / counts.clamp_min(1)[:, None]).t().contiguous()                    # [d, k]: S_C / |C|
     empty = torch.zeros(k, dtype=units.dtype, device=units.device).masked_fill_(counts == 0, -math.inf)
-    closeness = torch.addmm(empty[None, :], units, (sums / counts.clamp_min(1)[:, None]).t())
-    own_count = counts[assignment]
-    own_closeness = closeness.gather(1, assignment[:, None])[:, 0]
-    # a_i: mean distance to the other members of its own cluster (u_i . u_i = 1 is in u_i . S_C);
-    # b_i: the smallest mean distance to another cluster, 1 - max over C of u_i . S_C / |C|
-    own = own_count * (1 - own_closeness) / (own_count - 1).clamp_min(1)
-    nearest_other = 1 - closeness.scatter_(1, assignment[:, None], -math.inf).max(dim=1).values
-    silhouette = (nearest_other - own) / torch.maximum(own, nearest_other).clamp_min(1e-12)
-    silhouette = torch.where((own_count > 1) & torch.isfinite(nearest_other), silhouette,
-                             torch.zeros_like(silhouette))
-    return float(silhouette.double().mean())
+    total = torch.zeros((), dtype=torch.float64, device=units.device)
+    for start in range(0, len(units), SILHOUETTE_BLOCK):
+        rows = slice(start, start + SILHOUETTE_BLOCK)
+        block, members = units[rows], assignment[rows]
+        closeness = torch.addmm(empty[None, :], block, means)       # u_i . S_C / |C|, -inf for an empty cluster
+        own_count = counts[members]
+        # a_i: mean distance to the other members of its own cluster (u_i . u_i = 1 is in u_i . S_C);
+        # b_i: the smallest mean distance to another cluster, 1 - max over C of u_i . S_C / |C|
+        own = own_count * (1 - closeness.gather(1, members[:, None])[:, 0]) / (own_count - 1).clamp_min(1)
+        nearest_other = 1 - closeness.scatter_(1, members[:, None], -math.inf).max(dim=1).values
+        silhouette = (nearest_other - own) / torch.maximum(own, nearest_other).clamp_min(1e-12)
+        total += torch.where((own_count > 1) & torch.isfinite(nearest_other), silhouette,
+                             torch.zeros_like(silhouette)).double().sum()
+    return float(total) / len(units)
 
 
 def davies_bouldin_index(features: torch.Tensor, centroids: torch.Tensor, assignment: torch.Tensor) -> float:

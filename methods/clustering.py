@@ -1,19 +1,26 @@
 """k-means: the harness's own (greedy k-means++, local search, restarts, on the features' device) and the baselines'.
 
-Where the harness decides with a clustering — UEM's prototypes and elbow (Eq. 8-9, App. B.1), the paper's baseline
-open-set detector (App. B.2) — it uses `kmeans` / `elbow_kmeans` below:
+Where the harness decides with a clustering — UEM's prototypes (Eq. 7-9, App. B.1, K chosen by a rule of
+`methods/cluster_count.py`), the paper's baseline open-set detector (App. B.2) — it uses `kmeans` (one K) or
+`kmeans_path` (every K of a range) below:
 
 - seeding: greedy k-means++ (Arthur & Vassilvitskii, "k-means++: the advantages of careful seeding", SODA 2007; the
   greedy variant of scikit-learn's `KMeans`, `sklearn/cluster/_kmeans.py`: at each step 2 + int(ln k) candidates
   are drawn with probability proportional to D(x)^2 and the one that lowers the potential most is kept);
 - Lloyd iterations until at most `LLOYD_TOLERANCE` of the points change cluster (or `KMEANS_MAX_ITER`); an empty
   cluster is moved to the point farthest from its centre;
-- LocalSearch++ swaps (Lattanzi & Sohler, "A better k-means++ algorithm via local search", ICML 2019): a point
-  drawn by D^2 replaces the centre whose replacement lowers the inertia most, when it lowers it by more than
+- `kmeans`: LocalSearch++ swaps (Lattanzi & Sohler, "A better k-means++ algorithm via local search", ICML 2019): a
+  point drawn by D^2 replaces the centre whose replacement lowers the inertia most, when it lowers it by more than
   `SWAP_GAIN`, then Lloyd again. Two centres on one cluster while another centre covers two clusters is a fixed
   point of Lloyd's iterations that no restart count reliably avoids at 20 clusters or more; a swap undoes it;
-- independent starts (`KMEANS_RESTARTS`; the elbow's chains: `ELBOW_RESTARTS`), run side by side as one batch of
-  matrix products; the lowest inertia is kept;
+  `KMEANS_RESTARTS` independent starts, run side by side as one batch of matrix products, the lowest inertia kept;
+- `kmeans_path`: one chain over K (`PATH_RESTARTS`) that goes from K to K + 1 by bisection — the cluster whose cut
+  along its principal direction lowers the inertia most is cut in two (`_split_step`) — then Lloyd, then one
+  merge-and-cut swap (`_merge_and_cut`: the cheapest merge of two clusters against the best cut of a third, Ward's
+  cost against the cut's drop; it undoes the same fixed point at the cost of a K x K table). Before issue 23 the
+  chain added one k-means++ point per K (two chains, LocalSearch++ swaps); where the spread inside a class is close
+  to the distance between classes a one-point centre captures little but itself, and that chain left classes
+  merged at every K (`_split_step` has the numbers; `python -m benchmark.perf elbow` times both);
 - the random draws come from a generator seeded with `seed` on the features' device, and the points are put in a
   canonical order (by a fixed projection of their coordinates) before anything is drawn: the result is the same
   for any order in which the points are stored (a gallery stored class by class gives the clusters a shuffled one
@@ -23,7 +30,7 @@ open-set detector (App. B.2) — it uses `kmeans` / `elbow_kmeans` below:
 Why not faiss here: faiss seeds with k points drawn uniformly. On clusters that are plainly separate one such start
 converges to merged-and-split solutions (a centre on two clusters, two centres on one), the inertia curve then has
 no clean elbow, and one split pair makes Eq. 9's threshold tiny so that nothing merges (tests/test_clustering.py
-holds the input). `python -m benchmark.perf elbow` times both.
+holds the input).
 
 The baselines keep their official code's clustering: `faiss_kmeans` with the settings their repositories pass
 (PCS, UCDIR, DGDIR, CoDA; each module's docstring names them).

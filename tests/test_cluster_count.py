@@ -37,13 +37,15 @@ def test_cosine_silhouette_by_hand():
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_cosine_silhouette_matches_scikit_learn_with_an_empty_cluster(seed):
+def test_cosine_silhouette_matches_scikit_learn_with_an_empty_cluster(seed, monkeypatch):
     generator = torch.Generator().manual_seed(seed)
     points = torch.randn(300, 24, generator=generator)
     assignment = torch.randint(0, 7, (300,), generator=generator)
     assignment[assignment == 3] = 4             # cluster 3 empty
     assignment[0] = 7                           # cluster 7 a single point
     expected = silhouette_score(points.numpy(), assignment.numpy(), metric="cosine")
+    assert cosine_silhouette(points, assignment, 8) == pytest.approx(expected, abs=1e-5)
+    monkeypatch.setattr("methods.cluster_count.SILHOUETTE_BLOCK", 64)       # in blocks of rows: the same value
     assert cosine_silhouette(points, assignment, 8) == pytest.approx(expected, abs=1e-5)
 
 
