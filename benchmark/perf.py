@@ -354,7 +354,8 @@ def d2_chain_elbow(features: torch.Tensor, k_range: range, seed: int, restarts: 
         index, to_new_centre = c._greedy_seeding_step(points, norms, state.nearest, n_candidates, generator)
         closer = to_new_centre < state.nearest
         start = c._State(torch.cat([state.centres, points[index][:, None, :]], dim=1),
-                         torch.where(closer, to_new_centre, state.nearest), torch.where(closer, k - 1, state.assignment))
+                         torch.where(closer, to_new_centre, state.nearest),
+                         torch.where(closer, k - 1, state.assignment))
         state = c._lloyd(points, norms, start, c.KMEANS_MAX_ITER)
         best = state.inertias().argmin().reshape(1)
         state = state.update(best, c._local_search(points, norms, state.select(best), 1, c.SWAP_CANDIDATES,
@@ -383,7 +384,8 @@ def run_elbow(args) -> int:
     device = torch.device(args.device)
     previous_range = range(2, args.k_max + 1)
     new_range = k_range_for(args.points)
-    print(f"UEM's K per bank: a bank of {args.points} x {args.dim} ({args.classes} clusters, noise 0.6), device {device}"
+    print(f"UEM's K per bank: a bank of {args.points} x {args.dim} ({args.classes} clusters, noise 0.6), "
+          f"device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
              f", torch threads {torch.get_num_threads()}") + f"; median of {args.repeats} runs, interleaved")
     bank = _clustered_bank(args, noise=0.6, device=device)      # overlapping clusters, as real banks are

@@ -39,8 +39,9 @@ import torch.nn.functional as F
 
 from .clustering import KMeansPath, _cluster_sums, kmeans_path
 
-__all__ = ["K_RULES", "KChoice", "calinski_harabasz_index", "chord_elbow", "cosine_silhouette",
-           "davies_bouldin_index", "gap_statistic", "jump_method", "k_range_for", "kmeans_with_k_rule", "kneedle"]
+__all__ = ["K_RULES", "KChoice", "calinski_harabasz_index", "choose_k", "chord_elbow", "cosine_silhouette",
+           "davies_bouldin_index", "gap_statistic", "jump_method", "jump_values", "k_range_for", "kmeans_with_k_rule",
+           "kneedle"]
 
 K_RANGE_FACTOR = 2.0          # K_max = ceil(K_RANGE_FACTOR sqrt N)
 GAP_REFERENCES = 5            # B, the gap statistic's reference sets
@@ -51,7 +52,7 @@ SILHOUETTE_BLOCK = 16384      # rows of `cosine_silhouette`'s product at a time
 @dataclass
 class KChoice:
     """The K a rule chose and the value it read at every K of the path ({K: score}; for `kneedle` and `elbow` the
-    normalised curve's distance below its chord, for `gap` Gap(K))."""
+    normalised curve's distance below its chord, for `jump` the jump, for `gap` Gap(K))."""
     k: int
     scores: dict[int, float]
 
@@ -176,16 +177,22 @@ def kneedle(inertias: dict[int, float], sensitivity: float = KNEEDLE_SENSITIVITY
     return chord_elbow(inertias)
 
 
-def jump_method(inertias: dict[int, float], n_points: int, dim: int, power: float) -> int:
-    """Sugar & James (2003): distortion d_K = W_K / (N p) (the mean squared distance per dimension), transformed
-    to d_K^(-Y) with Y = `power`; the K of the largest jump d_K^(-Y) - d_(K-1)^(-Y), with d_0^(-Y) = 0 when the
-    range starts at K = 1 (else the first K has no jump). Computed in logarithms (d^(-Y) overflows for Y ~ 64)."""
+def jump_values(inertias: dict[int, float], n_points: int, dim: int, power: float) -> dict[int, float]:
+    """Sugar & James (2003): distortion d_K = W_K / (N p) (the mean squared distance per dimension), transformed to
+    d_K^(-Y) with Y = `power`; per K the jump d_K^(-Y) - d_(K-1)^(-Y), with d_0^(-Y) = 0 when the range starts at
+    K = 1 (else the first K has no jump). Computed in logarithms (d^(-Y) overflows for Y ~ 64) and scaled by the
+    largest transformed distortion, which leaves the arg max unchanged."""
     ks = sorted(inertias)
     log_transformed = {k: -power * math.log(max(inertias[k], 1e-300) / (n_points * dim)) for k in ks}
     top = max(log_transformed.values())
     transformed = {k: math.exp(v - top) for k, v in log_transformed.items()}
-    jumps = {k: transformed[k] - (0.0 if k == 1 else transformed[k - 1]) for k in ks if k == 1 or k - 1 in ks}
-    return max(jumps, key=lambda k: (jumps[k], -k)) if jumps else ks[0]
+    return {k: transformed[k] - (0.0 if k == 1 else transformed[k - 1]) for k in ks if k == 1 or k - 1 in ks}
+
+
+def jump_method(inertias: dict[int, float], n_points: int, dim: int, power: float) -> int:
+    """The K of the largest jump (`jump_values`); ties go to the smaller K."""
+    jumps = jump_values(inertias, n_points, dim, power)
+    return max(jumps, key=lambda k: (jumps[k], -k)) if jumps else min(inertias)
 
 
 def effective_dimension(features: torch.Tensor) -> float:
@@ -251,7 +258,8 @@ def _davies_bouldin_rule(features, path, seed):
 def _calinski_harabasz_rule(features, path, seed):
     points = features.double()
     total = float(((points - points.mean(dim=0)) ** 2).sum())
-    scores = {k: calinski_harabasz_index(total, path.inertias[k], len(points), k) for k in path.ks if 1 < k < len(points)}
+    scores = {k: calinski_harabasz_index(total, path.inertias[k], len(points), k)
+              for k in path.ks if 1 < k < len(points)}
     return KChoice(_best(scores), scores)
 
 
@@ -261,7 +269,8 @@ def _kneedle_rule(features, path, seed):
 
 def _jump_rule(features, path, seed):
     power = effective_dimension(features) / 2
-    return KChoice(jump_method(path.inertias, len(features), features.shape[1], power), dict(path.inertias))
+    return KChoice(jump_method(path.inertias, len(features), features.shape[1], power),
+                   jump_values(path.inertias, len(features), features.shape[1], power))
 
 
 def _gap_rule(features, path, seed):

@@ -11,7 +11,7 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 
 from benchmark.separable import adjusted_rand_index, separated_domains
 from methods.cluster_count import (K_RULES, calinski_harabasz_index, choose_k, chord_elbow, cosine_silhouette,
-                                   davies_bouldin_index, gap_statistic, jump_method, k_range_for,
+                                   davies_bouldin_index, gap_statistic, jump_method, jump_values, k_range_for,
                                    kmeans_with_k_rule, kneedle)
 from methods.clustering import inertia, kmeans_path
 
@@ -82,6 +82,8 @@ def test_jump_method_by_hand():
     # 7.875, 10.96 -> K = 3.
     curve = {1: 8.0, 2: 2.0, 3: 1.5}
     assert jump_method(curve, n_points=2, dim=2, power=1.0) == 2
+    # The jumps as reported, scaled by the largest d^-Y (2.667): 0.5 / 2.667, 1.5 / 2.667, 0.667 / 2.667
+    assert list(jump_values(curve, 2, 2, 1.0).values()) == pytest.approx([0.1875, 0.5625, 0.25])
     assert jump_method(curve, n_points=2, dim=2, power=3.0) == 3
 
 

@@ -49,7 +49,8 @@ def judged(detection, query_labels, retrieval_labels, n_shared: int) -> tuple[fl
     merged_classes = {(majority(query_labels, detection.query_assignment, a),
                        majority(retrieval_labels, detection.retrieval_assignment, b))
                       for a, b in detection.merged_pairs}
-    return (detection.private == truly_private).float().mean().item(), merged_classes == {(c, c) for c in range(n_shared)}
+    accuracy = (detection.private == truly_private).float().mean().item()
+    return accuracy, merged_classes == {(c, c) for c in range(n_shared)}
 
 
 def with_true_k(query, query_labels, retrieval, retrieval_labels, seed: int):
