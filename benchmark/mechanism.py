@@ -1,6 +1,7 @@
 """UEM's prototype merging measured with labels: whether the data lets it act (a diagnostic, never part of a run).
 
     python -m benchmark.mechanism --suite quickstart_ablation [--output results] [--methods uem pretrained]
+    python -m benchmark.mechanism --suite examples/digits.toml --methods uem uem_no_pm pretrained
 
 UEM merges a query-domain prototype with a retrieval-domain one when, after Eq. 8's translation by the difference of
 the domains' means, they lie closer than the closest two prototypes of one domain (Eq. 9); its open-set detector
@@ -36,7 +37,8 @@ from methods.uem import UEMHparams, merge_prototypes
 from . import store
 from .runner import trained_features
 from .spec import load_spec
-from .suites import SUITES
+from .errors import UserError
+from .suites import get_suite
 
 
 def _class_means(features: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
@@ -89,15 +91,17 @@ def merging_report(query: torch.Tensor, query_labels: torch.Tensor, retrieval: t
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.mechanism", description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", required=True, help="the suite (its dataset) whose stored runs to read")
+    parser.add_argument("--suite", required=True, help="the suite (its dataset) whose stored runs to read: a "
+                        "built-in suite's name or a suite file")
     parser.add_argument("--output", type=Path, default=Path("results"))
     parser.add_argument("--methods", nargs="+", default=["pretrained", "uem"])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    if args.suite not in SUITES:
-        print(f"error: unknown suite {args.suite!r}; known: {', '.join(SUITES)}", file=sys.stderr)
+    try:
+        suite = get_suite(args.suite)          # a built-in suite's name or a suite file (its folder dataset too)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    suite = SUITES[args.suite]
     # The runs in the store, whatever hyper-parameters they were made with (a re-plan would find only defaults).
     run_dirs = sorted(path.parent for method in args.methods
                       for path in (args.output / "runs" / suite.dataset).glob(f"*/*/{method}/*/spec.json"))
