@@ -59,7 +59,7 @@ Choices where the paper is silent or ambiguous, each the best reading unless a s
   points) where the elbow is off by 178. What UEM ran before (`k_rule="elbow"` keeps its rule: the K farthest
   below the chord of the normalised inertia curve, there over K in [2, 130] and on a chain that added one
   k-means++ point per K) got 13 of the 69 (mean error 10.2): that chain left noisy classes merged (A4's path
-  above cuts clusters instead), and on real features (handwritten against printed digits) it found 18-25 clusters
+  above cuts clusters instead), and on real features (handwritten against printed digits) it found 17-27 clusters
   of 10 classes and merged nothing. The estimate costs less than the one before: 1.1 s against 1.3 s for a
   4,400 x 128 bank on one CPU thread (`python -m benchmark.perf elbow`).
 - A5: an instance's positive prototype is the entry of P^{d'} that replaced its own cluster.
