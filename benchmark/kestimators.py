@@ -141,6 +141,7 @@ def render(results: list[CellResult], skipped: list[Cell], columns: list[str], h
              "K gives clusters that are classes), mean and largest |K - true K| over both domains of every cell it "
              "ran on, and seconds per cell (both domains; a rule's own time on top of the k-means path, whose time "
              f"is the row `path`; `{PREVIOUS}`: its own chain and rule).", ""]
+    columns = [rule for rule in columns if any(rule in r.errors for r in results)]   # e.g. no gap on 345 classes
     summary = _summary(results, columns)
     path_seconds = [r.seconds["path"] for r in results]
     summary.append(["path", "", "", "", "", f"{statistics.median(path_seconds):.3f}", f"{max(path_seconds):.2f}"])
