@@ -18,14 +18,17 @@ prints images/s of each and the ratio, measured in one run; the one-time decode 
     python -m benchmark.perf train [--arch resnet50|vit_base_patch14_dinov2|...] [--size 224] [--batch 64]
                                    [--steps 20] [--compile] [--device cuda]
 
-    python -m benchmark.perf elbow [--points 4400] [--dim 128] [--classes 65] [--k-max 130] [--device cpu|cuda]
+    python -m benchmark.perf elbow [--points 4400] [--dim 128] [--classes 65] [--k-max 130] [--rule silhouette]
+                                   [--faiss] [--device cpu|cuda]
 
-``elbow`` times UEM's elbow (k-means for every K in [2, k-max] on one bank, K by the knee of the inertia curve) two
-ways on the same bank: the previous one (faiss, one uniformly drawn start per K, 20 iterations: what UEM ran until
-2026-11-30) and `methods.clustering.elbow_kmeans` (greedy k-means++ chains, restarts, LocalSearch++ swaps, on the
-bank's device). It prints the seconds per elbow of each and their ratio, measured in one run, on an Office-Home-
-sized bank of overlapping clusters; then, as a check of what the time buys, the K each picks on plainly separate
-clusters of the same size (the true K is the class count).
+``elbow`` times UEM's choice of K on one bank (k-means for every K of a range, then a rule) two ways on the same
+bank, interleaved: before issue 23 (chains that add one greedy k-means++ point per K, two of them, LocalSearch++
+swaps, the chord elbow; K in [2, k-max]) and now (`methods.clustering.kmeans_path`, one bisecting chain, then
+`--rule`, UEM's default the cosine silhouette; K in `methods.cluster_count.k_range_for(points)`, [2, 133] for 4,400
+points). It prints the seconds per bank of each (the path and the rule apart) and their ratio, measured in one run,
+on an Office-Home-sized bank of overlapping clusters (noise 0.6: a nearest-class-mean classifier separates them
+perfectly), and the K each picks there (the true K is the class count). `--faiss` adds the faiss elbow (one
+uniformly drawn start per K, 20 iterations) that UEM ran until 2026-11-30.
 
     python -m benchmark.perf backbones [--archs resnet50 vit_base_patch14_dinov2 ...] [--size 224] [--batch 64]
                                        [--steps 10] [--rounds 3] [--precision fp32|bf16] [--device cuda]
@@ -422,14 +425,44 @@ def backbone_footprint(arch: str, size: int) -> tuple[int, float, float]:
 # ----------------------------------------------------------------------------------------------------------------
 
 def faiss_single_start_elbow(features: torch.Tensor, k_range: range, seed: int):
-    """The previous elbow: one faiss k-means start (k points drawn uniformly) and 20 iterations per K."""
-    from methods.clustering import elbow_k, faiss_kmeans, inertia
+    """The elbow before 2026-11-30: one faiss k-means start (k points drawn uniformly) and 20 iterations per K."""
+    from methods.cluster_count import chord_elbow
+    from methods.clustering import faiss_kmeans, inertia
     results = {}
     for k in k_range:
         centroids, assignment = faiss_kmeans(features, k, seed=seed, niter=20)
         results[k] = (centroids, assignment, inertia(features.float().cpu(), centroids.cpu(), assignment.cpu()))
-    k = elbow_k({k: r[2] for k, r in results.items()})
+    k = chord_elbow({k: r[2] for k, r in results.items()})
     return results[k][0], results[k][1], k
+
+
+def d2_chain_elbow(features: torch.Tensor, k_range: range, seed: int, restarts: int = 2) -> int:
+    """UEM's K from 2026-11-30 until issue 23: chains over K that add one greedy k-means++ point (D^2 sampling) as
+    the next centre, Lloyd, a LocalSearch++ swap on the best chain, and the chord elbow of the inertia curve. Kept
+    here to time and judge it against its successor; returns K."""
+    from methods import clustering as c
+    from methods.cluster_count import chord_elbow
+    data = c._Points(features, seed)
+    ks = [k for k in k_range if 1 <= k <= len(data)]
+    points, norms, generator = data.points, data.norms, data.generator
+    n_candidates = c._n_candidates(max(ks))
+    state = c._lloyd(points, norms, c._assign(points, norms, c._kmeans_pp_seeds(points, norms, ks[0], restarts,
+                                                                                 generator, n_candidates)),
+                     c.KMEANS_MAX_ITER)
+    inertias = {ks[0]: float(state.inertias().min())}
+    for k in range(ks[0] + 1, ks[-1] + 1):
+        index, to_new_centre = c._greedy_seeding_step(points, norms, state.nearest, n_candidates, generator)
+        closer = to_new_centre < state.nearest
+        start = c._State(torch.cat([state.centres, points[index][:, None, :]], dim=1),
+                         torch.where(closer, to_new_centre, state.nearest),
+                         torch.where(closer, k - 1, state.assignment))
+        state = c._lloyd(points, norms, start, c.KMEANS_MAX_ITER)
+        best = state.inertias().argmin().reshape(1)
+        state = state.update(best, c._local_search(points, norms, state.select(best), 1, c.SWAP_CANDIDATES,
+                                                   generator, c.KMEANS_MAX_ITER))
+        if k in ks:
+            inertias[k] = c._best_restart(points, state)[2]
+    return chord_elbow(inertias)
 
 
 def _clustered_bank(args, noise: float, device: torch.device) -> torch.Tensor:
@@ -441,34 +474,46 @@ def _clustered_bank(args, noise: float, device: torch.device) -> torch.Tensor:
 
 
 def run_elbow(args) -> int:
-    from methods.clustering import ELBOW_RESTARTS, elbow_kmeans
+    from methods.cluster_count import choose_k, k_range_for
+    from methods.clustering import kmeans_path
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda was asked for but torch sees no CUDA device", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    k_range = range(2, args.k_max + 1)
-    restarts = args.restarts or ELBOW_RESTARTS
-    print(f"UEM's elbow: a bank of {args.points} x {args.dim} ({args.classes} clusters), K in [2, {args.k_max}], "
-          f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-                                f", torch threads {torch.get_num_threads()}") + f"; median of {args.repeats} runs")
+    previous_range = range(2, args.k_max + 1)
+    new_range = k_range_for(args.points)
+    print(f"UEM's K per bank: a bank of {args.points} x {args.dim} ({args.classes} clusters, noise 0.6), "
+          f"device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+             f", torch threads {torch.get_num_threads()}") + f"; median of {args.repeats} runs, interleaved")
     bank = _clustered_bank(args, noise=0.6, device=device)      # overlapping clusters, as real banks are
-    elbow_kmeans(bank[:256], range(2, 6), seed=args.seed)         # warm-up (CUDA context, kernel loading)
-    old_times, new_times = [], []
-    for _ in range(args.repeats):                                 # interleaved: both see the same machine
-        old_times.append(_timed(lambda: faiss_single_start_elbow(bank, k_range, args.seed), device)[1])
-        new_times.append(_timed(lambda: elbow_kmeans(bank, k_range, seed=args.seed, restarts=restarts), device)[1])
-    old_s, new_s = float(np.median(old_times)), float(np.median(new_times))
-    print(f"  previous (faiss, 1 start per K, 20 iterations; on the CPU): {old_s:8.2f} s per elbow  "
-          f"({', '.join(f'{t:.2f}' for t in old_times)})")
-    print(f"  elbow_kmeans ({restarts} chains, k-means++, local search):   {new_s:8.2f} s per elbow  "
-          f"({', '.join(f'{t:.2f}' for t in new_times)})")
-    print(f"  ratio previous / new: {old_s / new_s:.2f}x")
-    separated = _clustered_bank(args, noise=0.3, device=device)
-    old_k = faiss_single_start_elbow(separated, k_range, args.seed)[2]
-    new_k = elbow_kmeans(separated, k_range, seed=args.seed, restarts=restarts)[2]
-    print(f"  K picked on {args.classes} plainly separate clusters (noise 0.3): previous {old_k}, new {new_k}")
+    kmeans_path(bank[:256], range(2, 6), seed=args.seed)          # warm-up (CUDA context, kernel loading)
+    times = {"faiss": [], "chain": [], "path": [], "rule": []}
+    for _ in range(args.repeats):                                 # interleaved: all see the same machine
+        if args.faiss:
+            times["faiss"].append(_timed(lambda: faiss_single_start_elbow(bank, previous_range, args.seed),
+                                         device)[1])
+        times["chain"].append(_timed(lambda: d2_chain_elbow(bank, previous_range, args.seed), device)[1])
+        path, seconds = _timed(lambda: kmeans_path(bank, new_range, seed=args.seed), device)
+        times["path"].append(seconds)
+        times["rule"].append(_timed(lambda: choose_k(args.rule, bank, path, args.seed), device)[1])
+    median = {name: float(np.median(values)) for name, values in times.items() if values}
+    new_total = float(np.median([p + r for p, r in zip(times["path"], times["rule"])]))
+
+    def row(label: str, seconds: float, runs: list[float]) -> None:
+        print(f"  {label:<66} {seconds:7.2f} s  ({', '.join(f'{t:.2f}' for t in runs)})")
+    if args.faiss:
+        row(f"until 2026-11-30: faiss, 1 start per K, chord elbow, K in [2, {args.k_max}]", median["faiss"],
+            times["faiss"])
+    row(f"before (k-means++ chains x2, chord elbow), K in [2, {args.k_max}]", median["chain"], times["chain"])
+    row(f"now: bisecting k-means path, K in [{new_range.start}, {new_range.stop - 1}]", median["path"], times["path"])
+    row(f"now: + the {args.rule} rule on that path", median["rule"], times["rule"])
+    print(f"  now, path + rule: {new_total:.2f} s per bank; ratio before / now: {median['chain'] / new_total:.2f}x")
+    print(f"  K picked on this bank ({args.classes} clusters): before "
+          f"{d2_chain_elbow(bank, previous_range, args.seed)}, now "
+          f"{choose_k(args.rule, bank, kmeans_path(bank, new_range, seed=args.seed), args.seed).k}")
     return 0
 
 
@@ -745,10 +790,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(data)
     data.set_defaults(handler=run_data)
 
-    elbow = commands.add_parser("elbow", help="UEM's elbow: the previous faiss k-means against the current one")
+    elbow = commands.add_parser("elbow", help="UEM's K per bank: the chain and elbow before issue 23 against "
+                                "the bisecting path and its rule")
     _add_counts(elbow, points=4400, dim=128, classes=65, k_max=130, repeats=3)
-    elbow.add_argument("--restarts", type=_positive_int, default=None, help="chains of the new elbow (default: "
-                       "methods.clustering.ELBOW_RESTARTS)")
+    elbow.add_argument("--rule", default="silhouette", help="the rule timed on the path (methods.cluster_count."
+                       "K_RULES; default: UEM's)")
+    elbow.add_argument("--faiss", action="store_true", help="also time the faiss elbow UEM ran until 2026-11-30")
     _add_common_options(elbow, device=accelerator)
     elbow.set_defaults(handler=run_elbow)
 

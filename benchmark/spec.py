@@ -21,7 +21,10 @@ from datasets.base import WHITE
 # derive_seed (a hash of run seed, epoch and domain); they were run seed x 1000 + epoch (+ domain), which gave
 # domain 1 of epoch e the seed of domain 0 of epoch e + 1. Same methods, other random starts: their numbers move
 # within seed noise.
-PROTOCOL_VERSION = 3
+# 4 (2026-12-07, issue 23): UEM's K (training and its App. B.1 detector) is the cosine silhouette's over
+# [2, ceil(2 sqrt N)] on a bisecting k-means path (was: the chord elbow over [2, 130] on a chain of k-means++ points);
+# the mechanism diagnostic reads K the same way. UEM's and its ablations' numbers change.
+PROTOCOL_VERSION = 4
 
 
 @dataclass(frozen=True)

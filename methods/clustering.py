@@ -1,19 +1,26 @@
 """k-means: the harness's own (greedy k-means++, local search, restarts, on the features' device) and the baselines'.
 
-Where the harness decides with a clustering — UEM's prototypes and elbow (Eq. 8-9, App. B.1), the paper's baseline
-open-set detector (App. B.2) — it uses `kmeans` / `elbow_kmeans` below:
+Where the harness decides with a clustering — UEM's prototypes (Eq. 7-9, App. B.1, K chosen by a rule of
+`methods/cluster_count.py`), the paper's baseline open-set detector (App. B.2) — it uses `kmeans` (one K) or
+`kmeans_path` (every K of a range) below:
 
 - seeding: greedy k-means++ (Arthur & Vassilvitskii, "k-means++: the advantages of careful seeding", SODA 2007; the
   greedy variant of scikit-learn's `KMeans`, `sklearn/cluster/_kmeans.py`: at each step 2 + int(ln k) candidates
   are drawn with probability proportional to D(x)^2 and the one that lowers the potential most is kept);
 - Lloyd iterations until at most `LLOYD_TOLERANCE` of the points change cluster (or `KMEANS_MAX_ITER`); an empty
   cluster is moved to the point farthest from its centre;
-- LocalSearch++ swaps (Lattanzi & Sohler, "A better k-means++ algorithm via local search", ICML 2019): a point
-  drawn by D^2 replaces the centre whose replacement lowers the inertia most, when it lowers it by more than
+- `kmeans`: LocalSearch++ swaps (Lattanzi & Sohler, "A better k-means++ algorithm via local search", ICML 2019): a
+  point drawn by D^2 replaces the centre whose replacement lowers the inertia most, when it lowers it by more than
   `SWAP_GAIN`, then Lloyd again. Two centres on one cluster while another centre covers two clusters is a fixed
   point of Lloyd's iterations that no restart count reliably avoids at 20 clusters or more; a swap undoes it;
-- independent starts (`KMEANS_RESTARTS`; the elbow's chains: `ELBOW_RESTARTS`), run side by side as one batch of
-  matrix products; the lowest inertia is kept;
+  `KMEANS_RESTARTS` independent starts, run side by side as one batch of matrix products, the lowest inertia kept;
+- `kmeans_path`: one chain over K (`PATH_RESTARTS`) that goes from K to K + 1 by bisection — the cluster whose cut
+  along its principal direction lowers the inertia most is cut in two (`_split_step`) — then Lloyd, then one
+  merge-and-cut swap (`_merge_and_cut`: the cheapest merge of two clusters against the best cut of a third, Ward's
+  cost against the cut's drop; it undoes the same fixed point at the cost of a K x K table). Before issue 23 the
+  chain added one k-means++ point per K (two chains, LocalSearch++ swaps); where the spread inside a class is close
+  to the distance between classes a one-point centre captures little but itself, and that chain left classes
+  merged at every K (`_split_step` has the numbers; `python -m benchmark.perf elbow` times both);
 - the random draws come from a generator seeded with `seed` on the features' device, and the points are put in a
   canonical order (by a fixed projection of their coordinates) before anything is drawn: the result is the same
   for any order in which the points are stored (a gallery stored class by class gives the clusters a shuffled one
@@ -23,7 +30,7 @@ open-set detector (App. B.2) — it uses `kmeans` / `elbow_kmeans` below:
 Why not faiss here: faiss seeds with k points drawn uniformly. On clusters that are plainly separate one such start
 converges to merged-and-split solutions (a centre on two clusters, two centres on one), the inertia curve then has
 no clean elbow, and one split pair makes Eq. 9's threshold tiny so that nothing merges (tests/test_clustering.py
-holds the input). `python -m benchmark.perf elbow` times both.
+holds the input).
 
 The baselines keep their official code's clustering: `faiss_kmeans` with the settings their repositories pass
 (PCS, UCDIR, DGDIR, CoDA; each module's docstring names them).
@@ -35,18 +42,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-__all__ = ["ELBOW_RESTARTS", "KMEANS_RESTARTS", "elbow_k", "elbow_kmeans", "empty_clusters", "faiss_kmeans",
-           "inertia", "kmeans"]
+__all__ = ["KMEANS_RESTARTS", "KMeansPath", "PATH_RESTARTS", "empty_clusters", "faiss_kmeans", "inertia", "kmeans",
+           "kmeans_path"]
 
 KMEANS_RESTARTS = 4       # independent k-means++ starts of `kmeans`; the lowest inertia is kept
-ELBOW_RESTARTS = 2        # independent chains of `elbow_kmeans`; per K the lowest inertia is kept
 KMEANS_MAX_ITER = 100     # Lloyd iterations at most
 LLOYD_TOLERANCE = 1e-2    # a restart's Lloyd iterations stop when at most this fraction of the points changes cluster
 SWAP_GAIN = 1e-3          # a LocalSearch++ swap is made when it lowers the inertia by more than this fraction
 SWAP_CANDIDATES = 64      # points drawn by D^2 for a swap step: in high dimensions a merged pair of clusters holds
                           # a few % of the D^2 mass only, so the 2 + ln k draws of seeding would often miss it
-ELBOW_SWAPS_PER_K = 1     # LocalSearch++ swap steps after each K of the elbow's chains
+PATH_RESTARTS = 1         # independent chains of `kmeans_path`; per K the lowest inertia is kept
+POWER_ITERATIONS = 3      # power iterations for a cluster's principal direction (`_update_cuts`)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -151,17 +159,22 @@ def _kmeans_pp_seeds(points, point_norms, k, restarts, generator, n_candidates) 
     return points[torch.stack(chosen, dim=1)]
 
 
-def _cluster_sums(points: torch.Tensor, assignment: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per restart and cluster, the sum of the member points [r, k, d] and their number [r, k]. On CUDA a one-hot
-    product (deterministic; index_add_ uses atomics there), elsewhere index_add_ (O(N d))."""
+def _cluster_sums(points: torch.Tensor, assignment: torch.Tensor, k: int,
+                  weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per restart and cluster, the sum of the member points [r, k, d] and their number [r, k]; with `weights`
+    ([r, N]) the weighted sums and the sums of the weights. On CUDA a one-hot product (deterministic; index_add_
+    uses atomics there), elsewhere index_add_ (O(N d))."""
     if points.is_cuda:
         one_hot = torch.nn.functional.one_hot(assignment, k).to(points.dtype)             # [r, N, k]
+        if weights is not None:
+            one_hot = one_hot * weights[..., None]
         return one_hot.transpose(1, 2) @ points, one_hot.sum(dim=1)
     sums = torch.zeros(assignment.shape[0], k, points.shape[1], dtype=points.dtype, device=points.device)
     for restart, members in enumerate(assignment):
-        sums[restart].index_add_(0, members, points)
-    counts = torch.stack([torch.bincount(members, minlength=k) for members in assignment]).to(points.dtype)
-    return sums, counts
+        sums[restart].index_add_(0, members, points if weights is None else points * weights[restart][:, None])
+    counts = torch.stack([torch.bincount(members, weights=None if weights is None else weights[restart],
+                                         minlength=k) for restart, members in enumerate(assignment)])
+    return sums, counts.to(points.dtype)
 
 
 def _move_empty_centres(points, centres, empty, nearest):
@@ -222,6 +235,159 @@ def _local_search(points, point_norms, state: _State, steps: int, n_candidates: 
                                                                                                   best[rows] // k]]
         state = state.update(rows, _lloyd(points, point_norms, _assign(points, point_norms, swapped), max_iter))
     return state
+
+
+def _principal_directions(points, assignment, means, start, iterations) -> torch.Tensor:
+    """Unit principal direction of each of k clusters ([k, d]; points [n, d], assignment [n] in [0, k), their
+    means [k, d]): power iterations on the members' scatter from `start` ([k, d]). An iteration is O(n d) (a
+    projection per point and a weighted sum per cluster), never a d x d matrix."""
+    direction = start
+    centred = points - means[assignment]
+    for _ in range(iterations):
+        projection = (centred * direction[assignment]).sum(dim=1)
+        weighted, _ = _cluster_sums(centred, assignment[None], len(start), projection[None])
+        direction = F.normalize(weighted[0], dim=1)
+    return direction
+
+
+@dataclass
+class _Cuts:
+    """Per restart and cluster, the principal direction of its members ([r, k, d]) and how much cutting it in two
+    halves by the hyperplane through its mean normal to that direction lowers the inertia ([r, k]), for the
+    membership `assignment` ([r, N]) they were computed on."""
+    assignment: torch.Tensor
+    directions: torch.Tensor
+    drops: torch.Tensor
+
+
+def _cut_drops(points, assignment, k, clusters, start, iterations):
+    """Directions ([m, d]) and inertia drops ([m]) of cutting each of `clusters` ([m] ids in [0, k)) of one restart
+    (`assignment` [N]), the directions found by power iterations from `start` ([m, d]). Replacing a cluster's mean
+    by its halves' means lowers the inertia by n1 n2 / n ||m1 - m2||^2 (0 for an empty cluster)."""
+    position = torch.full((k,), -1, dtype=torch.long, device=points.device)
+    position[clusters] = torch.arange(len(clusters), device=points.device)
+    members = torch.nonzero(position[assignment] >= 0).flatten()
+    labels, member_points = position[assignment[members]], points[members]
+    sums, counts = (part[0] for part in _cluster_sums(member_points, labels[None], len(clusters)))
+    means = sums / counts.clamp_min(1)[:, None]
+    directions = _principal_directions(member_points, labels, means, start, iterations)
+    upper = (((member_points - means[labels]) * directions[labels]).sum(dim=1) > 0).to(points.dtype)
+    upper_sums, upper_counts = (part[0] for part in _cluster_sums(member_points, labels[None], len(clusters),
+                                                                   upper[None]))
+    lower_counts = counts - upper_counts
+    gap = upper_sums / upper_counts.clamp_min(1)[:, None] - (sums - upper_sums) / lower_counts.clamp_min(1)[:, None]
+    return directions, upper_counts * lower_counts / counts.clamp_min(1) * (gap ** 2).sum(dim=1)
+
+
+def _update_cuts(points, state: _State, cuts: _Cuts | None, generator) -> _Cuts:
+    """Every cluster's cut for the membership in `state`, computed again only for the clusters whose members
+    changed since `cuts` (at a large K, Lloyd's iterations after a cut move points between a few clusters: a K then
+    costs O(d) per member of those clusters, not O(N d)). The power iterations of a changed cluster start from its
+    previous direction, a new cluster's from a random one."""
+    restarts, k, dim = state.centres.shape
+    directions = F.normalize(torch.randn(restarts, k, dim, generator=generator, device=points.device,
+                                         dtype=points.dtype), dim=2)
+    drops = torch.zeros(restarts, k, dtype=points.dtype, device=points.device)
+    for restart in range(restarts):
+        assignment = state.assignment[restart]
+        changed = torch.ones(k, dtype=torch.bool, device=points.device)
+        if cuts is not None:
+            old_k = cuts.directions.shape[1]
+            directions[restart, :old_k], drops[restart, :old_k] = cuts.directions[restart], cuts.drops[restart]
+            moved = assignment != cuts.assignment[restart]
+            changed = torch.zeros(k, dtype=torch.bool, device=points.device)
+            changed[assignment[moved]] = True
+            changed[cuts.assignment[restart][moved]] = True
+            changed[old_k:] = True
+        clusters = torch.nonzero(changed).flatten()
+        if len(clusters):
+            directions[restart, clusters], drops[restart, clusters] = _cut_drops(
+                points, assignment, k, clusters, directions[restart, clusters], POWER_ITERATIONS)
+    return _Cuts(state.assignment.clone(), directions, drops)
+
+
+def _cut(points, assignment, cluster, direction, slot, centres):
+    """Cut `cluster` of one restart by the hyperplane through its mean normal to `direction`: it keeps the upper
+    half, cluster `slot` takes the lower one. Returns (assignment, centres) with both halves' means as centres
+    (`centres` [k', d] is updated in place; an empty half keeps the cluster's mean, Lloyd moves it)."""
+    members = torch.nonzero(assignment == cluster).flatten()
+    member_points = points[members]
+    mean = member_points.mean(dim=0)
+    upper = ((member_points - mean) @ direction) > 0
+    centres[cluster] = member_points[upper].mean(dim=0) if bool(upper.any()) else mean
+    centres[slot] = member_points[~upper].mean(dim=0) if bool((~upper).any()) else mean
+    assignment = assignment.clone()
+    assignment[members[~upper]] = slot
+    return assignment, centres
+
+
+def _split_step(points: torch.Tensor, state: _State, cuts: _Cuts) -> _State:
+    """One more cluster per restart, by bisection: of all clusters, the one whose cut lowers the inertia most
+    (`cuts`, for this state's membership) keeps the half of its members above the hyperplane through its mean
+    normal to its principal direction, and the new cluster k takes the other half (the split of G-means, Hamerly
+    & Elkan, NeurIPS 2003; principal-direction bisecting k-means, Steinbach, Karypis & Kumar, KDD text-mining
+    workshop 2000). Returns that start state (centres: the halves' means); Lloyd iterations follow.
+
+    Why not add a k-means++ point (D^2 sampling) as the new centre, as the chain did before: where the spread
+    inside a class is close to the distance between classes, a single point lies sqrt(2) times farther from its
+    classmates than their mean does, so a centre on one point captures little more than itself and two classes
+    that share a centre are never pulled apart (10 classes x 50 points in 128-d at noise 1.0: that chain's
+    10-means had 20 % more inertia than scikit-learn's KMeans and an adjusted Rand index of 0.13 against the
+    classes; the bisecting chain finds the classes, index 1.0). The halves' means start where the two classes are."""
+    restarts, k, dim = state.centres.shape
+    centres, assignments = [], []
+    for restart in range(restarts):
+        cluster = int(cuts.drops[restart].argmax())   # all 0 (clusters of duplicates): a half is empty, Lloyd moves it
+        restart_centres = torch.cat([state.centres[restart], state.centres.new_zeros(1, dim)])
+        assignment, restart_centres = _cut(points, state.assignment[restart], cluster,
+                                           cuts.directions[restart, cluster], k, restart_centres)
+        centres.append(restart_centres)
+        assignments.append(assignment)
+    return _State(torch.stack(centres), state.nearest, torch.stack(assignments))
+
+
+def _merge_and_cut(points, point_norms, state: _State, cuts: _Cuts, generator, max_iter: int):
+    """A swap that keeps K, for every restart: merge the two clusters whose merge raises the inertia least (Ward's
+    cost n_i n_j / (n_i + n_j) ||m_i - m_j||^2) and cut, in the freed slot, the other cluster whose cut lowers it
+    most, when the cut's drop exceeds the merge's cost; Lloyd; kept where the inertia fell. Two centres left on one
+    of several plainly separate clusters while another centre covers two is a fixed point of Lloyd's iterations
+    (issue 13); this undoes it at the cost of a K x K table of the clusters' means. Returns (state, cuts)."""
+    restarts, k, dim = state.centres.shape
+    if k < 3:
+        return state, cuts
+    sums, counts = _cluster_sums(points, state.assignment, k)
+    rows, starts = [], []
+    for restart in range(restarts):
+        present = counts[restart] > 0
+        means = sums[restart] / counts[restart].clamp_min(1)[:, None]
+        pair_counts = counts[restart][:, None] * counts[restart][None, :] / (counts[restart][:, None]
+                                                                             + counts[restart][None, :]).clamp_min(1)
+        cost = pair_counts * torch.cdist(means, means) ** 2
+        cost[~present[:, None] | ~present[None, :]] = math.inf
+        cost.fill_diagonal_(math.inf)
+        flat = int(cost.argmin())
+        kept, freed = flat // k, flat % k
+        drops = cuts.drops[restart].clone()
+        drops[[kept, freed]] = -math.inf
+        cluster = int(drops.argmax())
+        if not float(drops[cluster]) > float(cost[kept, freed]):
+            continue
+        assignment = torch.where(state.assignment[restart] == freed, kept, state.assignment[restart])
+        centres = state.centres[restart].clone()
+        centres[kept] = (sums[restart, kept] + sums[restart, freed]) / (counts[restart, kept] + counts[restart, freed])
+        assignment, centres = _cut(points, assignment, cluster, cuts.directions[restart, cluster], freed, centres)
+        rows.append(restart)
+        starts.append((centres, assignment))
+    if not rows:
+        return state, cuts
+    rows = torch.tensor(rows, device=points.device)
+    start = _State(torch.stack([c for c, _ in starts]), state.nearest[rows], torch.stack([a for _, a in starts]))
+    swapped = _lloyd(points, point_norms, start, max_iter)
+    better = swapped.inertias() < state.inertias()[rows]
+    if not bool(better.any()):
+        return state, cuts
+    state = state.update(rows[better], swapped.select(torch.nonzero(better).flatten()))
+    return state, _update_cuts(points, state, cuts, generator)
 
 
 def _best_restart(points: torch.Tensor, state: _State) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -291,74 +457,60 @@ def inertia(features: torch.Tensor, centroids: torch.Tensor, assignment: torch.T
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The elbow
+# k-means for every K of a range (what a rule for the cluster count reads: methods/cluster_count.py)
 # ----------------------------------------------------------------------------------------------------------------
 
-def elbow_k(inertias: dict[int, float]) -> int:
-    """The elbow of an inertia curve: the K farthest below the chord from the first to the last point, both axes
-    scaled to [0, 1] (the "knee" criterion). Ties go to the smaller K; fewer than three points give the smallest K."""
-    ks = sorted(inertias)
-    if len(ks) < 3:
-        return ks[0]
-    k0, k1 = ks[0], ks[-1]
-    low, high = min(inertias.values()), max(inertias.values())
-    span = (high - low) or 1.0
-    best, best_gap = k0, 0.0
-    for k in ks:
-        x = (k - k0) / (k1 - k0)
-        y = (inertias[k] - low) / span
-        chord = (inertias[k0] - low) / span * (1 - x) + (inertias[k1] - low) / span * x
-        if chord - y > best_gap + 1e-12:
-            best, best_gap = k, chord - y
-    return best
+@dataclass
+class KMeansPath:
+    """k-means for every K of a range, on one set of points: per K the centroids ([K, d] float32), the assignment
+    of every point in the order the points were given ([N] int64) and the inertia (sum of squared Euclidean
+    distances to the centroids)."""
+    centroids: dict[int, torch.Tensor]
+    assignments: dict[int, torch.Tensor]
+    inertias: dict[int, float]
+
+    @property
+    def ks(self) -> list[int]:
+        return sorted(self.inertias)
 
 
-def elbow_kmeans(features: torch.Tensor, k_range: range, *, seed: int, restarts: int = ELBOW_RESTARTS,
-                 max_iter: int = KMEANS_MAX_ITER, return_inertias: bool = False):
-    """k-means for every K of `k_range` (clipped to the number of points), K chosen by `elbow_k`.
+def kmeans_path(features: torch.Tensor, k_range: range, *, seed: int, restarts: int = PATH_RESTARTS,
+                max_iter: int = KMEANS_MAX_ITER) -> KMeansPath:
+    """k-means for every K of `k_range` (clipped to the number of points), by chains of bisections.
 
-    Each restart is a chain over K: its first K centres are greedy k-means++ seeds; each next K keeps the converged
-    centres of the previous one and adds one centre the k-means++ way (D^2 sampling, greedy over 2 + int(ln K_max)
-    candidates), then runs Lloyd iterations; the chain with the lowest inertia also takes one LocalSearch++ swap
-    step. Per K the restart with the lowest
-    inertia is kept, so the inertia curve never rises with K (neither Lloyd's iterations nor an accepted swap raise
-    a chain's inertia, and one more centre can only lower it): the elbow is read from a clean curve, and a K costs a
-    few Lloyd iterations instead of a fresh start.
+    Each restart is a chain over K: its first K centres are greedy k-means++ seeds, then Lloyd; each next K cuts
+    one cluster in two (`_split_step`: the cluster whose cut along its principal direction lowers the inertia
+    most), runs Lloyd iterations, and the chain with the lowest inertia takes one LocalSearch++ swap step (a point
+    drawn by D^2 replaces a centre when that lowers the inertia: it undoes two centres left on one of several
+    plainly separate clusters). Per K the restart with the lowest inertia is kept. A K costs a few Lloyd
+    iterations and O(N d) for the cut, instead of a fresh start.
 
-    features: [N, d] float on any device. Returns (centroids [K, d] float32, assignment [N] int64, K), and with
-    `return_inertias` also {K: inertia} for every K tried. The same for any order of the rows. Raises ValueError
-    when no K of the range fits the points.
-    """
+    features: [N, d] float on any device (computed in float32 there). The result is the same for any order of the
+    rows, and the same on every call with the same seed. Raises ValueError when no K of the range fits the
+    points, or for fewer than one restart."""
     data = _Points(features, seed)
     ks = [k for k in k_range if 1 <= k <= len(data)]
     if not ks:
-        raise ValueError(f"elbow k-means: no K of {k_range} fits {len(data)} points")
+        raise ValueError(f"k-means path: no K of {k_range} fits {len(data)} points")
     if restarts < 1:
         raise ValueError(f"k-means needs at least one restart, got restarts={restarts}")
     points, norms, generator = data.points, data.norms, data.generator
-    n_candidates = _n_candidates(max(ks))
-    seeds = _kmeans_pp_seeds(points, norms, ks[0], restarts, generator, n_candidates)
+    seeds = _kmeans_pp_seeds(points, norms, ks[0], restarts, generator, _n_candidates(ks[0]))
     state = _lloyd(points, norms, _assign(points, norms, seeds), max_iter)
-    results = {ks[0]: _best_restart(points, state)}
+    path = KMeansPath({}, {}, {})
+
+    def keep(k: int) -> None:
+        centroids, assignment, value = _best_restart(points, state)
+        path.centroids[k], path.assignments[k], path.inertias[k] = centroids, data.in_given_order(assignment), value
+    keep(ks[0])
+    cuts = _update_cuts(points, state, None, generator)
     for k in range(ks[0] + 1, ks[-1] + 1):
-        index, to_new_centre = _greedy_seeding_step(points, norms, state.nearest, n_candidates, generator)
-        centres = torch.cat([state.centres, points[index][:, None, :]], dim=1)
-        closer = to_new_centre < state.nearest            # the points the new centre takes, before any iteration
-        start = _State(centres, torch.where(closer, to_new_centre, state.nearest),
-                       torch.where(closer, k - 1, state.assignment))
-        state = _lloyd(points, norms, start, max_iter)
-        # The swap step goes to the chain with the lowest inertia, the one the curve reads at this K.
-        best = state.inertias().argmin().reshape(1)
-        state = state.update(best, _local_search(points, norms, state.select(best), ELBOW_SWAPS_PER_K,
-                                                 SWAP_CANDIDATES, generator, max_iter))
+        state = _lloyd(points, norms, _split_step(points, state, cuts), max_iter)
+        cuts = _update_cuts(points, state, cuts, generator)
+        state, cuts = _merge_and_cut(points, norms, state, cuts, generator, max_iter)
         if k in ks:
-            results[k] = _best_restart(points, state)
-    inertias = {k: result[2] for k, result in results.items()}
-    chosen = elbow_k(inertias)
-    centroids, assignment, _ = results[chosen]
-    if return_inertias:
-        return centroids, data.in_given_order(assignment), chosen, inertias
-    return centroids, data.in_given_order(assignment), chosen
+            keep(k)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Two stages over one backbone f (L2-normalised embeddings), equations numbered as
 Stage 1, intra-domain semantic-enhanced learning (IDSE), epochs 0..E-1, for each domain d in {A, B}:
 - memory bank M^d, filled by the initial model, m_i <- normalize(beta m_i + (1 - beta) f(x_i))          (Eq. 5)
 - L_INCE: instance contrast of f(x_i) against its own bank entry, negatives from the same domain           (Eq. 6)
-- prototypes: k-means on each bank, K by the elbow of the inertia curve over K in [k_min, k_max]
+- prototypes: k-means on each bank for every K of [2, ceil(2 sqrt N)], K by the cosine silhouette (A4)
 - unified prototypes: the other domain's prototypes translated by the bank-mean difference (Eq. 8), paired with
   the Hungarian algorithm (scipy), a pair merged (averaged) if closer than the closest two prototypes inside either
   domain (Eq. 9); P^{A'} = A's unpaired + translated B's unpaired + merged averages, P^{B'} symmetric
@@ -33,8 +33,8 @@ Open set (`detect_private`, App. B.1, `open_set_detector_b1`): k-means on both d
 pair, merge; for every merged pair the largest cross-domain delta between their members bounds it; a query is null
 if its nearest own prototype is unmerged, or if its nearest retrieval item is farther than its pair's bound.
 
-Logged per epoch (the run's history): `clusters_query`, `clusters_retrieval` (K of each domain's elbow; absent
-before the first clustering), `merged_pairs`, `alpha`, and in stage 2 `sn2m_trust` (the fraction of anchors whose
+Logged per epoch (the run's history): `clusters_query`, `clusters_retrieval` (each domain's K; absent before the
+first clustering), `merged_pairs`, `alpha`, and in stage 2 `sn2m_trust` (the fraction of anchors whose
 switch trusts the cross-domain neighbour, Eq. 17).
 
 Choices where the paper is silent or ambiguous, each the best reading unless a switch says otherwise:
@@ -43,12 +43,25 @@ Choices where the paper is silent or ambiguous, each the best reading unless a s
   centres inside softmax logits (Eq. 7, 11's weights, 17).
 - A2: L_INCE negatives are the whole bank of the domain (`ince_negatives="bank"`); "batch" uses the batch's own
   bank entries (Eq. 6's j = 1..B).
-- A4: k-means + elbow on the banks at the start of every stage-1 epoch once alpha >= `alpha_floor` (1e-3; before
-  that alpha L_PNCE is numerically zero), K in [`k_min`, `k_max`]; the elbow is the K farthest below the chord
-  of the normalised inertia curve. The harness's k-means (`clustering.elbow_kmeans`: greedy k-means++ seeding,
-  restarts keeping the lowest inertia, Lloyd to convergence, on the features' device), seed from the run seed and
-  epoch: one faiss start per K (uniform random seeds) split and merged plainly separate clusters, which over-split
-  the elbow and left Eq. 9's threshold too small for anything to merge (tests/test_clustering.py).
+- A4: the paper clusters each bank by k-means with K "estimated with the Elbow method" (its ref. [34], Liu & Deng,
+  IEEE TFS 2020, whose text we could not obtain; a later paper that compares against it reads it as the elbow of
+  the inertia curve judged by eye) and gives no rule and no K range. Ours, at the start of every stage-1 epoch
+  once alpha >= `alpha_floor` (1e-3; before that alpha L_PNCE is numerically zero), seeded from the run seed,
+  epoch and domain: k-means for every K in [`k_min`, ceil(2 sqrt N)] (`k_max` > 0 caps it; a rule of the bank's
+  size N, never of a class count: 133 for 4,400 images, 439 for DomainNet's smallest 345-class domain) by one
+  bisecting chain (`clustering.kmeans_path`), and K the largest mean silhouette with the cosine distance
+  (`k_rule="silhouette"`, exact in O(N K d), `cluster_count.cosine_silhouette`). On 69 cells of separable but
+  noisy classes (64-2048 dimensions, 5-65 classes, equal and unequal sizes, noise up to where a nearest-class-mean
+  classifier still reaches 0.99, a translated and re-normalised retrieval domain; `python -m
+  benchmark.kestimators`, docs/cluster_count.md) it gets both domains' K exactly in 60 cells (mean |K - true K|
+  0.2), where the chord elbow on the same path gets 35 (1.8), Davies-Bouldin 51 (3.0), the gap statistic 20 of 29
+  (2.1), Kneedle 35, Calinski-Harabasz 33, the jump method 19; and K = 345 / 172 on a DomainNet-sized cell (31,000
+  points) where the elbow is off by 178. What UEM ran before (`k_rule="elbow"` keeps its rule: the K farthest
+  below the chord of the normalised inertia curve, there over K in [2, 130] and on a chain that added one
+  k-means++ point per K) got 13 of the 69 (mean error 10.2): that chain left noisy classes merged (A4's path
+  above cuts clusters instead), and on real features (handwritten against printed digits) it found 17-27 clusters
+  of 10 classes and merged nothing. The estimate costs less than the one before: 1.1 s against 1.3 s for a
+  4,400 x 128 bank on one CPU thread (`python -m benchmark.perf elbow`).
 - A5: an instance's positive prototype is the entry of P^{d'} that replaced its own cluster.
 - A6: the merge thresholds use distinct pairs inside a set; with fewer than 2 prototypes in a set nothing merges.
 - A7: stage 2 refreshes features (eval mode, no augmentation), prototypes and merges at every epoch; the
@@ -85,7 +98,7 @@ from torch import nn
 
 from .augment import moco_v2_view
 from .base import BaseHparams, Batch, Method, cosine_factor, derive_seed, sgd
-from .clustering import elbow_kmeans
+from .cluster_count import K_RULES, k_range_for, kmeans_with_k_rule
 from .grl import grad_reverse
 from .losses import bank_instance_nce
 from .registry import register
@@ -103,8 +116,9 @@ class UEMHparams(BaseHparams):
     weight_decay: float = 1e-4        # not in the paper: UCDIR's default (conghui1002/UCDIR ad7fa42, main.py --wd)
     temperature: float = 0.07         # tau, every contrastive term
     bank_momentum: float = 0.99       # beta (Eq. 5)
+    k_rule: str = "silhouette"        # A4: how K is chosen (cluster_count.K_RULES); "elbow": the rule before issue 23
     k_min: int = 2
-    k_max: int = 130                  # elbow range; covers twice Office-Home's 65 classes
+    k_max: int = 0                    # A4: 0 = ceil(2 sqrt N) of each bank (cluster_count.k_range_for); > 0 caps it
     alpha_floor: float = 1e-3
     ince_negatives: str = "bank"      # A2: "bank" or "batch"
     loss_scaling: str = "mean"        # A18: "mean" or "sum"
@@ -297,9 +311,9 @@ class UEM(Method):
     # Quickstart budget: 8 + 4 epochs of 15 steps (the paper runs ~7000 stage-1 steps on Office-Home), so the
     # stage-1 lr is raised to keep lr x steps of the same order (at 2e-4, 120 steps leave the model where it
     # started); stage 2, a fine-tuning stage held to the frozen copy, keeps the paper's 2e-4 (at 0.003 its first
-    # 15 steps cost 12 mAP points, see the README); batch 32, elbow over K in 2..24, crops >= 0.5 of the 32-px side.
+    # 15 steps cost 12 mAP points, see the README); batch 32, crops >= 0.5 of the 32-px side.
     dataset_overrides = {
-        "synthetic": {"stage1_epochs": 8, "stage2_epochs": 4, "batch_size": 32, "k_max": 24, "min_crop_scale": 0.5,
+        "synthetic": {"stage1_epochs": 8, "stage2_epochs": 4, "batch_size": 32, "min_crop_scale": 0.5,
                       "lr": 0.003, "stage2_lr": 2e-4},
         "domainnet": {"stage1_epochs": 200},
     }
@@ -312,7 +326,7 @@ class UEM(Method):
     def __init__(self, hparams: UEMHparams, backbone):
         super().__init__(hparams, backbone)
         self.check_choices(ince_negatives=("bank", "batch"), loss_scaling=("mean", "sum"),
-                           match=("sn2m", "nearest_neighbour"))
+                           match=("sn2m", "nearest_neighbour"), k_rule=tuple(K_RULES))
         self.domain_classifier = DomainClassifier(backbone.embed_dim, hparams.classifier_hidden)
         self.frozen = copy.deepcopy(backbone).requires_grad_(False)        # f', filled at the stage switch
         self.prototypes = None     # stage 1: per domain (raw centres, assignment); stage 2: features too
@@ -361,8 +375,8 @@ class UEM(Method):
 
     def _build_prototypes(self, features: list[torch.Tensor], run_seed: int, epoch: int) -> None:
         h = self.hparams
-        k_range = range(h.k_min, h.k_max + 1)
-        self.prototypes = [elbow_kmeans(f, k_range, seed=derive_seed(run_seed, "kmeans", epoch, d))[:2]
+        self.prototypes = [kmeans_with_k_rule(f, k_range_for(len(f), h.k_min, h.k_max), rule=h.k_rule,
+                                              seed=derive_seed(run_seed, "kmeans", epoch, d))[:2]
                            for d, f in enumerate(features)]
         self.unified = merge_prototypes(self.prototypes[0][0], self.prototypes[1][0], features[0].mean(dim=0),
                                         features[1].mean(dim=0), merging=h.prototype_merging)
@@ -437,11 +451,11 @@ class UEM(Method):
     # --- open set (App. B.1) ------------------------------------------------------------------------------------
     def detect_private(self, query_features: torch.Tensor, retrieval_features: torch.Tensor, *,
                        num_clusters: int, seed: int) -> torch.Tensor:
-        """UEM's detector; `num_clusters` (the class hint) is not used: K comes from the elbow, as in training.
+        """UEM's detector; `num_clusters` (the class hint) is not used: K comes from `k_rule`, as in training.
         It always merges (the w/o-PM ablation removes merging from training, not from this evaluation step)."""
         h = self.hparams
-        return open_set_detector_b1(query_features, retrieval_features, k_range=range(h.k_min, h.k_max + 1),
-                                    seed=seed).private
+        return open_set_detector_b1(query_features, retrieval_features, seed=seed, k_rule=h.k_rule, k_min=h.k_min,
+                                    k_max=h.k_max).private
 
 
 @dataclass
@@ -462,14 +476,24 @@ class DetectionB1:
         return int(self.retrieval_assignment.max()) + 1
 
 
-def open_set_detector_b1(query_features: torch.Tensor, retrieval_features: torch.Tensor, *, k_range: range,
-                         seed: int) -> DetectionB1:
-    """App. B.1: elbow k-means on each domain's features (query [Q, d], retrieval [G, d]), Eq. 8 translation,
-    Hungarian pairing, Eq. 9 merge, Eq. 25 bounds, then `private_by_merged_bounds`. Nothing here depends on the
-    order in which either domain is stored (the k-means puts its points in a canonical order)."""
-    query_prototypes, query_assignment, _ = elbow_kmeans(query_features, k_range, seed=derive_seed(seed, "query"))
-    retrieval_prototypes, retrieval_assignment, _ = elbow_kmeans(retrieval_features, k_range,
-                                                                 seed=derive_seed(seed, "retrieval"))
+def open_set_detector_b1(query_features: torch.Tensor, retrieval_features: torch.Tensor, *, seed: int,
+                         k_rule: str = "silhouette", k_min: int = 2, k_max: int = 0) -> DetectionB1:
+    """App. B.1: k-means on each domain's features (query [Q, d], retrieval [G, d]) with K chosen by `k_rule` over
+    `k_range_for(N, k_min, k_max)`, then `detection_from_clusters`. Nothing here depends on the order in which
+    either domain is stored (the k-means puts its points in a canonical order)."""
+    query_clusters = kmeans_with_k_rule(query_features, k_range_for(len(query_features), k_min, k_max),
+                                        rule=k_rule, seed=derive_seed(seed, "query"))[:2]
+    retrieval_clusters = kmeans_with_k_rule(retrieval_features, k_range_for(len(retrieval_features), k_min, k_max),
+                                            rule=k_rule, seed=derive_seed(seed, "retrieval"))[:2]
+    return detection_from_clusters(query_features, retrieval_features, query_clusters, retrieval_clusters)
+
+
+def detection_from_clusters(query_features: torch.Tensor, retrieval_features: torch.Tensor, query_clusters,
+                            retrieval_clusters) -> DetectionB1:
+    """App. B.1 given each domain's clusters ((centroids [K, d], assignment [N]) per domain): Eq. 8 translation,
+    Hungarian pairing, Eq. 9 merge, Eq. 25 bounds, then `private_by_merged_bounds`."""
+    (query_prototypes, query_assignment), (retrieval_prototypes, retrieval_assignment) = (query_clusters,
+                                                                                          retrieval_clusters)
     unified = merge_prototypes(query_prototypes, retrieval_prototypes, query_features.mean(dim=0),
                                retrieval_features.mean(dim=0))
     bounds = merged_pair_bounds(query_features, retrieval_features, query_assignment, retrieval_assignment,

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from benchmark import suites
 from benchmark.backbone_specs import QUICKSTART_BACKBONE
+from benchmark.separable import separated_domains  # noqa: F401  (the tests' features with labels)
 from datasets.synthetic import ensure_synthetic
 
 # The quickstart's backbone spec with a one-epoch SimCLR init: the same code path, seconds instead of minutes.
@@ -84,25 +83,6 @@ class FeatureStub(torch.nn.Module):
 
     def forward(self, images):
         return torch.nn.functional.normalize(self.scale * images.flatten(1), dim=1)
-
-
-def separated_domains(n_classes: int, dim: int = 128, per_class: int = 60, shared: int | None = None,
-                      noise: float = 0.3, shift: float = 0.0, seed: int = 0):
-    """Query domain: `n_classes` classes of `per_class` features normalize(2 c + noise 4/sqrt(dim) z), c unit random
-    centres, z standard normal; retrieval domain: the first `shared` classes (default half: the open set), fresh
-    noise, translated by `shift` along a random unit direction. Returns (query, query labels, retrieval, labels)."""
-    generator = torch.Generator().manual_seed(seed)
-    centres = F.normalize(torch.randn(n_classes, dim, generator=generator), dim=1)
-
-    def domain(classes: int):
-        labels = torch.arange(classes).repeat_interleave(per_class)
-        noise_term = noise * 4 / math.sqrt(dim) * torch.randn(len(labels), dim, generator=generator)
-        return F.normalize(2 * centres[labels] + noise_term, dim=1), labels
-
-    query, query_labels = domain(n_classes)
-    retrieval, retrieval_labels = domain(n_classes // 2 if shared is None else shared)
-    retrieval = retrieval + shift * F.normalize(torch.randn(dim, generator=generator), dim=0)
-    return query, query_labels, retrieval, retrieval_labels
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from .conftest import prepared_run, separated_domains, tiny_suite
 
 def test_a_translated_copy_merges_every_shared_class_with_oracle_and_elbow_prototypes():
     query, query_labels, retrieval, retrieval_labels = separated_domains(10, dim=64, per_class=30, shift=0.5)
-    report = merging_report(query, query_labels, retrieval, retrieval_labels, k_range=range(2, 30), seed=0)
+    report = merging_report(query, query_labels, retrieval, retrieval_labels, seed=0, k_max=29)
     assert report["k"] == (10, 5) and report["classes"] == (10, 5) and report["purity"] == (1.0, 1.0)
     assert (report["oracle_merges"], report["oracle_right"], report["merges"], report["right_merges"]) == (5, 5, 5, 5)
     assert report["median_error"] < report["threshold"]
@@ -27,7 +27,7 @@ def test_a_gap_that_is_no_translation_merges_no_class_with_itself_even_with_the_
     # translation undoes (Eq. 8 moves -mu_c by 2 m, which lands far from mu_c for every class).
     query, query_labels, retrieval, retrieval_labels = separated_domains(10, dim=64, per_class=30, seed=0)
     retrieval = -retrieval
-    report = merging_report(query, query_labels, retrieval, retrieval_labels, k_range=range(2, 30), seed=0)
+    report = merging_report(query, query_labels, retrieval, retrieval_labels, seed=0, k_max=29)
     # Each class lies farther from its translated counterpart than two classes of one domain from each other; what
     # Eq. 9 merges (Hungarian pairs that happen to fall close) joins different classes.
     assert report["median_error"] > report["threshold"]

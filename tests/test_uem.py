@@ -9,7 +9,6 @@ import torch
 
 from benchmark.runner import run_one
 from benchmark.suites import plan
-from methods.clustering import elbow_k
 from methods.uem import (merge_prototypes, merged_pair_bounds, private_by_merged_bounds, product_distance,
                          progressive_weight, semantic_enhanced_loss, semantic_preserving_regulariser,
                          switchable_nn_match, translate)
@@ -131,12 +130,6 @@ def test_uem_open_set_detector_b1():
     assert private.tolist() == [False] * 10 + [True] * 5
 
 
-def test_elbow_criterion():
-    # Inertia 100, 50, 20, 15, 12, 10 for K = 1..6, both axes scaled to [0, 1]: the chord from (0, 1) to (1, 0) lies
-    # farthest above the curve at K = 3 (chord 0.6 vs curve 0.111).
-    assert elbow_k({1: 100, 2: 50, 3: 20, 4: 15, 5: 12, 6: 10}) == 3
-
-
 def test_stage_switch_and_resume_in_stage_two(tmp_path, cache_dir, one_thread):
     suite = tiny_suite("test_uem_resume", methods=["uem"], settings=("open",))
     spec = plan(suite, assignments=["uem.stage1_epochs=2", "uem.stage2_epochs=2", "uem.k_max=6"])[0]
@@ -191,3 +184,32 @@ def test_ablation_suite_has_the_rows_of_table_4():
     assert switches == {"uem": (True, True, True, "sn2m"), "uem_no_pm": (False, True, True, "sn2m"),
                         "uem_no_sel": (True, False, True, "sn2m"), "uem_no_spda": (True, True, False, "sn2m"),
                         "uem_no_sn2m": (True, True, True, "nearest_neighbour")}
+
+
+def test_prototypes_count_clusters_by_the_k_rule_and_never_read_the_class_count():
+    # Stage-1 prototypes on banks of 10 and 5 separable classes (32-d, noise 0.3): the context has no
+    # `num_classes_hint` at all, so reading it would fail; K comes from the silhouette (10 / 5), or from the chord
+    # elbow with `k_rule="elbow"`; an unknown rule is refused with the known ones.
+    from types import SimpleNamespace
+
+    from methods.backbones import build_backbone
+    from methods.base import build_hparams, resolve_hparams
+    from methods.memory_bank import MemoryBank
+    from methods.uem import UEM
+
+    from .conftest import separated_domains
+    query, _, retrieval, _ = separated_domains(10, dim=32, per_class=30, noise=0.3, seed=0)
+    counts = {}
+    for rule in ("silhouette", "elbow"):
+        values = resolve_hparams(UEM, "synthetic", {"stage1_epochs": 2, "k_rule": rule})
+        method = UEM(build_hparams(UEM, values), build_backbone("small_cnn", embed_dim=8, width=8))
+        method.banks = torch.nn.ModuleList([MemoryBank(len(f), 32) for f in (query, retrieval)])
+        for bank, features in zip(method.banks, (query, retrieval)):
+            bank.fill(features)
+        method.start_epoch(1, SimpleNamespace(seed=2024))            # alpha(1, E=2) = 0.5: prototypes are built
+        counts[rule] = method.pop_epoch_log()
+    assert (counts["silhouette"]["clusters_query"], counts["silhouette"]["clusters_retrieval"]) == (10, 5)
+    assert counts["silhouette"]["merged_pairs"] == 5 and "clusters_query" in counts["elbow"]
+    with pytest.raises(ValueError, match="k_rule must be one of silhouette, elbow"):
+        UEM(build_hparams(UEM, resolve_hparams(UEM, "synthetic", {"k_rule": "knee"})),
+            build_backbone("small_cnn", embed_dim=8, width=8))
