@@ -21,6 +21,7 @@ from pathlib import Path
 from datasets.base import DataError
 from datasets.registry import DATASETS
 from methods import get_method_class, method_names
+from methods.base import BUDGETS
 from methods.plugins import PluginError, load_plugins
 
 from . import slurm
@@ -43,6 +44,10 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _jobs(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
 
 
 def _count(text: str) -> int:
@@ -96,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "a ViT from its publisher's weights, another from the suite's init")
     parser.add_argument("--init", metavar="INIT", help="with or without --backbone: the backbone's init (simclr, "
                                                        "random, moco_v2, dinov2, clip_openai, openclip_laion2b, ...)")
+    parser.add_argument("--budget", choices=BUDGETS,
+                        help="every method's schedule: paper (the papers' epochs and batches) or quickstart (each "
+                             "method's small-data recipe, minutes on a CPU); default: the suite's (a suite file's "
+                             "`budget`, else its dataset's: quickstart for the synthetic data, else paper)")
     parser.add_argument("--baseline-init", choices=("suite", "native"), default="suite",
                         help="suite (default, the paper's rule): every method starts from the suite's weights; "
                              "native: CDS, PCS and CoDA start from torchvision's supervised ImageNet ResNet-50, as in "
@@ -118,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "that runs a run imports it again (see 'Adding a method' in the README)")
     parser.add_argument("--launcher", default="local", choices=("local", "slurm"),
                         help="local (default): on this machine; slurm: submit SLURM job arrays and return")
-    parser.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                        help="--launcher local: N runs at once, each in its own process (several GPUs: one each)")
+    parser.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
+                        help="--launcher local: N runs at once, each in its own process (several GPUs: one each); "
+                             "auto (default): one per GPU, or on a CPU as many as its cores, up to 4, with the "
+                             "cores shared out")
     slurm = parser.add_argument_group(
         "SLURM (--launcher slurm; defaults from --slurm-profile, a TOML file with the same keys)")
     slurm.add_argument("--slurm-profile", type=Path, metavar="FILE", help="a site's defaults, e.g. partition = "
@@ -234,7 +245,8 @@ def options_from(args, plugins: list[str] | None = None) -> Options:
     return Options(
         suite=args.suite, output=args.output, methods=_flatten(args.methods), pairs=_flatten(args.pairs),
         seeds=_flatten(args.seeds), settings=_flatten(args.settings), assignments=args.assignments,
-        baseline_init=args.baseline_init, backbone=args.backbone, init=args.init, data_root=args.data_root,
+        baseline_init=args.baseline_init, backbone=args.backbone, init=args.init, budget=args.budget,
+        data_root=args.data_root,
         cache_dir=args.cache_dir,
         pretrained=args.pretrained, device=args.device, precision=args.precision, channels_last=args.channels_last,
         compile=args.compile, tf32=args.tf32,
@@ -263,7 +275,7 @@ def _refuse_slurm_flags(args) -> None:
 
 
 def _slurm_options(args) -> slurm.SlurmOptions:
-    if args.jobs > 1:
+    if args.jobs not in ("auto", 1):
         raise UserError("--jobs is for --launcher local; with slurm, --array-parallelism says how many run at once")
     overrides = {option.name: getattr(args, option.name) for option in SlurmOptions.flags()}
     return slurm.build_options(args.slurm_profile, overrides, args.sbatch)

@@ -6,7 +6,7 @@ launcher ends in the same `runner.run_one(spec_path)`.
 
 `LocalLauncher`: on this machine, with a progress bar; a failed run is recorded (FAILED) and the suite goes on.
 `jobs` > 1 runs that many at once, each in its own process (CPU threads shared out; with several GPUs, each process
-on its own GPU). `SlurmLauncher`: submits SLURM job arrays (benchmark/slurm.py) and returns; the cluster runs them.
+on its own GPU); `jobs="auto"` (the default) picks that number (auto_jobs). `SlurmLauncher`: submits SLURM job arrays (benchmark/slurm.py) and returns; the cluster runs them.
 """
 from __future__ import annotations
 
@@ -39,13 +39,30 @@ class Launcher(Protocol):
         """What to say when the census leaves nothing to launch (None: nothing)."""
 
 
+# Runs at once on a CPU-only machine with "auto": small runs (the quickstart's) do more per core as single-threaded
+# processes than as one process with several threads (whose small kernels wait on each other), and a
+# single-threaded run is bitwise reproducible; above 4, the gain no longer pays for a copy of the data per process.
+AUTO_CPU_JOBS = 4
+
+
+def auto_jobs(device: str) -> int:
+    """`--jobs auto`: one run per GPU where runs go to CUDA (`device` "auto" on a machine with a GPU, or "cuda"),
+    else min(CPU cores this process may use, AUTO_CPU_JOBS)."""
+    import torch
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return max(1, torch.cuda.device_count()) if device in ("auto", "cuda") else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, AUTO_CPU_JOBS))
+
+
 @dataclass
 class LocalLauncher:
-    jobs: int = 1
+    jobs: int | str = "auto"          # a count, or "auto" (auto_jobs)
     device: str = "auto"
 
     def launch(self, spec_paths: list[Path], output_root: Path, suite_name: str) -> bool:
-        outcome = launch_local(spec_paths, jobs=self.jobs, device=self.device)
+        jobs = auto_jobs(self.device) if self.jobs == "auto" else int(self.jobs)
+        outcome = launch_local(spec_paths, jobs=min(jobs, max(1, len(spec_paths))), device=self.device)
         skipped = (f"; {len(outcome['skipped'])} left to the process that trains them (skipped)"
                    if outcome["skipped"] else "")
         print(f"trained {outcome['done']} run(s) in {outcome['seconds']:.0f} s; {len(outcome['failed'])} failed"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from datasets import real
@@ -53,6 +53,7 @@ class Options:
     baseline_init: str = "suite"
     backbone: str | None = None                # --backbone NAME over the suite's (suite_files.suite_with_backbone)
     init: str | None = None                    # --init INIT
+    budget: str | None = None                  # --budget NAME over the suite's (methods.base.BUDGETS)
     data_root: Path | None = None
     cache_dir: Path | None = None              # None: <output>/cache
     pretrained: Path | None = None
@@ -215,6 +216,8 @@ def run(options: Options) -> int:
     suite = get_suite(options.suite)
     if options.backbone or options.init:
         suite = suite_with_backbone(suite, options.backbone, options.init)
+    if options.budget:
+        suite = replace(suite, budget=options.budget)
     specs = plan(suite, methods=options.methods, pairs=options.pairs, seeds=options.seeds,
                  settings=options.settings, assignments=options.assignments, baseline_init=options.baseline_init)
     output_root = options.output
@@ -282,7 +285,7 @@ def run(options: Options) -> int:
             if message:
                 print(message)
     return report(suite.name, specs, output_root, compare_paper=options.compare_paper, figures=options.figures,
-                  caption=options.caption)
+                  caption=options.caption, budget=suite.budget_name())
 
 
 def what_the_plan_lacks(suite, to_run, options: Options) -> list[str]:
@@ -496,17 +499,19 @@ def check_data_command(data_root: Path | None, strict: bool = False) -> int:
     return 0 if present and not incomplete else 1
 
 
-def _defaults(spec) -> dict | None:
-    """The hyper-parameters a run of `spec.method` has by default on its dataset (None: a method not registered)."""
+def _defaults(spec, budget: str | None) -> dict | None:
+    """The hyper-parameters a run of `spec.method` has by default on its dataset and the suite's `budget` (None: a
+    method not registered)."""
     from methods.backbones import backbone_family
     from methods.base import resolve_hparams
     from methods.registry import REGISTRY
     cls = REGISTRY.get(spec.method)
-    return resolve_hparams(cls, spec.dataset, family=backbone_family(spec.backbone)) if cls is not None else None
+    return (resolve_hparams(cls, spec.dataset, family=backbone_family(spec.backbone), budget=budget)
+            if cls is not None else None)
 
 
 def report(suite_name: str, specs, output_root: Path, summary: bool = False, compare_paper: bool = False,
-            figures: bool = False, caption: str = "short") -> int:
+            figures: bool = False, caption: str = "short", budget: str | None = None) -> int:
     """Tables of one suite (or, `summary`, across every suite with stored runs), with `compare_paper` their
     companions beside the paper's numbers, with `figures` the suite's figures, the HTML page, and last the PDFs of
     the LaTeX documents (a pdflatex failure is a warning with its log's path; it stops nothing). Exit status 1 when a
@@ -570,7 +575,7 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
               + ", ".join(p.name for p in paths if p.suffix == ".png"))
     page = write_html(suite_name, models + ([c.model for c in comparisons] if compare_paper else []),
                       output_root / "report", cost=cost,
-                      runs=[] if summary else [run_view(spec, output_root, _defaults(spec)) for spec in grid.specs],
+                      runs=[] if summary else [run_view(spec, output_root, _defaults(spec, budget)) for spec in grid.specs],
                       figures=sorted((output_root / "figures").glob(f"{suite_name}_*.png")),
                       warnings=warnings,
                       subtitle=f"From the runs stored in the output folder {output_root.name}/ "

@@ -10,6 +10,7 @@
                                                  # a ViT's: "dinov2", "clip_openai", "openclip_laion2b" (its default)
     input_size = 224                             # a ViT's input size (a multiple of its patch; default 224)
     image_size = 32
+    budget = "quickstart"                        # every method's small-data recipe (default "paper": the papers')
     plugins = ["my_methods.py"]                  # optional: files or modules that register more methods
 
     [dataset]                                    # or: dataset = "office_home" for a built-in one
@@ -39,6 +40,7 @@ from datasets.base import class_folders, is_system_entry
 from datasets.classmap import ClassMap
 from datasets.registry import DATASETS, DatasetInfo, register_dataset
 from datasets.splits import SETTINGS
+from methods.base import BUDGETS
 from methods.plugins import PluginError, load_plugins
 
 from .backbone_choice import (BACKBONE_NAMES, INIT_NAMES, SIMCLR_RECIPE, BackboneChoiceError, backbone_spec,
@@ -54,7 +56,9 @@ KEYS = {"name": "a suite name (letters, digits, '_', '-', '.')", "description": 
         "input_size": "a ViT's input size in pixels, a multiple of its patch size (224, or 518 for DINOv2's own)",
         "image_size": "a positive integer (pixels)", "plugins": "a list of method files or modules",
         "dataset": "a built-in dataset's name, or a table with name and root", "hparams": "a table per method",
-        "simclr": f"a table with {', '.join(SIMCLR_RECIPE)}"}
+        "simclr": f"a table with {', '.join(SIMCLR_RECIPE)}",
+        "budget": f"one of {', '.join(f'{b!r}' for b in BUDGETS)} (each method's schedule for that budget; "
+                  f"default: the dataset's, 'paper' for a folder dataset)"}
 FOLDER_DATASETS: dict[str, Path] = {}     # name -> root of the folder datasets the suite files registered
 
 
@@ -155,7 +159,11 @@ class _Reader:
         for method, values in overrides.items():
             if not isinstance(values, dict):
                 raise self.error(f"hparams.{method}", values, "a table of hyper-parameters")
+        budget = self.get("budget", str)
+        if budget is not None and budget not in BUDGETS:
+            raise self.error("budget", budget, KEYS["budget"])
         return dict(name=name, dataset=dataset.name, settings=tuple(settings), pairs=pairs, seeds=tuple(seeds),
+                    budget=budget,
                     backbone=self.backbone(dataset), methods=tuple(methods) if methods else None, ks=tuple(ks),
                     description=self.get("description", str, f"from {self.path.name}"),
                     method_overrides={m: dict(v) for m, v in overrides.items()})

@@ -1,7 +1,7 @@
 """Suites: named grids of runs (dataset x settings x ordered pairs x methods x seeds), expanded into run specs.
 
 A suite names what to run; the plan resolves every run's hyper-parameters (method defaults, then the method's
-per-dataset overrides, then the suite's, then `--set`) and split class lists, so each spec — and its hash — says
+per-dataset overrides, then its recipe for the suite's budget, then the suite's, then `--set`) and split class lists, so each spec — and its hash — says
 exactly what ran.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets.base import WHITE
-from datasets.registry import add_unique, get_dataset
+from datasets.registry import add_unique, default_budget, get_dataset
 from datasets.splits import SETTINGS, build_split
 from methods import get_method_class, method_names
 from methods.backbones import backbone_family
@@ -34,9 +34,14 @@ class Suite:
     ks: tuple[int, ...] = (1, 5, 15)
     description: str = ""
     method_overrides: dict = field(default_factory=dict)   # method -> {hparam: value}
+    budget: str | None = None                    # methods.base.BUDGETS; None: the dataset's (synthetic: quickstart)
 
     def method_list(self) -> list[str]:
         return list(self.methods) if self.methods is not None else method_names(include_variants=False)
+
+    def budget_name(self) -> str:
+        """The budget every run of the suite takes (its own, else its dataset's default)."""
+        return self.budget or default_budget(self.dataset)
 
 
 SUITES: dict[str, Suite] = {}
@@ -209,7 +214,7 @@ def plan(suite: Suite, methods: list[str] | None = None, pairs: list[str] | None
         try:
             resolved[method] = resolve_hparams(get_method_class(method), suite.dataset,
                                                {**suite.method_overrides.get(method, {}), **cli_overrides[method]},
-                                               family=backbone_family(backbones[method]))
+                                               family=backbone_family(backbones[method]), budget=suite.budget_name())
         except HparamError as error:
             raise UserError(str(error)) from None
     # A background other than white changes the pixels the run trains on: part of its identity. White (every built-in

@@ -39,6 +39,9 @@ class DatasetInfo:
     list_label_names: dict[int, str] | None = field(default=None, compare=False)
     # RGB (0..255) that transparent pixels are composited onto when decoding (datasets/base.py, to_rgb8)
     background: tuple[int, int, int] = WHITE
+    # the budget its suites take unless they name one (methods.base.BUDGETS): "quickstart" for the embedded synthetic
+    # data, "paper" for the paper's datasets and folder datasets
+    budget: str = "paper"
 
     def domain_name(self, name_or_short: str) -> str:
         """Accept a full domain name, its short name or an alias (case-insensitive)."""
@@ -85,6 +88,12 @@ def add_unique(table: dict, name: str, entry, what: str):
     return entry
 
 
+def default_budget(dataset: str) -> str:
+    """The budget of a registered dataset's suites when they name none; "paper" for a name not registered."""
+    info = DATASETS.get(dataset)
+    return info.budget if info is not None else "paper"
+
+
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
     """Make a dataset known by its name (as `methods.register` and `benchmark.suites.add_suite` do for methods and
     suites); a name already taken is an error. Returns `info`."""
@@ -100,6 +109,7 @@ register_dataset(DatasetInfo(
     image_size=32,
     locate=_locate_synthetic,
     description="embedded: 12 shapes x 4 styles, 32 px, generated on first use (no download)",
+    budget="quickstart",
 ))
 for _dataset in real.REAL_DATASETS.values():
     register_dataset(_real_info(_dataset))

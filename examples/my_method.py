@@ -14,7 +14,7 @@ from methods.registry import register
 
 @dataclass
 class MyHparams(BaseHparams):
-    epochs: int = 10          # paper defaults here; per-dataset overrides in `dataset_overrides`
+    epochs: int = 10          # the paper's budget here; the small-data recipe in `budgets`
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -25,7 +25,7 @@ class MyHparams(BaseHparams):
 class MyMethod(Method):
     Hparams = MyHparams
     label = "MyMethod"                                 # the tables' row label (default: the registered name)
-    dataset_overrides = {"synthetic": {"epochs": 3}}   # the quickstart's scaled budget
+    budgets = {"quickstart": {"epochs": 3}}            # a suite's `budget = "quickstart"` (the synthetic data's)
 
     def on_fit_start(self, ctx):                       # unlabeled domains only: fill a bank per domain
         self.banks = self.filled_banks(ctx)

@@ -143,9 +143,13 @@ class Method(nn.Module):
     label: ClassVar[str | None] = None        # the row label of the harness's tables (None: the registered name)
     paper_label: ClassVar[str | None] = None  # the row of UEM's tables (results/uem_paper_results.csv); None: no row
     Hparams: ClassVar[type] = BaseHparams
-    # Per-dataset budget/hyper-parameter overrides on top of the dataclass defaults (e.g. the quickstart's scaled
-    # budget under "synthetic"); the suite and `--set` come after these.
+    # Per-dataset hyper-parameter overrides on top of the dataclass defaults (e.g. CoDA's cluster count per dataset);
+    # the budget, the backbone family's, the suite's and `--set` come after these.
     dataset_overrides: ClassVar[dict[str, dict]] = {}
+    # Budgets other than the paper's (the dataclass defaults): name -> overrides, after the dataset's. "quickstart":
+    # the small-data recipe (short schedules, small batches and queues) the embedded synthetic dataset takes by
+    # default and a suite file asks for with `budget = "quickstart"` (BUDGETS).
+    budgets: ClassVar[dict[str, dict]] = {}
     # The method's own distance for the baseline open-set detector (UEM App. B.2): "cosine" or "euclidean".
     open_set_distance: ClassVar[str] = "cosine"
     # A registered ablation of another method (e.g. "uem"): left out of suites that list no methods, kept for
@@ -376,17 +380,35 @@ def family_hparams(method_cls, family: str) -> set[str]:
             if f.metadata.get("family", family) == family and (trains or "family" not in f.metadata)}
 
 
-def resolve_hparams(method_cls, dataset: str, overrides: dict | None = None, family: str = "cnn") -> dict:
-    """Dataclass defaults, then the method's overrides for this dataset, then for the backbone `family`, then
-    `overrides` (suite, --set). A hyper-parameter of another backbone family is left out (and refused in
-    `overrides`)."""
+# The budgets a suite can name (`budget = ...` in a suite file, `--budget`): "paper", the dataclass defaults (each
+# method's paper's schedule), and "quickstart", each method's `budgets["quickstart"]` (minutes on a CPU).
+BUDGETS = ("paper", "quickstart")
+
+
+def check_budget(budget: str) -> str:
+    """`budget` if it is one of BUDGETS, else ValueError naming it and the known ones."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; the budgets are: {', '.join(BUDGETS)}")
+    return budget
+
+
+def resolve_hparams(method_cls, dataset: str, overrides: dict | None = None, family: str = "cnn",
+                    budget: str | None = None) -> dict:
+    """Dataclass defaults, then the method's overrides for this dataset, then its `budgets[budget]` (None: the
+    dataset's default budget, datasets.registry.default_budget: "quickstart" for the synthetic dataset, else
+    "paper"), then its overrides for the backbone `family`, then `overrides` (suite, --set). A hyper-parameter of
+    another backbone family is left out (and refused in `overrides`). Raises HparamError for an unknown key and
+    ValueError for an unknown budget."""
+    if budget is None:
+        from datasets.registry import default_budget   # the dataset's budget: the registry's, read at call time
+        budget = default_budget(dataset)
     fields = hparam_fields(method_cls)
     present = family_hparams(method_cls, family)
     hints = typing.get_type_hints(method_cls.Hparams)
     values = {name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
               for name, f in fields.items() if name in present}
-    for source in (method_cls.dataset_overrides.get(dataset, {}), method_cls.backbone_overrides.get(family, {}),
-                   overrides or {}):
+    for source in (method_cls.dataset_overrides.get(dataset, {}), method_cls.budgets.get(check_budget(budget), {}),
+                   method_cls.backbone_overrides.get(family, {}), overrides or {}):
         for key, value in source.items():
             if key not in fields:
                 raise HparamError(f"method {method_cls.name!r} has no hyper-parameter {key!r}; "

@@ -94,7 +94,7 @@ class CDS(Method):
     Hparams = CDSHparams
     native_init = "imagenet_supervised"      # its released code: torchvision resnet50(pretrained=True)
     # Quickstart budget: 10 epochs of 15 steps on the synthetic domains (the definition is unchanged).
-    dataset_overrides = {"synthetic": {"epochs": 10}}
+    budgets = {"quickstart": {"epochs": 10}}
     backbone_overrides = {"vit": {"head": "linear"}}     # no projection head comes with a ViT's weights
 
     def __init__(self, hparams: CDSHparams, backbone):

@@ -164,8 +164,9 @@ class CoDA(Method):
         "office_home": {"cluster_num": 100},
         "office31": {"cluster_num": 50},
         "domainnet": {"cluster_num": 11},
-        "synthetic": {"cluster_num": 18, "epochs": 10},
+        "synthetic": {"cluster_num": 18},
     }
+    budgets = {"quickstart": {"epochs": 10}}
     backbone_overrides = {"vit": {"head": "linear"}}     # no projection head comes with a ViT's weights
 
     def __init__(self, hparams: CoDAHparams, backbone):

@@ -199,8 +199,8 @@ class DARL(Method):
     open_set_distance = "cosine"      # UCDIR's search, attached by UEM (App. B.2)
     num_domains = 2                   # the harness trains on a query and a retrieval domain
     # Quickstart budget (see the module docstring); queues are capped by N_d - batch_size automatically.
-    dataset_overrides = {
-        "synthetic": {"epochs": 10, "lr": 0.03, "key_momentum": 0.99, "min_crop_scale": 0.5},
+    budgets = {
+        "quickstart": {"epochs": 10, "lr": 0.03, "key_momentum": 0.99, "min_crop_scale": 0.5},
     }
 
     def __init__(self, hparams: DARLHparams, backbone):

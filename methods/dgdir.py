@@ -282,8 +282,8 @@ class DGDIR(Method):
     # lr 0.01 so that lr x steps stays of the official order (measured on seed 2024: 2e-4 and 0.005 leave g at or
     # below its start, 0.03 is unstable); key momentum 0.99, an EMA horizon of ~100 steps instead of 1000 (0.999
     # measured worse); crops >= 0.5 of the 32-px side, as the init's SimCLR views.
-    dataset_overrides = {
-        "synthetic": {"epochs": 6, "warmup_epochs": 1, "queue_size": 512, "min_crop_scale": 0.5, "lr": 0.01,
+    budgets = {
+        "quickstart": {"epochs": 6, "warmup_epochs": 1, "queue_size": 512, "min_crop_scale": 0.5, "lr": 0.01,
                       "key_momentum": 0.99},
     }
 

@@ -109,7 +109,7 @@ recipe, `BaseHparams`).
 Official code: none exists, so there are no code quirks to reproduce or correct; every departure from the paper
 cannot be known and every choice is marked above.
 
-Quickstart ("synthetic"): 6 epochs of ~15 steps of 32 + 32 images (the real datasets: 200 epochs of ~15-140
+Quickstart (`budgets["quickstart"]`): 6 epochs of ~15 steps of 32 + 32 images (the real datasets: 200 epochs of ~15-140
 steps): each step forwards two views of 64 images through the query encoder (with backward) and the key encoder,
 about three times a one-view method's step, so 6 epochs keep one run near the quickstart's per-run budget;
 warm-up 1 epoch and ramp to epoch 2 (the spec's 10 % / 20 % of the budget, rounded up), queues 256 (capped at
@@ -255,8 +255,8 @@ class DN2A(Method):
     label, paper_label = "DN2A", "DN2A"
     Hparams = DN2AHparams
     open_set_distance = "euclidean"       # UEM App. B.2: DN2A's own distance
-    dataset_overrides = {
-        "synthetic": {"epochs": 6, "batch_size": 32, "warmup_epochs": 1, "ramp_end_epoch": 2, "queue_size": 256,
+    budgets = {
+        "quickstart": {"epochs": 6, "batch_size": 32, "warmup_epochs": 1, "ramp_end_epoch": 2, "queue_size": 256,
                       "lr": 0.003, "key_momentum": 0.99, "min_crop_scale": 0.5},
     }
 

@@ -205,10 +205,10 @@ class PCS(Method):
     dataset_overrides = {
         "office31": {"steps_per_epoch_override": 100},
         "office_home": {"proto_weight_query": 1.0, "proto_weight_retrieval": 0.5, "i2c_weight": 1.0},
-        # Quickstart: 10 epochs (as CDS and CoDA there) of ~15 steps at batch 32 per domain (about 1 s of CPU
-        # per epoch), 3 repetitions of [K, 2K] (6 clusterings per domain and epoch instead of 30).
-        "synthetic": {"epochs": 10, "batch_size": 32, "n_kmeans": 3},
     }
+    # Quickstart: 10 epochs (as CDS and CoDA there) of ~15 steps at batch 32 per domain (about 1 s of CPU per epoch
+    # on the synthetic data), 3 repetitions of [K, 2K] (6 clusterings per domain and epoch instead of 30).
+    budgets = {"quickstart": {"epochs": 10, "batch_size": 32, "n_kmeans": 3}}
     backbone_overrides = {"vit": {"head": "linear"}}     # no projection head comes with a ViT's weights
 
     def __init__(self, hparams: PCSHparams, backbone):

@@ -81,7 +81,7 @@ ViT, set with `--set ucdir.lr=...`.
 
 Office-31: the official code ships no Office-31 script; the Office-Home values (the defaults) are used.
 
-Quickstart budget ("synthetic"): 10 epochs of ~15 steps of 32 + 32 images, instead of 200 epochs of ~70 steps of
+Quickstart budget (`budgets["quickstart"]`): 10 epochs of ~15 steps of 32 + 32 images, instead of 200 epochs of ~70 steps of
 64 + 64 (Office-Home). The stages keep their proportions: warm-up 1 epoch (10 %), cluster-wise ramp to epoch 5 and
 alignment from epoch 5 (50 %). Crops keep >= 0.5 of the 32-px side (as for UEM: a toy object fills a third of the
 frame). The lr stays at the official 2e-4: the alignment terms are softmaxes at temperature 0.01, and at a raised
@@ -210,11 +210,13 @@ class UCDIR(Method):
     label, paper_label = "UCDIR", "UCDIR"
     Hparams = UCDIRHparams
     required_modules = ("faiss",)          # faiss k-means, as its official code clusters
-    # Quickstart budget ("synthetic"): see "Quickstart budget" in the module docstring.
+    # Quickstart budget (`budgets["quickstart"]`): see "Quickstart budget" in the module docstring.
     dataset_overrides = {
-        "synthetic": {"epochs": 10, "batch_size": 32, "warmup_epochs": 1, "cw_ramp_end_epoch": 5,
-                      "align_start_epoch": 5, "key_momentum": 0.99, "min_crop_scale": 0.5},
         "domainnet": {"cw_weight": 1.0, "entropy_temperature": 0.1, "entropy_weight": 0.5, "dod_weight": 0.1},
+    }
+    budgets = {
+        "quickstart": {"epochs": 10, "batch_size": 32, "warmup_epochs": 1, "cw_ramp_end_epoch": 5,
+                       "align_start_epoch": 5, "key_momentum": 0.99, "min_crop_scale": 0.5},
     }
 
     def __init__(self, hparams: UCDIRHparams, backbone):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import suites
+from benchmark import launchers, suites
 from benchmark.backbone_specs import QUICKSTART_BACKBONE
 from benchmark.separable import separated_domains  # noqa: F401  (the tests' features with labels)
 from datasets.synthetic import ensure_synthetic
@@ -15,6 +15,17 @@ from datasets.synthetic import ensure_synthetic
 # The quickstart's backbone spec with a one-epoch SimCLR init: the same code path, seconds instead of minutes.
 TINY_BACKBONE = copy.deepcopy(QUICKSTART_BACKBONE)
 TINY_BACKBONE["init"]["epochs"] = 1
+
+
+@pytest.fixture(autouse=True)
+def one_job_in_process(monkeypatch):
+    """`--jobs auto` is one job in the tests that call the CLI in this process: they register suites and methods
+    and patch the runner, which worker processes would not see (tests/test_launchers.py tests auto_jobs itself; the
+    tests that start `run_benchmark.py` as a process run with auto)."""
+    monkeypatch.setattr(launchers, "auto_jobs", lambda device: 1)
+
+
+REAL_AUTO_JOBS = launchers.auto_jobs
 
 
 @pytest.fixture(scope="session")
