@@ -66,6 +66,7 @@ def _run(spec, output: Path, cache: Path, **launch) -> Path:
     return run_dir / "spec.json"
 
 
+@pytest.mark.slow
 def test_a_compiled_run_matches_the_eager_one_and_the_next_process_reuses_the_compiled_code(tmp_path, cache_dir):
     # one epoch of CDS eager and compiled, from the same init: the metrics agree to rounding; the compiled code is
     # cached in <cache>/torch_compile, and a second run in a new process (another seed) compiles nothing new

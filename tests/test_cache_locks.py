@@ -85,6 +85,7 @@ def test_a_build_killed_midway_leaves_no_lock_that_blocks_the_next(tmp_path):
     assert "building the small_cnn backbone" in err and "waiting for" not in err
 
 
+@pytest.mark.slow
 def test_a_waiting_process_says_what_it_waits_for_and_who_holds_it(tmp_path, caplog):
     entry = tmp_path / "entry.pt"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""

@@ -21,6 +21,7 @@ def _run_cli(*args, cwd=REPO):
                           cwd=cwd, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--suite", "nope"], "unknown suite 'nope'; available suites: quickstart"),
     (["--methods", "cds", "magic"], "unknown method(s) magic; registered methods: pretrained, cds"),
@@ -39,6 +40,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, args, message):
     assert not (tmp_path / "out" / "runs").exists()
 
 
+@pytest.mark.slow
 def test_list_names_suites_methods_datasets():
     result = _run_cli("--list")
     assert result.returncode == 0
@@ -46,6 +48,7 @@ def test_list_names_suites_methods_datasets():
         assert word in result.stdout
 
 
+@pytest.mark.slow
 def test_dry_run_idempotence_and_report(tmp_path, cache_dir, capsys):
     tiny_suite("test_cli_suite", methods=["pretrained", "cds"], seeds=(2024, 2025))
     common = ["--suite", "test_cli_suite", "--output", str(tmp_path), "--cache-dir", str(cache_dir),
@@ -88,6 +91,7 @@ def test_dry_run_idempotence_and_report(tmp_path, cache_dir, capsys):
     assert re.search(r"\n  cds +2 +[0-9.]+  2 finished run\(s\) on synthetic \(cpu\)\n", out) and "CPU-hours" in out
 
 
+@pytest.mark.slow
 def test_changing_a_hyper_parameter_plans_new_runs(tmp_path, cache_dir, capsys):
     tiny_suite("test_cli_hparam", methods=["cds"])
     common = ["--suite", "test_cli_hparam", "--output", str(tmp_path), "--cache-dir", str(cache_dir)]
@@ -99,6 +103,7 @@ def test_changing_a_hyper_parameter_plans_new_runs(tmp_path, cache_dir, capsys):
     assert "0 done, 0 failed, 0 incomplete, 1 not started" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_quickstart_plans_every_method_on_three_pairs_and_seeds(tmp_path):
     from methods import method_names
     result = _run_cli("--suite", "quickstart", "--dry-run", "--output", str(tmp_path))
@@ -109,6 +114,7 @@ def test_the_quickstart_plans_every_method_on_three_pairs_and_seeds(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_lists_may_be_comma_or_space_separated(tmp_path):
     spaced = _run_cli("--dry-run", "--output", str(tmp_path), "--methods", "pretrained", "cds",
                       "--seeds", "2024", "2025", "--pairs", "Ph-Sk", "Cl-Pa")

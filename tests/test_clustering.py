@@ -20,6 +20,7 @@ def same_partition(assignment: torch.Tensor, labels: torch.Tensor) -> bool:
     return len(pairs) == len(set(assignment.tolist())) == len(set(labels.tolist()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_classes", [10, 16])
 def test_the_issue_input_gives_the_true_k_every_merge_and_a_working_detector(n_classes):
     # 128-d, a query domain of 10 (16) classes x 60, the retrieval domain the first half, no shift. With one faiss

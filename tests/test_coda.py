@@ -177,6 +177,7 @@ def test_hyper_parameters_and_two_optimisers():
     assert {id(p) for p in backbone_opt.param_groups[0]["params"]} == {id(p) for p in method.backbone.parameters()}
 
 
+@pytest.mark.slow
 def test_stop_after_an_epoch_and_resume_bitwise(tmp_path, cache_dir, one_thread):
     suite = tiny_suite("test_coda_resume", methods=["coda"], settings=("open",))
     spec = plan(suite, assignments=["coda.epochs=2", "coda.cluster_num=4", "coda.batch_size=32"])[0]

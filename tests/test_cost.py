@@ -114,6 +114,7 @@ def test_a_broken_calibration_file_stops_the_dry_run_with_its_path(tmp_path, cap
     assert "method 'cds' has no positive images_per_second" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_perf_methods_times_each_method_and_writes_the_calibration_the_dry_run_uses(tmp_path, capsys, cache_dir):
     # `python -m benchmark.perf methods` at the quickstart's shapes (32 px, the partial split's domains of 228 and
     # 456 images): one row per method with its own batch and steps, images/s, the ratio to a plain two-view step;

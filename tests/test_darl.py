@@ -256,6 +256,7 @@ def test_hyper_parameters_per_dataset():
 
 # --- a run ------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_quickstart_run_stops_and_resumes_bitwise(tmp_path, cache_dir, one_thread):
     suite = tiny_suite("test_darl_resume", methods=["darl"])
     spec = plan(suite, assignments=["darl.epochs=2"])[0]

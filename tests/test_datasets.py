@@ -133,6 +133,7 @@ def test_perf_data_script_runs_and_reports_both_pipelines(capsys):
     assert "PIL per-image pipeline (1 process)" in out and "(8 images)" in out and "ratio cached / PIL" in out
 
 
+@pytest.mark.slow
 def test_perf_train_script_times_the_four_configurations(capsys):
     from benchmark import perf
     assert perf.main(["train", "--arch", "small_cnn", "--size", "16", "--batch", "4", "--steps", "1", "--warmup", "1",

@@ -228,6 +228,7 @@ def test_joint_cluster_count_is_the_union_of_nested_class_sets():
 
 # --- a run ------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_quickstart_run_stops_and_resumes_bitwise(tmp_path, cache_dir, one_thread):
     suite = tiny_suite("test_dgdir_resume", methods=["dgdir"])
     # Two epochs, the prototype loss from the second; the run is stopped after the first.

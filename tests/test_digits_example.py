@@ -9,7 +9,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from benchmark.suite_files import load_suite_file
+from benchmark.suites import load_suite_file
 from benchmark.suites import plan
 
 from .conftest import EXAMPLES

@@ -198,6 +198,7 @@ def test_strong_augmentation_is_seeded_batched_and_keeps_shape_and_range():
 
 # --- a quickstart run that stops and resumes ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_quickstart_run_stops_and_resumes_bitwise(tmp_path, cache_dir, one_thread):
     suite = tiny_suite("test_dn2a_resume", methods=["dn2a"])
     # Two epochs, the neighbour terms from the second (warm-up 1); the run is stopped after the first.

@@ -143,6 +143,7 @@ def small_disk(tmp_path, monkeypatch):
     yield tmp_path / "out"
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_the_run_with_its_reason_not_torchs(small_disk, cache_dir):
     suite = tiny_suite("test_full_disk", methods=["cds"])
     spec = plan(suite, assignments=["cds.epochs=2"])[0]

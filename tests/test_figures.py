@@ -115,6 +115,7 @@ def _sample(spec, output) -> dict:
     return json.loads((spec.run_dir(output) / RETRIEVALS_FILE).read_text())
 
 
+@pytest.mark.slow
 def test_every_method_of_a_split_stores_the_same_queries_judged_by_their_labels(tiny_runs, cache_dir):
     specs, output = tiny_runs
     for setting in ("open", "partial"):
@@ -148,6 +149,7 @@ def _png_size(path) -> tuple[int, int]:
         return image.size
 
 
+@pytest.mark.slow
 def test_figures_are_written_as_png_and_pdf(tiny_runs, tmp_path):
     specs, output = tiny_runs
     messages = []
@@ -195,6 +197,7 @@ def test_training_curves_draw_every_quantity_of_the_histories():
     assert [line.get_linestyle() for line in loss_lines] == ["-", "--"]       # one style per seed
 
 
+@pytest.mark.slow
 def test_runs_without_a_sample_are_left_out_with_a_message(tiny_runs, tmp_path):
     specs, output = tiny_runs
     copy = tmp_path / "results"
@@ -265,6 +268,7 @@ def test_avg_bars_are_the_tables_per_seed_avg(tmp_path):
     assert len(messages) == 2 and all("made before runs stored a retrieval sample" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_report_with_figures_from_the_command_line(tiny_runs, capsys):
     from benchmark import cli
     _, output = tiny_runs

@@ -105,6 +105,7 @@ exit 1
 """
 
 
+@pytest.mark.slow
 def test_names_in_any_script_reach_every_output_and_a_pdf_failure_stops_nothing(unicode_suite, tmp_path, capsys,
                                                                                  monkeypatch, clean_registries):
     output = tmp_path / "results"

@@ -14,6 +14,7 @@ from benchmark.suites import plan
 from .conftest import prepared_run, separated_domains, tiny_suite
 
 
+@pytest.mark.slow
 def test_a_translated_copy_merges_every_shared_class_with_oracle_and_elbow_prototypes():
     query, query_labels, retrieval, retrieval_labels = separated_domains(10, dim=64, per_class=30, shift=0.5)
     report = merging_report(query, query_labels, retrieval, retrieval_labels, seed=0, k_max=29)
@@ -22,6 +23,7 @@ def test_a_translated_copy_merges_every_shared_class_with_oracle_and_elbow_proto
     assert report["median_error"] < report["threshold"]
 
 
+@pytest.mark.slow
 def test_a_gap_that_is_no_translation_merges_no_class_with_itself_even_with_the_class_means():
     # The retrieval domain is the query's first classes reflected through the origin (x -> -x): a domain gap that no
     # translation undoes (Eq. 8 moves -mu_c by 2 m, which lands far from mu_c for every class).
@@ -43,6 +45,7 @@ def tiny_uem_run(tmp_path_factory, cache_dir):
     return spec, output
 
 
+@pytest.mark.slow
 def test_restored_features_give_the_stored_metrics(tiny_uem_run):
     spec, output = tiny_uem_run
     query, query_labels, retrieval, retrieval_labels, method = trained_features(spec.run_dir(output))

@@ -87,6 +87,7 @@ def shown(comparison, method, column) -> str:
     return cell.split("<sup>")[0]
 
 
+@pytest.mark.slow
 def test_pairs_and_metrics_are_looked_up_under_the_papers_names(office_home_comparison):
     assert paper_pair("A→C") == "A->C" and paper_pair("Qu→Cl") == "Qu->Cl"
     # UEM, A→C: the paper's Table 2 prints 40.5 ± 1.4.

@@ -32,6 +32,7 @@ def _cli(suite: str, output: Path, cache_dir: Path, *extra: str) -> list[str]:
     return ["--suite", suite, "--output", str(output), "--cache-dir", str(cache_dir), "--device", "cpu", *extra]
 
 
+@pytest.mark.slow
 def test_a_plugin_file_runs_with_two_workers_and_reaches_the_tables(tmp_path, cache_dir, capsys, clean_registries):
     plugin = tmp_path / "elsewhere" / "my_method.py"
     plugin.parent.mkdir()

@@ -6,6 +6,8 @@ every feature the same direction); with a 2-epoch warm-up of 3 epochs the same l
 """
 from __future__ import annotations
 
+import pytest
+
 import copy
 
 from benchmark import cli
@@ -37,6 +39,7 @@ def test_a_collapsed_simclr_init_stops_the_suite_with_its_numbers(tmp_path, cach
     assert not (cache_dir / "backbones" / f"small_cnn-simclr-{_init_key(suite.backbone)}.pt").exists()  # not cached
 
 
+@pytest.mark.slow
 def test_a_warm_up_rescues_the_same_learning_rate(tmp_path, cache_dir, capsys, one_thread):
     suite = tiny_suite("test_simclr_warmup", backbone=_backbone(lr=0.5, epochs=3, warmup_epochs=2))
     assert cli.main(_args(suite, tmp_path / "out", cache_dir)) == 0

@@ -327,6 +327,7 @@ def test_pairs_cli_with_short_names(tmp_path, capsys):
     assert "has no domain 'Q'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_check_data_cli_subprocess(tmp_path):
     full_office31(tmp_path)
     result = subprocess.run([sys.executable, str(REPO / "run_benchmark.py"), "--check-data", "--data-root",
@@ -444,6 +445,7 @@ def _moco_checkpoint(net, with_head: bool = True) -> dict:
     return {"epoch": 800, "arch": "resnet50", "state_dict": state}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["moco_with_head", "moco_without_head", "torchvision", "dataparallel"])
 def test_pretrained_checkpoints_load_into_the_backbone(tmp_path, layout):
     from benchmark.initialisation import build_initial_backbone
@@ -491,6 +493,7 @@ def test_missing_or_unfit_weights_are_clear_errors(tmp_path):
         load_pretrained(new_backbone(spec), tmp_path / "with_args.pth")
 
 
+@pytest.mark.slow
 def test_a_paper_suite_runs_end_to_end_from_a_local_moco_checkpoint(tmp_path, capsys):
     # Office-31 in the archive layout (2 tiny images per class), a MoCo v2 checkpoint made here for ResNet-50, the
     # untrained starting point on one pair and seed: data check, weights, 224-px decoding, evaluation and tables.
@@ -509,6 +512,7 @@ def test_a_paper_suite_runs_end_to_end_from_a_local_moco_checkpoint(tmp_path, ca
     assert "trained 1 run(s)" in out and "| Pretrained (init)" in out and "A→D" in out
 
 
+@pytest.mark.slow
 def test_native_baseline_init_reads_torchvision_weights_from_the_torch_cache(tmp_path, monkeypatch):
     # --baseline-init native: CDS, PCS and CoDA start from torchvision's supervised ResNet-50 (their papers' start),
     # every other method from the suite's MoCo v2 file; each file is looked for before anything trains.

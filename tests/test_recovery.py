@@ -39,6 +39,7 @@ def stopped_after_two_epochs(spec, tmp_path, cache_dir):
     return spec_path
 
 
+@pytest.mark.slow
 def test_a_truncated_checkpoint_is_moved_aside_and_the_run_resumes_from_the_previous_one(three_epoch_cds, tmp_path,
                                                                                           cache_dir, one_thread):
     spec, uninterrupted = three_epoch_cds
@@ -58,6 +59,7 @@ def test_a_truncated_checkpoint_is_moved_aside_and_the_run_resumes_from_the_prev
     assert len(lines) == 1 and "recovered" in lines[0] and "1 unreadable file(s) moved aside" in lines[0]
 
 
+@pytest.mark.slow
 def test_with_no_readable_checkpoint_the_run_starts_again_from_epoch_0(three_epoch_cds, tmp_path, cache_dir,
                                                                        one_thread):
     spec, uninterrupted = three_epoch_cds
@@ -98,6 +100,7 @@ def test_a_damaged_spec_json_is_rewritten_from_the_plan(three_epoch_cds, tmp_pat
     assert [p.name.split(".unreadable-")[0] for p in store.moved_aside(spec_path.parent)] == ["spec.json"]
 
 
+@pytest.mark.slow
 def test_the_command_line_recovers_a_truncated_checkpoint_instead_of_failing_forever(three_epoch_cds, tmp_path,
                                                                                        cache_dir, capsys):
     # The reproduction: a run's ckpt/last.pt truncated to half, then the same command again: it used to exit

@@ -894,6 +894,7 @@ def compile_paper(tmp_path: Path, preamble: list[str], fragments: list[Path], la
     return (tmp_path / "paper.log").read_text(encoding="utf-8", errors="replace")
 
 
+@pytest.mark.slow
 def test_fragments_compile_in_two_column_and_one_column_papers_readable_and_labelled_once(tmp_path):
     import re
     fragments = every_fragment(tmp_path)

@@ -22,6 +22,7 @@ def _prepare(spec, output, cache_dir):
     return run_dir / "spec.json"
 
 
+@pytest.mark.slow
 def test_resume_after_epoch_k_matches_an_uninterrupted_run(tmp_path, cache_dir, one_thread):
     suite = tiny_suite("test_resume", methods=["cds"])
     spec = plan(suite, assignments=["cds.epochs=3", "cds.batch_size=64"])[0]
@@ -39,6 +40,7 @@ def test_resume_after_epoch_k_matches_an_uninterrupted_run(tmp_path, cache_dir, 
     assert "resumed from" in (spec_path.parent / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_channels_last_train_and_are_recorded(tmp_path, cache_dir):
     # The launch options of a GPU run work on the CPU too (CPU autocast knows bfloat16); the run stays finite and
     # its launch.json says how it ran. Its numbers are not compared with fp32's: bf16 moves them.
@@ -119,6 +121,7 @@ def test_methods():
         REGISTRY.pop(name, None)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_fails_the_run_with_its_reason(tmp_path, cache_dir, test_methods):
     suite = tiny_suite("test_nan", methods=["test_exploding"])
     spec_path = _prepare(plan(suite, methods=["test_exploding"])[0], tmp_path, cache_dir)
@@ -145,6 +148,7 @@ def test_methods_receive_no_labels(tmp_path, cache_dir, test_methods):
     assert ctx.num_classes_hint == (12, 6)
 
 
+@pytest.mark.slow
 def test_open_set_runs_also_store_the_baseline_detector(tmp_path, cache_dir, test_methods):
     # A method without its own detector is scored by the App. B.2 detector once; the side-by-side columns repeat it.
     suite = tiny_suite("test_spy", methods=["test_label_spy"], settings=("open",))

@@ -116,6 +116,7 @@ def test_slurm_flags_without_the_slurm_launcher_are_refused(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_local_jobs_run_several_runs_at_once_with_the_same_numbers(tmp_path, cache_dir, capsys):
     # --jobs 2: two worker processes, one thread each; the numbers are those of one run after another (one thread
     # is bitwise reproducible on the CPU).

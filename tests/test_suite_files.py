@@ -16,6 +16,7 @@ from . import transparent_images
 
 REPO = Path(__file__).resolve().parent.parent
 
+@pytest.mark.slow
 def test_the_readme_suite_runs_with_two_workers_and_reaches_the_summary(toys, tmp_path, capsys, clean_registries):
     output = tmp_path / "results"
     assert cli.main(["--suite", str(toys), "--output", str(output), "--jobs", "2", "--device", "cpu"]) == 0
@@ -34,6 +35,7 @@ def test_the_readme_suite_runs_with_two_workers_and_reaches_the_summary(toys, tm
     assert DATASETS["toys"].class_map.names == ("bar", "circle", "cross", "ring", "square", "triangle")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit, message", [
     (lambda t: 'colour = "blue"\n' + t, "unknown key(s) 'colour'"),
     (lambda t: t.replace("seeds = [1, 2]", 'seeds = "1, 2"'), "key 'seeds' = '1, 2': expected a list of integers"),

@@ -12,6 +12,7 @@ from benchmark.suites import plan
 from .conftest import tiny_suite
 
 
+@pytest.mark.slow
 def test_runs_write_their_curves_and_metrics_for_tensorboard(tmp_path, cache_dir, capsys):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     suite = tiny_suite("test_tensorboard", methods=["ucdir"])

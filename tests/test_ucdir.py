@@ -226,6 +226,7 @@ def test_split_batchnorm_keys_for_batchnorm_nets_only():
     assert not torch.allclose(keys, batch.key_encoder(views), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_stop_after_an_epoch_and_resume_bitwise(tmp_path, cache_dir, one_thread):
     suite = tiny_suite("test_ucdir_resume", methods=["ucdir"])
     # Epoch 0: warm-up (instance contrast only); epoch 1: clusters, cluster weight 0; epoch 2: weight 0.5 and the

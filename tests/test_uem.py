@@ -130,6 +130,7 @@ def test_uem_open_set_detector_b1():
     assert private.tolist() == [False] * 10 + [True] * 5
 
 
+@pytest.mark.slow
 def test_stage_switch_and_resume_in_stage_two(tmp_path, cache_dir, one_thread):
     suite = tiny_suite("test_uem_resume", methods=["uem"], settings=("open",))
     spec = plan(suite, assignments=["uem.stage1_epochs=2", "uem.stage2_epochs=2", "uem.k_max=6"])[0]

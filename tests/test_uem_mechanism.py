@@ -105,6 +105,7 @@ def noisy_grid(one_thread_for_the_module):
     return cells
 
 
+@pytest.mark.slow
 def test_uem_merges_every_shared_class_and_detects_private_queries_where_its_assumptions_hold(grid):
     failing = [c for c in grid if not (c["every_shared_class_merged"] and c["b1_accuracy"] >= 0.95)]
     # "Nearly every cell": at most 5 % of the cells may miss (on 2026-12-07, with K by the silhouette over
