@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "and later GPUs; recorded in launch.json)")
     parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="PATH_OR_MODULE",
                         help="a Python file or module that registers more methods (repeatable); every process "
-                             "that runs a run imports it again (see 'Adding a method' in the README)")
+                             "that runs a run imports it again: code run with your rights (docs/extending.md)")
     parser.add_argument("--launcher", default="local", choices=("local", "slurm"),
                         help="local (default): on this machine; slurm: submit SLURM job arrays and return")
     parser.add_argument("--jobs", type=_jobs, default="auto", metavar="N",

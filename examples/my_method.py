@@ -1,5 +1,5 @@
-"""An example method from outside the harness (README, "Adding a method"): instance discrimination against a memory
-bank per domain, the bank moved after each optimiser step.
+"""An example method from outside the harness (docs/extending.md, "Adding a method"): instance discrimination against
+a memory bank per domain, the bank moved after each optimiser step.
 
     python run_benchmark.py --plugin examples/my_method.py --methods pretrained mymethod
 

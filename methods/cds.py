@@ -26,7 +26,7 @@ Choices where this harness departs from the official code, each deliberate:
 - no mixed precision on the CPU (the harness decides precision by device);
 - head: by default the init's projection head is kept (UEM re-initialised every baseline from the same self-supervised
   model); `head=linear` gives CDS's own fresh `fc -> head_dim` (512) layer.
-- `augmentation=moco_v2` is an ablation switch, off by default (see the README's quickstart notes: on the synthetic
+- `augmentation=moco_v2` is an ablation switch, off by default (docs/methods.md, on the quickstart: on the synthetic
   data, CDS's weak augmentation lets instance discrimination undo the colour invariance of the SimCLR init).
 
 On a ViT trunk (DINOv2, CLIP; docs/backbones.md): the trunk feature (DINOv2's normalised CLS token, CLIP's image

@@ -311,7 +311,7 @@ class UEM(Method):
     # Quickstart budget: 8 + 4 epochs of 15 steps (the paper runs ~7000 stage-1 steps on Office-Home), so the
     # stage-1 lr is raised to keep lr x steps of the same order (at 2e-4, 120 steps leave the model where it
     # started); stage 2, a fine-tuning stage held to the frozen copy, keeps the paper's 2e-4 (at 0.003 its first
-    # 15 steps cost 12 mAP points, see the README); batch 32, crops >= 0.5 of the 32-px side.
+    # 15 steps cost 12 mAP points, docs/methods.md); batch 32, crops >= 0.5 of the 32-px side.
     dataset_overrides = {"domainnet": {"stage1_epochs": 200}}
     budgets = {
         "quickstart": {"stage1_epochs": 8, "stage2_epochs": 4, "batch_size": 32, "min_crop_scale": 0.5,

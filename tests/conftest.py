@@ -124,7 +124,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 @pytest.fixture
 def toys(tmp_path) -> Path:
-    """The README's example, made in a folder outside the repository: the dataset by the example script (three
+    """docs/extending.md's example, made in a folder outside the repository: the dataset by the example script (three
     domains), the suite file and the method file beside it. Returns the suite file."""
     import shutil
     import subprocess

@@ -1,6 +1,7 @@
-"""Methods from outside the harness (methods/plugins.py): the README's worked example, as a file in a temporary folder,
-runs through the command line, with `--jobs 2` (workers import it again), and reaches the tables with its label; a
-module dropped into methods/ is found without editing methods/__init__.py; a broken plugin stops with its name."""
+"""Methods from outside the harness (methods/plugins.py): docs/extending.md's worked example, as a file in a
+temporary folder, runs through the command line, with `--jobs 2` (workers import it again), and reaches the tables
+with its label; a module dropped into methods/ is found without editing methods/__init__.py; a broken plugin stops
+with its name."""
 from __future__ import annotations
 
 import importlib
@@ -20,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "my_method.py"
 
 
-def test_the_readme_shows_the_example_file_as_it_is():
-    section = (REPO / "README.md").read_text().split("## Adding a method", 1)[1]
+def test_the_docs_show_the_example_file_as_it_is():
+    section = (REPO / "docs" / "extending.md").read_text().split("## Adding a method", 1)[1].split("\n## ", 1)[0]
     shown = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     source = EXAMPLE.read_text()
     assert shown == source[source.index("from dataclasses"):]

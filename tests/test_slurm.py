@@ -519,7 +519,8 @@ def test_a_task_that_dies_at_its_start_is_reported_then_failed(cluster, tmp_path
 
 @pytest.mark.slow
 def test_a_plugin_method_runs_on_the_cluster(cluster, tmp_path, cache_dir, capsys):
-    # The README's example method, as a file outside the repository: the SLURM task imports it again (launch.json).
+    # docs/extending.md's example method, as a file outside the repository: the SLURM task imports it again
+    # (launch.json).
     from methods import plugins
     from methods.registry import REGISTRY
     plugin = tmp_path / "lab" / "my_method.py"
@@ -543,7 +544,7 @@ def test_a_plugin_method_runs_on_the_cluster(cluster, tmp_path, cache_dir, capsy
 @pytest.mark.slow
 def test_a_suite_file_with_a_folder_dataset_and_a_plugin_runs_on_the_cluster(cluster, toys, tmp_path, capsys,
                                                                               clean_registries):
-    # The README's suite file, made outside the repository: each SLURM task loads it again (launch.json) for its
+    # docs/extending.md's suite file, made outside the repository: each SLURM task loads it again (launch.json) for its
     # folder dataset and its plugin method; the first task pretrains the shared init, the other waits for it.
     args = ["--suite", str(toys), "--output", str(tmp_path / "results"), "--launcher", "slurm", "--cpus", "1",
             "--time", "10", "--device", "cpu", "--methods", "pretrained", "mymethod", "--seeds", "1",

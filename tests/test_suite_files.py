@@ -1,9 +1,10 @@
-"""Suites as TOML files with the user's own folder dataset and methods (benchmark/suite_files.py): the README's worked
-example end to end, made outside the repository, with --jobs 2 and then --report --summary; every suite-file error
-exits 2 with its message and writes nothing."""
+"""Suites as TOML files with the user's own folder dataset and methods (benchmark/suite_files.py): docs/extending.md's
+worked example end to end, made outside the repository, with --jobs 2 and then --report --summary; every suite-file
+error exits 2 with its message and writes nothing."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +18,14 @@ from . import transparent_images
 REPO = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
-def test_the_readme_suite_runs_with_two_workers_and_reaches_the_summary(toys, tmp_path, capsys, clean_registries):
+def test_the_documented_suite_runs_with_two_workers_and_reaches_the_summary(toys, tmp_path, capsys, clean_registries):
     output = tmp_path / "results"
     assert cli.main(["--suite", str(toys), "--output", str(output), "--jobs", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "12 runs planned" in out and "trained 12 run(s)" in out and "0 failed" in out
     assert "Partial retrieval on toys (toys_partial)" in out.replace("\\_", "_")
     assert "Ph→Dr" in out and "Ng→Ph" in out and "| MyMethod" in out and "| CDS" in out
-    # the summary as a new process, as the README types it: the suite file is read again
+    # the summary as a new process, as docs/extending.md types it: the suite file is read again
     summary = subprocess.run([sys.executable, str(REPO / "run_benchmark.py"), "--suite", str(toys), "--output",
                               str(output), "--report", "--summary"], capture_output=True, text=True, timeout=300,
                              check=True).stdout
@@ -66,11 +67,13 @@ def test_every_suite_file_error_exits_2_and_writes_nothing(toys, tmp_path, capsy
     assert not output.exists()
 
 
-def test_the_readme_shows_the_example_suite_file_and_commands():
+def test_the_docs_show_the_example_suite_file_and_commands():
     from .conftest import EXAMPLES
-    readme = (EXAMPLES.parent / "README.md").read_text()
-    section = readme.split("## Adding a dataset and writing a suite", 1)[1].split("\n## ", 1)[0]
-    assert (EXAMPLES / "toys.toml").read_text().split("\n", 3)[3] in section
+    page = (EXAMPLES.parent / "docs" / "extending.md").read_text()
+    section = page.split("## Adding a dataset and writing a suite", 1)[1].split("\n## ", 1)[0]
+    shown = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    example = (EXAMPLES / "toys.toml").read_text().split("\n", 3)[3]     # after its three lines of comment
+    assert shown == example
     for command in ("python examples/make_toy_dataset.py examples/toys",
                     "python run_benchmark.py --suite examples/toys.toml --jobs 2",
                     "python run_benchmark.py --suite examples/toys.toml --report --summary"):
