@@ -123,8 +123,12 @@ def test_hparams_resolution_order_and_types():
     cds = get_method_class("cds")
     defaults = resolve_hparams(cds, "office_home")
     assert defaults["epochs"] == 7 and defaults["lr"] == 0.003
-    quick = resolve_hparams(cds, "synthetic")                         # the method's dataset override
-    assert quick["epochs"] == cds.dataset_overrides["synthetic"]["epochs"]
+    quick = resolve_hparams(cds, "synthetic")                         # the synthetic data's budget: quickstart
+    assert quick["epochs"] == cds.budgets["quickstart"]["epochs"] == 10
+    assert resolve_hparams(cds, "office_home", budget="quickstart")["epochs"] == 10
+    coda = get_method_class("coda")                                   # the dataset's own value, then the budget's
+    assert resolve_hparams(coda, "synthetic", budget="paper")["cluster_num"] == 18
+    assert resolve_hparams(coda, "synthetic", budget="paper")["epochs"] == coda.Hparams().epochs
     overridden = resolve_hparams(cds, "synthetic", {"epochs": "3", "lr": "0.01"})   # strings from --set
     assert overridden["epochs"] == 3 and overridden["lr"] == 0.01
     with pytest.raises(HparamError, match="no hyper-parameter 'lrr'"):
