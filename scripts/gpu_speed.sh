@@ -8,19 +8,9 @@
 #      a plain step, with host synchronisations per step (torch's sync debug mode), written as a calibration
 #   3. --jobs N on one GPU, N = 1, 2, 4, on the quickstart's small-batch methods (one seed)
 set -u
-OUT=${OUT:-/tmp/gpu_speed}; mkdir -p "$OUT"; LOG=$OUT/all.log
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-exec > >(tee -a "$LOG") 2>&1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
+OUT=${OUT:-/tmp/gpu_speed}
+. scripts/gpu_common.sh
 python3 -c "import torch,faiss,submitit;print('torch',torch.__version__,'faiss',faiss.__version__,torch.cuda.get_device_name())"
-step() { local name=$1 t=$2; shift 2; echo "=== $name (limit ${t}s): $*"; local s=$SECONDS; timeout "$t" "$@"; echo "=== $name rc=$? in $((SECONDS-s))s"; }
-export TORCHINDUCTOR_CACHE_DIR=$OUT/torch_compile
 step train 110 python3 -m benchmark.perf train --arch resnet50 --batch 128 --steps 15 --warmup 3 --compile
 step methods 230 python3 -m benchmark.perf methods --suite office_home_partial --device cuda --arch resnet50 --size 224 \
   --precision bf16 --channels-last --compile --compile-cache "$OUT" --plain-steps 10 \

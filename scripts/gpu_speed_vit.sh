@@ -7,19 +7,9 @@
 #      DINOv2 ViT-S/14, ViT-B/14 and CLIP ViT-B/16, with each one's weights, GFLOP and activation memory per image
 #   2. every method of office_home_partial from DINOv2 ViT-B/14 (bf16 + compile) against a plain step
 set -u
-OUT=${OUT:-/tmp/gpu_speed_vit}; mkdir -p "$OUT"; LOG=$OUT/all.log
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-exec > >(tee -a "$LOG") 2>&1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
+OUT=${OUT:-/tmp/gpu_speed_vit}
+. scripts/gpu_common.sh
 python3 -c "import torch,timm,faiss;print('torch',torch.__version__,'timm',timm.__version__,torch.cuda.get_device_name())"
-step() { local name=$1 t=$2; shift 2; echo "=== $name (limit ${t}s): $*"; local s=$SECONDS; timeout "$t" "$@"; echo "=== $name rc=$? in $((SECONDS-s))s"; }
-export TORCHINDUCTOR_CACHE_DIR=$OUT/torch_compile
 for arch in resnet50 vit_small_patch14_dinov2 vit_base_patch14_dinov2 vit_base_patch16_clip_quickgelu_224; do
   step "train-$arch" 80 python3 -m benchmark.perf train --arch "$arch" --size 224 --batch 64 --steps 10 --warmup 3 \
     --compile
