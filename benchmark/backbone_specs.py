@@ -48,8 +48,12 @@ NATIVE_INITS = {"imagenet_supervised": {"resnet50": SUPERVISED_RESNET50_INIT}}
 # A ViT backbone spec: {"arch": timm name, "head", "embed_dim", "options": timm.create_model's keyword arguments
 # (img_size, ...), "preprocessing": {"input_size", "mean", "std", "interpolation"}, "init"}. The preprocessing values
 # are those of timm's pretrained config of the weights (`timm.models.get_pretrained_cfg(arch.tag)`: mean, std,
-# interpolation), at the input size the suite trains at: 224 px (DINOv2 ViT-S/14 and ViT-B/14: 16 x 16 patches of
-# 14 px; DINOv2 trained at 518 = 37 x 14, which `input_size = 518` gives).
+# interpolation; written here so that loading the suites does not import timm, and compared with timm's by
+# tests/test_backbones.py), at the input size the suite trains at: 224 px (DINOv2 ViT-S/14 and ViT-B/14: 16 x 16
+# patches of 14 px; DINOv2 trained at 518 = 37 x 14, which `input_size = 518` gives).
+IMAGENET_NORMALISATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "interpolation": "bicubic"}
+OPENAI_CLIP_NORMALISATION = {"mean": (0.48145466, 0.4578275, 0.40821073),
+                             "std": (0.26862954, 0.26130258, 0.27577711), "interpolation": "bicubic"}
 
 @dataclass(frozen=True)
 class PublishedWeights:
@@ -64,7 +68,8 @@ class PublishedWeights:
     url: str                     # where the first file is published
     publisher: str
     card: str                    # timm's Hugging Face model card of the same weights (its model.safetensors)
-    timm_tag: str                # timm's pretrained tag: arch.tag names the config read for the preprocessing
+    timm_tag: str                # timm's pretrained tag: arch.tag names the config of the preprocessing
+    normalisation: dict          # mean, std, interpolation of timm's pretrained config of `timm_tag`
 
     def init_spec(self) -> dict:
         return {"kind": self.kind, "weights": self.init, "files": list(self.files), "url": self.url}
@@ -78,7 +83,8 @@ def _dinov2(size: str, letter: str) -> PublishedWeights:
         files=(name, f"{arch}.lvd142m/model.safetensors"),
         url=f"https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{letter}14/{name}",
         publisher="facebookresearch/dinov2 (Meta AI; the 'pretrained backbones' table of its README)",
-        card=f"https://huggingface.co/timm/{arch}.lvd142m", timm_tag=f"{arch}.lvd142m")
+        card=f"https://huggingface.co/timm/{arch}.lvd142m", timm_tag=f"{arch}.lvd142m",
+        normalisation=IMAGENET_NORMALISATION)
 
 
 # Oquab et al., "DINOv2: Learning Robust Visual Features without Supervision", TMLR 2024 (arXiv:2304.07193);
@@ -92,7 +98,7 @@ CLIP_OPENAI = PublishedWeights(
         "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
     publisher="openai/CLIP (OpenAI; a TorchScript archive, as clip.load reads it)",
     card="https://huggingface.co/timm/vit_base_patch16_clip_224.openai",
-    timm_tag="vit_base_patch16_clip_quickgelu_224.openai")
+    timm_tag="vit_base_patch16_clip_quickgelu_224.openai", normalisation=OPENAI_CLIP_NORMALISATION)
 OPENCLIP_LAION2B = PublishedWeights(
     init="openclip_laion2b", kind="clip", label="OpenCLIP ViT-B/16 (LAION-2B)",
     files=("CLIP-ViT-B-16-laion2B-s34B-b88K/open_clip_pytorch_model.bin", "open_clip_pytorch_model.bin",
@@ -100,7 +106,7 @@ OPENCLIP_LAION2B = PublishedWeights(
     url="https://huggingface.co/laion/CLIP-ViT-B-16-laion2B-s34B-b88K/resolve/main/open_clip_pytorch_model.bin",
     publisher="mlfoundations/open_clip (LAION; the model card laion/CLIP-ViT-B-16-laion2B-s34B-b88K)",
     card="https://huggingface.co/timm/vit_base_patch16_clip_224.laion2b",
-    timm_tag="vit_base_patch16_clip_224.laion2b")
+    timm_tag="vit_base_patch16_clip_224.laion2b", normalisation=OPENAI_CLIP_NORMALISATION)
 
 # backbone name -> (its timm architecture and options, its published weights: the first is its default init)
 VIT_ARCHITECTURES: dict[str, tuple[dict, tuple[PublishedWeights, ...]]] = {
@@ -142,20 +148,19 @@ def published_weights(backbone: str, init: str | None = None) -> PublishedWeight
 
 def vit_backbone_spec(backbone: str, input_size: int | None = None) -> dict:
     """The spec of a ViT backbone name (VIT_ARCHITECTURES) at `input_size` px (default 224), without its init; the
-    preprocessing read from timm's pretrained config of its default weights. Raises ValueError when the input size is
-    not a multiple of the patch size."""
-    import timm.models
+    preprocessing of timm's pretrained config of its default weights. Raises ValueError when the input size is not a
+    multiple of the patch size."""
     base, weights = VIT_ARCHITECTURES[backbone]
     size = input_size or DEFAULT_INPUT_SIZE
     patch = int(re.search(r"patch(\d+)", base["arch"]).group(1))      # timm's names say it: vit_base_patch14_...
     if size < patch or size % patch:
         raise ValueError(f"input size {size} px is not a multiple of {backbone}'s patch size {patch} px (e.g. "
                          f"{DEFAULT_INPUT_SIZE // patch * patch} or {518 // patch * patch})")
-    config = timm.models.get_pretrained_cfg(weights[0].timm_tag)
+    config = weights[0].normalisation
     return {"arch": base["arch"], "head": "mlp", "embed_dim": 128,
             "options": {**base.get("options", {}), "img_size": size},
-            "preprocessing": {"input_size": size, "mean": list(config.mean), "std": list(config.std),
-                              "interpolation": config.interpolation}}
+            "preprocessing": {"input_size": size, "mean": list(config["mean"]), "std": list(config["std"]),
+                              "interpolation": config["interpolation"]}}
 
 
 def backbone_label(backbone: dict) -> str:

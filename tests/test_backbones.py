@@ -261,3 +261,23 @@ def test_the_cnn_specs_carry_no_preprocessing_and_keep_imagenet_statistics():
     net = new_backbone({**BACKBONES["small_cnn"], "init": {"kind": "random"}})
     assert net.family == "cnn" and net.zero_shot_feature == "head" and net.preprocessing.input_size is None
     assert net.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
+
+
+def test_the_written_preprocessing_is_timm_s_pretrained_config_and_loading_suites_does_not_import_timm():
+    import subprocess
+    import sys
+
+    import timm.models
+
+    from benchmark.backbone_specs import VIT_ARCHITECTURES
+    for _, weights in VIT_ARCHITECTURES.values():
+        for published in weights:
+            config = timm.models.get_pretrained_cfg(published.timm_tag)
+            assert (tuple(config.mean), tuple(config.std), config.interpolation) == (
+                published.normalisation["mean"], published.normalisation["std"],
+                published.normalisation["interpolation"]), published.timm_tag
+    # timm (with torchvision's models and torch._dynamo: about 1.5 s) is imported when a ViT is built, not by every
+    # process that loads the suites (the CLI, each --jobs worker, each SLURM task)
+    probe = "import sys, benchmark.cli, benchmark.suites; print('timm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
