@@ -6,7 +6,8 @@ A backbone spec names an architecture, a head and an init:
 - `{"kind": "simclr", ...}`: the quickstart's init — the small CNN self-supervised with two-view SimCLR on the images
   of all synthetic domains together, the toy-scale analogue of the paper's MoCo v2 ImageNet backbone. It is trained
   once per init spec (seeded), cached under `<cache>/backbones/<hash>.pt`, and shared by every method and seed; the
-  init spec is part of every run's hash.
+  init spec is part of every run's hash. The quickstart's own init ships with the harness (`SHIPPED_INITS`): a fresh
+  checkout copies it into its cache instead of training it (45-60 s of a 2-core CPU); any other recipe trains.
 
 - `{"kind": "moco_v2", "file": ...}`: the paper's start, a MoCo v2 ResNet-50 checkpoint read from a local file (never
   downloaded): `--pretrained PATH`, else `<data root>/weights/<file>`, else `<cache>/weights/<file>`. The published
@@ -199,14 +200,33 @@ def _init_key(backbone_spec: dict) -> str:
     return hashlib.sha1(canonical_json(backbone_spec).encode()).hexdigest()[:12]
 
 
+# SimCLR inits made by this code and shipped with it, named as in a cache (`<arch>-simclr-<key of the backbone
+# spec>.pt`): the quickstart's, made by `python scripts/ship_quickstart_init.py` (its README says when, where and
+# with which numbers). A file is used only for the exact spec its name's key hashes; tests/test_shipped_init.py checks
+# that the quickstart's spec still has one and that it passes check_pretraining.
+SHIPPED_INITS = Path(__file__).resolve().parent / "shipped_inits"
+
+
+def simclr_file_name(backbone_spec: dict) -> str:
+    return f"{backbone_spec['arch']}-simclr-{_init_key(backbone_spec)}.pt"
+
+
 def cached_simclr_state(backbone_spec: dict, cache_dir: Path, data_root: Path | None, device: torch.device) -> dict:
     """The SimCLR-pretrained state of `backbone_spec`, trained once per cache folder (one process trains, the others
-    wait for its file: datasets/cache.py) and shared by every method and seed."""
-    path = cache_dir / "backbones" / f"{backbone_spec['arch']}-simclr-{_init_key(backbone_spec)}.pt"
-    return build_once(path,
-                      lambda target: atomic_torch_save(target, pretrain_simclr(backbone_spec, cache_dir, data_root,
-                                                                               device)),
-                      lambda target: torch.load(target, map_location="cpu", weights_only=True),
+    wait for its file: datasets/cache.py) and shared by every method and seed; copied from SHIPPED_INITS instead when
+    the harness ships that exact init."""
+    path = cache_dir / "backbones" / simclr_file_name(backbone_spec)
+    shipped = SHIPPED_INITS / path.name
+
+    def build(target: Path) -> None:
+        if shipped.is_file():
+            print(f"SimCLR init of {backbone_spec['arch']} on {backbone_spec['init'].get('dataset')}: the one shipped "
+                  f"with the harness ({shipped.relative_to(SHIPPED_INITS.parent.parent)}), not trained here",
+                  file=sys.stderr, flush=True)
+            atomic_torch_save(target, torch.load(shipped, map_location="cpu", weights_only=True))
+        else:
+            atomic_torch_save(target, pretrain_simclr(backbone_spec, cache_dir, data_root, device))
+    return build_once(path, build, lambda target: torch.load(target, map_location="cpu", weights_only=True),
                       what=f"the {backbone_spec['arch']} backbone pretrained with SimCLR")
 
 
