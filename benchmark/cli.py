@@ -242,6 +242,8 @@ def _dispatch(args) -> int:
 def options_from(args, plugins: list[str] | None = None) -> Options:
     """The parsed arguments as the pipeline's Options; the launcher's flags are checked only when it will launch."""
     launches = not (args.report or args.dry_run or args.summary)
+    if args.dry_run and args.launcher == "slurm":
+        _slurm_options(args)            # the profile and SLURM flags are checked before a submission, not at it
     return Options(
         suite=args.suite, output=args.output, methods=_flatten(args.methods), pairs=_flatten(args.pairs),
         seeds=_flatten(args.seeds), settings=_flatten(args.settings), assignments=args.assignments,

@@ -365,8 +365,12 @@ def estimate_text(estimates: list[MethodEstimate], calibration: Calibration | No
                      f"{'; '.join(sorted(entry.sources))}{part}")
         total += entry.seconds
         priced += entry.priced
-    lines.append(f"  {'total':<14} {runs:>5} {total / 3600:>9.3f}  {hours_name}"
-                 + ("" if priced == runs else f" for the {priced} priced runs"))
+    if priced:
+        lines.append(f"  {'total':<14} {runs:>5} {total / 3600:>9.3f}  {hours_name}"
+                     + ("" if priced == runs else f" for the {priced} priced runs"))
+    else:       # nothing to price from: no number, rather than a total of 0 hours
+        lines.append(f"  {'total':<14} {runs:>5} {'?':>9}  no run could be priced (a calibration, `python -m "
+                     f"benchmark.perf methods --calibration`, or finished runs of these methods price them)")
     lines.append("  (device time, one run at a time; runs sharing a GPU with --jobs N or a SLURM array take less "
                  "wall time, not less device time)")
     return "\n".join(lines)

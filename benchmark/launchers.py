@@ -6,7 +6,8 @@ launcher ends in the same `runner.run_one(spec_path)`.
 
 `LocalLauncher`: on this machine, with a progress bar; a failed run is recorded (FAILED) and the suite goes on.
 `jobs` > 1 runs that many at once, each in its own process (CPU threads shared out; with several GPUs, each process
-on its own GPU); `jobs="auto"` (the default) picks that number (auto_jobs). `SlurmLauncher`: submits SLURM job arrays (benchmark/slurm.py) and returns; the cluster runs them.
+on its own GPU); `jobs="auto"` (the default) picks that number (auto_jobs). `SlurmLauncher`: submits SLURM job
+arrays (benchmark/slurm.py) and returns; the cluster runs them.
 """
 from __future__ import annotations
 
@@ -51,8 +52,17 @@ def auto_jobs(device: str) -> int:
     import torch
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         return max(1, torch.cuda.device_count()) if device in ("auto", "cuda") else 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, AUTO_CPU_JOBS))
+    return max(1, min(usable_cores(), AUTO_CPU_JOBS))
+
+
+def threads_per_job(jobs: int) -> int:
+    """The CPU threads of each of `jobs` local worker processes: the usable cores shared out, at least one."""
+    return max(1, usable_cores() // jobs)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: what `srun -c N` or `taskset` gave it), not the node's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass
@@ -174,7 +184,7 @@ def _parallel(spec_paths, jobs: int, devices: list, bar):
     slots = context.Queue()
     for slot in range(jobs):
         slots.put(slot)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads_per_job(jobs)
     bar.set_postfix_str(f"{jobs} at once, {threads} thread(s) each")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
                              initargs=(slots, devices, threads)) as pool:

@@ -178,6 +178,15 @@ def census_text(groups: dict[str, list], retry_failed: bool) -> str:
             f"{len(groups['incomplete'])} incomplete, {len(groups['missing'])} not started -> {to_run} to run")
 
 
+def budget_text(suite, specs) -> str:
+    """`--dry-run`'s line on the schedule: the suite's budget and each planned method's epochs and batch size."""
+    schedule = {}
+    for spec in specs:
+        schedule.setdefault(spec.method, f"{spec.hparams.get('epochs', '?')} x {spec.hparams.get('batch_size', '?')}")
+    trained = ", ".join(f"{m} {v}" for m, v in schedule.items() if m != "pretrained")
+    return f"budget {suite.budget_name()} (epochs x batch per domain): {trained or 'nothing trained'}"
+
+
 def census_problems(groups: dict[str, list], output_root: Path) -> list[str]:
     """Files of the planned runs that cannot be read, or were moved aside as unreadable, one line each: what the
     next invocation does about them."""
@@ -230,6 +239,7 @@ def run(options: Options) -> int:
             print(line)
     to_run = groups["missing"] + groups["incomplete"] + (groups["failed"] if options.retry_failed else [])
     if options.dry_run:
+        print(budget_text(suite, specs))
         print_census_details(groups, output_root)
         calibration = find_calibration(output_root, options.calibration)
         text = estimate_text(estimate(to_run, output_root, calibration), calibration)
@@ -575,7 +585,8 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
               + ", ".join(p.name for p in paths if p.suffix == ".png"))
     page = write_html(suite_name, models + ([c.model for c in comparisons] if compare_paper else []),
                       output_root / "report", cost=cost,
-                      runs=[] if summary else [run_view(spec, output_root, _defaults(spec, budget)) for spec in grid.specs],
+                      runs=[] if summary else [run_view(spec, output_root, _defaults(spec, budget))
+                                               for spec in grid.specs],
                       figures=sorted((output_root / "figures").glob(f"{suite_name}_*.png")),
                       warnings=warnings,
                       subtitle=f"From the runs stored in the output folder {output_root.name}/ "

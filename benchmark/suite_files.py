@@ -240,7 +240,7 @@ class _Reader:
             try:
                 resolved = (dataset.domain_name(pair[0]), dataset.domain_name(pair[1]))
             except KeyError as error:
-                raise self.error("pairs", pair, error.args[0]) from None
+                raise SuiteFileError(f"{self.path}: key 'pairs' = {pair!r}: {error.args[0]}") from None
             if resolved[0] == resolved[1]:
                 raise self.error("pairs", pair, "two different domains")
             pairs.append(resolved)

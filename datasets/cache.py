@@ -96,13 +96,30 @@ def build_once(path: Path, build: Callable[[Path], None], load: Callable[[Path],
         return load(path)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc/self/status, `Umask:`), else by
+    setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """`write(handle)` into a temporary file in the same folder, fsync, then rename over `path`: readers see the old
-    file or the whole new one, and a crash right after the rename cannot leave it empty. The folder is created."""
+    file or the whole new one, and a crash right after the rename cannot leave it empty. The folder is created. The
+    file gets the mode a plain `open` would give it (0666 less the umask), not mkstemp's owner-only 0600, so that a
+    group sharing a results folder or a cache can read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(descriptor, 0o666 & ~current_umask())
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()

@@ -9,6 +9,7 @@ import pytest
 
 from benchmark import cli
 from benchmark.suites import SUITES, load_suite_file, plan
+from datasets.registry import default_budget
 from methods import get_method_class, method_names
 from methods.base import BUDGETS, resolve_hparams
 
@@ -35,6 +36,10 @@ def test_the_quickstart_budget_gives_a_folder_dataset_the_synthetic_data_s_recip
     assert (specs["uem"].hparams["stage1_epochs"], specs["uem"].hparams["stage2_epochs"],
             specs["uem"].hparams["batch_size"]) == (8, 4, 32)
     assert (specs["dn2a"].hparams["epochs"], specs["dn2a"].hparams["queue_size"]) == (6, 256)
+    # --dry-run says the budget and each method's schedule before anything trains
+    from benchmark.pipeline import budget_text
+    line = budget_text(load_suite_file(_suite_file(tmp_path, root, 'budget = "quickstart"')), list(specs.values()))
+    assert line.startswith("budget quickstart (epochs x batch per domain): cds 3 x 32, pcs 10 x 32, darl 10 x 32")
     assert specs["cds"].hparams["epochs"] == 3                      # [hparams.cds] after the budget
 
 
@@ -60,8 +65,9 @@ def test_an_unknown_budget_is_refused_with_the_known_ones(toys, tmp_path, capsys
 
 def test_budget_paper_over_the_quickstart_and_the_quickstart_s_run_ids():
     quickstart = SUITES["quickstart"]
-    assert quickstart.budget is None and quickstart.budget_name() == "quickstart" and BUDGETS == ("paper",
-                                                                                                   "quickstart")
+    # the file names its budget (a copy for another dataset keeps it); the synthetic data's default is the same
+    assert quickstart.budget == quickstart.budget_name() == default_budget("synthetic") == "quickstart"
+    assert BUDGETS == ("paper", "quickstart") and default_budget("office_home") == "paper"
     small = {s.method: s for s in plan(quickstart, seeds=[2024], pairs=["Ph-Sk"])}
     paper = {s.method: s for s in plan(dataclasses.replace(quickstart, budget="paper"), seeds=[2024],
                                        pairs=["Ph-Sk"])}

@@ -131,3 +131,23 @@ def test_build_once_builds_once_rebuilds_a_damaged_entry_and_cleans_up_a_failed_
     probe = filelock.FileLock(lock_path(tmp_path / "other"))
     probe.acquire(timeout=0)                                     # the lock went with the failed build
     probe.release()
+
+
+def test_files_written_atomically_follow_the_umask_not_mkstemp_s_owner_only_mode(tmp_path):
+    # A results folder or cache shared by a group: tables, pages, run files and cache entries are written through
+    # atomic_write, whose temporary file mkstemp creates with mode 0600; they must end with 0666 less the umask, as a
+    # plain open() gives (0644 under umask 022, 0600 under 077, 0664 under 002).
+    import stat
+
+    from benchmark.store import atomic_write_text
+    from datasets.cache import current_umask
+    previous = os.umask(0o022)
+    try:
+        for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+            os.umask(mask)
+            assert current_umask() == mask
+            target = tmp_path / f"table-{mask:o}.md"
+            atomic_write_text(target, "| a |\n")
+            assert stat.S_IMODE(target.stat().st_mode) == mode, oct(target.stat().st_mode)
+    finally:
+        os.umask(previous)

@@ -86,6 +86,9 @@ def test_the_estimate_from_a_calibration_is_the_runs_images_at_the_measured_rate
     text = cost.estimate_text(cost.estimate([spec, _spec("coda")], tmp_path, read), read)
     assert re.search(r"cds +1 +0\.026  calibration \(NVIDIA H200\)", text)
     assert "coda" in text and "not in the total" in text and "GPU-hours for the 1 priced runs" in text
+    # nothing priced: no total of 0 hours, but why and what would price it
+    text = cost.estimate_text(cost.estimate([_spec("coda")], tmp_path, read), read)
+    assert "0.000" not in text and "no run could be priced" in text and "--calibration" in text
 
 
 def test_the_estimate_falls_back_on_the_stores_finished_runs(tmp_path):

@@ -28,3 +28,22 @@ def test_the_command_line_takes_auto_by_default_or_a_count():
     for bad in ("0", "-1", "two"):
         with pytest.raises(SystemExit):
             parser.parse_args(["--jobs", bad])
+
+
+def test_threads_are_shared_out_over_the_cores_this_process_may_use_not_the_node_s(monkeypatch):
+    # `srun -c 4` on a 64-core node: affinity 4 cores; auto gives 4 jobs of 1 thread, not 4 x 16 on 4 cores
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(launchers.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(launchers.os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert REAL_AUTO_JOBS("auto") == 4 and launchers.threads_per_job(4) == 1 and launchers.threads_per_job(2) == 2
+    assert launchers.threads_per_job(8) == 1
+
+
+def test_a_dry_run_for_slurm_checks_the_profile_and_flags_it_would_submit_with(tmp_path, capsys):
+    profile = tmp_path / "site.toml"
+    profile.write_text('partitio = "gpu"\n')                     # a typo: found by the check before submitting
+    output = tmp_path / "results"
+    assert cli.main(["--suite", "quickstart", "--dry-run", "--launcher", "slurm", "--slurm-profile", str(profile),
+                     "--output", str(output)]) == 2
+    assert "unknown key(s) partitio; expected some of partition" in capsys.readouterr().err and not output.exists()

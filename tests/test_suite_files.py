@@ -43,7 +43,8 @@ def test_the_documented_suite_runs_with_two_workers_and_reaches_the_summary(toys
     (lambda t: t.replace('root = "toys"', 'root = "no_such_folder"'),
      "key 'dataset.root' = 'no_such_folder': expected a folder holding <domain>/<class>/<image>"),
     (lambda t: t.replace('["negative", "photo"]', '["negative", "painting"]'),
-     "dataset 'toys' has no domain 'painting'; its domains are: drawing (Dr), negative (Ng), photo (Ph)"),
+     "key 'pairs' = ['negative', 'painting']: dataset 'toys' has no domain 'painting'; its domains are: drawing (Dr), "
+     "negative (Ng), photo (Ph)"),
     (lambda t: t.replace('methods = ["pretrained", "cds", "mymethod"]', 'methods = ["pretrained", "cds", "cds"]'),
      "key 'methods' = ['pretrained', 'cds', 'cds']: expected a list of method names, each once (repeated: cds)"),
     (lambda t: t.replace('plugins = ["my_method.py"]', 'plugins = ["missing.py"]'), "no such file"),
