@@ -12,8 +12,10 @@ Record again (only after a change that is meant to move the numbers, saying so i
     python -m tests.bitwise --record                       # every method
     python -m tests.bitwise --record --methods coda uem    # only these; the others keep their fingerprints
 
-Recorded on 2026-11-30 before issue 15's refactoring; CoDA, DGDIR, UCDIR and UEM (with its ablations) recorded again
-after their k-means seeds moved to derive_seed (PROTOCOL_VERSION 3), the file's `rerecorded` list says so.
+Recorded on 2026-11-30 before issue 15's refactoring (on an AVX2 CPU); CoDA, DGDIR, UCDIR and UEM (with its ablations)
+recorded again after their k-means seeds moved to derive_seed (PROTOCOL_VERSION 3). Recorded again, every method, on
+2026-12-07 on the AVX-512 CPU the project's machines and CI have (the AVX2 fingerprints only ever compared there, and
+UEM's had moved with issue 23's cluster count, PROTOCOL_VERSION 4), from the shipped quickstart init.
 """
 from __future__ import annotations
 
