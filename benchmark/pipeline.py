@@ -543,6 +543,9 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
         ablation_models = [stored.ablation] if stored.ablation is not None else []
     else:
         statuses = {spec.run_id: status for status, group in census(specs, output_root).items() for spec in group}
+        if specs and "done" not in statuses.values():
+            print(f"note: none of the {len(specs)} planned runs of {suite_name} is finished in {output_root}: the "
+                  f"tables are empty (-); train them first, or give the --output that holds them")
         grid = with_stored_runs(specs, output_root)        # and the stored runs that differ from the plan
         for line in grid.left_out:
             print(line)

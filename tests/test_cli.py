@@ -131,3 +131,11 @@ def test_requested_methods_come_in_table_order():
     specs = plan(get_suite("quickstart"), methods=["uem", "pretrained", "cds", "uem"], seeds=[2024],
                  pairs=["Ph-Sk"])
     assert [s.method for s in specs] == ["pretrained", "cds", "uem"]
+
+
+def test_a_report_of_a_folder_with_no_finished_run_says_so(tmp_path, capsys):
+    output = tmp_path / "elsewhere"
+    assert cli.main(["--suite", "quickstart", "--report", "--methods", "pretrained", "--pairs", "Ph-Sk", "--seeds",
+                     "2024", "--output", str(output)]) == 0
+    assert (f"note: none of the 1 planned runs of quickstart is finished in {output}: the tables are empty (-); "
+            f"train them first, or give the --output that holds them") in capsys.readouterr().out

@@ -47,3 +47,4 @@ def test_a_dry_run_for_slurm_checks_the_profile_and_flags_it_would_submit_with(t
     assert cli.main(["--suite", "quickstart", "--dry-run", "--launcher", "slurm", "--slurm-profile", str(profile),
                      "--output", str(output)]) == 2
     assert "unknown key(s) partitio; expected some of partition" in capsys.readouterr().err and not output.exists()
+
