@@ -526,8 +526,7 @@ def report(suite_name: str, specs, output_root: Path, summary: bool = False, com
     companions beside the paper's numbers, with `figures` the suite's figures, the HTML page, and last the PDFs of
     the LaTeX documents (a pdflatex failure is a warning with its log's path; it stops nothing). Exit status 1 when a
     run behind the tables failed."""
-    start = next((other_start(spec.backbone, PAPER_BACKBONE) for spec in specs
-                  if other_start(spec.backbone, PAPER_BACKBONE)), None)
+    start = next(filter(None, (other_start(spec.backbone, PAPER_BACKBONE) for spec in specs)), None)
     if compare_paper and start:              # a companion suite: the paper's numbers are another backbone's
         print(f"--compare-paper: the paper's numbers start from MoCo v2 ResNet-50, the runs of {suite_name} from "
               f"{start}: not compared (the report of a suite from MoCo v2 ResNet-50 shows them as rows of their own)")

@@ -1,8 +1,8 @@
 """Suites: named grids of runs (dataset x settings x ordered pairs x methods x seeds), expanded into run specs.
 
 A suite names what to run; the plan resolves every run's hyper-parameters (method defaults, then the method's
-per-dataset overrides, then its recipe for the suite's budget, then the suite's, then `--set`) and split class lists, so each spec — and its hash — says
-exactly what ran.
+per-dataset overrides, then its recipe for the suite's budget, then the suite's, then `--set`) and split class lists,
+so each spec — and its hash — says exactly what ran.
 """
 from __future__ import annotations
 

@@ -81,15 +81,15 @@ ViT, set with `--set ucdir.lr=...`.
 
 Office-31: the official code ships no Office-31 script; the Office-Home values (the defaults) are used.
 
-Quickstart budget (`budgets["quickstart"]`): 10 epochs of ~15 steps of 32 + 32 images, instead of 200 epochs of ~70 steps of
-64 + 64 (Office-Home). The stages keep their proportions: warm-up 1 epoch (10 %), cluster-wise ramp to epoch 5 and
-alignment from epoch 5 (50 %). Crops keep >= 0.5 of the 32-px side (as for UEM: a toy object fills a third of the
-frame). The lr stays at the official 2e-4: the alignment terms are softmaxes at temperature 0.01, and at a raised
-lr (1e-3, 3e-3) they collapsed the features within one epoch on the quickstart data (instance loss back to ~ln N,
-entropy to ~ln K, no sample passing the confidence filter). The key momentum is scaled to 0.99: the banks are
-rewritten once per epoch, and MoCo needs the key encoder to change little within that period; 0.999 over 1000 steps
-is ~14 official epochs, 0.99 over ~100 steps is ~7 quickstart epochs (0.999 would leave the retrieval feature, the
-key encoder, ~85 % the init after 150 steps; 0.9 would change it within a fraction of an epoch).
+Quickstart budget (`budgets["quickstart"]`): 10 epochs of ~15 steps of 32 + 32 images, instead of 200 epochs of ~70
+steps of 64 + 64 (Office-Home). The stages keep their proportions: warm-up 1 epoch (10 %), cluster-wise ramp to epoch 5
+and alignment from epoch 5 (50 %). Crops keep >= 0.5 of the 32-px side (as for UEM: a toy object fills a third of the
+frame). The lr stays at the official 2e-4: the alignment terms are softmaxes at temperature 0.01, and at a raised lr
+(1e-3, 3e-3) they collapsed the features within one epoch on the quickstart data (instance loss back to ~ln N, entropy
+to ~ln K, no sample passing the confidence filter). The key momentum is scaled to 0.99: the banks are rewritten once per
+epoch, and MoCo needs the key encoder to change little within that period; 0.999 over 1000 steps is ~14 official epochs,
+0.99 over ~100 steps is ~7 quickstart epochs (0.999 would leave the retrieval feature, the key encoder, ~85 % the init
+after 150 steps; 0.9 would change it within a fraction of an epoch).
 """
 from __future__ import annotations
 
